@@ -1,0 +1,67 @@
+"""The few functions every view, API endpoint, consumer and media route uses to decide who
+sees what. A user sees a project only through a membership (404 otherwise); the role then
+decides what they may do in it (403 otherwise)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from annotations.models import Item, Membership, Project
+
+Role = Membership.Role
+
+# Each action and the roles allowed to take it. Reviewers annotate too; project admins do all.
+ANNOTATE = frozenset({Role.ANNOTATOR, Role.REVIEWER, Role.ADMIN})
+VIEW = ANNOTATE
+EXPORT = frozenset({Role.REVIEWER, Role.ADMIN})
+MANAGE = frozenset({Role.ADMIN})
+
+
+def projects_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    return Project.objects.filter(memberships__user=user)
+
+
+def role_in(project: Project, user: AbstractBaseUser | AnonymousUser) -> str | None:
+    if not user.is_authenticated:
+        return None
+    return (
+        Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+    )
+
+
+def get_project_for_user(user, pk: int, *, allowed: frozenset[str] = VIEW) -> Project:
+    """The project `pk` if `user` is a member (else 404) whose role is in `allowed` (else 403).
+    The role is attached as `project.user_role`."""
+    if not user.is_authenticated:
+        raise Http404("No such project.")
+    row = (
+        Membership.objects.filter(project_id=pk, user=user)
+        .select_related("project")
+        .only("role", "project")
+        .first()
+    )
+    if row is None:
+        raise Http404("No such project.")
+    if row.role not in allowed:
+        raise PermissionDenied("Your role in this project does not allow this.")
+    project = row.project
+    project.user_role = row.role
+    return project
+
+
+def get_item_for_user(user, project_pk: int, item_pk: int, *, allowed=VIEW) -> Item:
+    project = get_project_for_user(user, project_pk, allowed=allowed)
+    item = Item.objects.filter(project=project, pk=item_pk).first()
+    if item is None:
+        raise Http404("No such item.")
+    item.project = project
+    return item
+
+
+def can(project: Project, action: frozenset[str]) -> bool:
+    return getattr(project, "user_role", None) in action

@@ -1,0 +1,177 @@
+"""Handing out items: which item an annotator gets next, and the leases that stop two
+annotators from getting the same one.
+
+An item handed out is leased to its annotator for `settings.LEASE_SECONDS`, renewed while
+their page is open. Expired leases simply stop counting, so a closed tab frees its items
+within one lease period. On PostgreSQL candidates are locked with FOR UPDATE SKIP LOCKED and
+the lease counts are re-read once the locks are held (a fresh READ COMMITTED snapshot), so two
+concurrent requests can never both take the last free slot of an item. SQLite runs write
+transactions one at a time (IMMEDIATE), which gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from annotations.models import Annotation, Item, ItemLease, Project
+
+# Candidates locked per round beyond those asked for: some may turn out to be taken by a
+# lease that committed while we were looking.
+_SLACK = 4
+_MAX_ROUNDS = 6
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    total: int
+    complete: int
+    mine: int
+    waiting_on_leases: int
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.complete
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.complete / self.total) if self.total else 0
+
+
+def lease_expiry(now: datetime | None = None) -> datetime:
+    return (now or timezone.now()) + timedelta(seconds=settings.LEASE_SECONDS)
+
+
+def open_items_for(project: Project, user, now: datetime) -> QuerySet[Item]:
+    """Items of `project` that `user` has not answered and that still have a free slot,
+    in queue order."""
+    answered = Annotation.objects.filter(item=OuterRef("pk"), annotator=user)
+    qs = Item.objects.filter(project=project, needs_annotation=True).filter(~Exists(answered))
+    others = ItemLease.objects.filter(item=OuterRef("pk"), expires_at__gt=now).exclude(user=user)
+    if project.overlap == 1:
+        qs = qs.filter(~Exists(others))
+    else:
+        leased = others.order_by().values("item").annotate(n=Count("id")).values("n")
+        qs = qs.annotate(
+            _leased=Coalesce(Subquery(leased, output_field=IntegerField()), Value(0))
+        ).filter(_leased__lt=Value(project.overlap) - F("annotation_count"))
+    return qs.order_by("-priority", "id")
+
+
+def _my_leased_items(project: Project, user, now: datetime) -> list[Item]:
+    answered = Annotation.objects.filter(item=OuterRef("item_id"), annotator=user)
+    item_ids = list(
+        ItemLease.objects.filter(project=project, user=user, expires_at__gt=now)
+        .filter(~Exists(answered))
+        .order_by("created_at", "item_id")
+        .values_list("item_id", flat=True)
+    )
+    by_id = Item.objects.in_bulk(item_ids)
+    return [by_id[i] for i in item_ids if i in by_id and by_id[i].needs_annotation]
+
+
+def next_items(
+    *, project: Project, user, count: int, exclude: frozenset[int] = frozenset()
+) -> list[Item]:
+    """Up to `count` items for `user` to label next, leased to them.
+
+    The user's own live leases come first (a reload or a second tab sees the same items);
+    `exclude` names items the page already shows, so fetching ahead returns new ones.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        items = [i for i in _my_leased_items(project, user, now) if i.pk not in exclude]
+        items = items[:count]
+        taken = set(exclude) | {i.pk for i in items}
+        for _ in range(_MAX_ROUNDS):
+            missing = count - len(items)
+            if missing <= 0:
+                break
+            fresh = _lease_new(project, user, now, missing, taken)
+            if fresh is None:  # nothing left
+                break
+            items.extend(fresh)
+            taken.update(i.pk for i in fresh)
+        expires = lease_expiry(now)
+        ItemLease.objects.bulk_create(
+            [
+                ItemLease(project=project, item=i, user=user, created_at=now, expires_at=expires)
+                for i in items
+            ],
+            update_conflicts=True,
+            unique_fields=["item", "user"],
+            update_fields=["expires_at"],
+        )
+    return items
+
+
+def _lease_new(
+    project: Project, user, now: datetime, missing: int, taken: set[int]
+) -> list[Item] | None:
+    """Lock up to `missing` open items not in `taken`; None when the queue has none left."""
+    qs = open_items_for(project, user, now).exclude(pk__in=taken)
+    if connection.features.has_select_for_update_skip_locked:
+        qs = qs.select_for_update(skip_locked=True, of=("self",))
+    candidates = list(qs[: missing + _SLACK])
+    if not candidates:
+        return None
+    if connection.vendor != "postgresql":
+        return candidates[:missing]
+    # The rows are locked now: re-read who holds them in a fresh snapshot and drop any that a
+    # concurrent transaction leased between our snapshot and our lock.
+    still_open = set(
+        open_items_for(project, user, timezone.now())
+        .filter(pk__in=[c.pk for c in candidates])
+        .values_list("pk", flat=True)
+    )
+    fresh = [c for c in candidates if c.pk in still_open][:missing]
+    taken.update(c.pk for c in candidates if c.pk not in still_open)
+    return fresh
+
+
+def renew_leases(*, project: Project, user) -> int:
+    """Extend the user's live leases in `project` (the annotate page calls this while open)."""
+    now = timezone.now()
+    return ItemLease.objects.filter(project=project, user=user, expires_at__gt=now).update(
+        expires_at=lease_expiry(now)
+    )
+
+
+def release_lease(*, item: Item, user) -> None:
+    ItemLease.objects.filter(item=item, user=user).delete()
+
+
+def purge_expired_leases(*, older_than: timedelta = timedelta(hours=1)) -> int:
+    """Housekeeping: expired leases no longer count, this only keeps the table small."""
+    deleted, _ = ItemLease.objects.filter(expires_at__lt=timezone.now() - older_than).delete()
+    return deleted
+
+
+def queue_status(*, project: Project, user, with_waiting: bool = False) -> QueueStatus:
+    """Progress for the annotate page. Counting items held by others' leases costs a scan,
+    so it is done only when asked (the queue came up empty)."""
+    mine = Annotation.objects.filter(project=project, annotator=user, skipped=False).count()
+    waiting = 0
+    if with_waiting:
+        now = timezone.now()
+        answered = Annotation.objects.filter(item=OuterRef("pk"), annotator=user)
+        leased_by_others = ItemLease.objects.filter(
+            item=OuterRef("pk"), expires_at__gt=now
+        ).exclude(user=user)
+        waiting = (
+            Item.objects.filter(project=project, needs_annotation=True)
+            .filter(~Exists(answered), Exists(leased_by_others))
+            .count()
+        )
+    return QueueStatus(
+        total=project.item_count,
+        complete=project.complete_count,
+        mine=mine,
+        waiting_on_leases=waiting,
+    )

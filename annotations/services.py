@@ -1,0 +1,236 @@
+"""Writes and workflows on projects and annotations. Views, the API, consumers and management
+commands all call these; none of them writes annotations another way."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
+
+from annotations import queue
+from annotations.events import publish_progress_on_commit
+from annotations.models import Annotation, AnnotationRevision, Item, LabelClass, Project
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    annotation: Annotation
+    created: bool  # a new answer
+    changed: bool  # False when the submission was a resend of one already stored
+
+
+def validate_labels(project: Project, labels: Sequence[str], *, skipped: bool) -> list[str]:
+    """Check chosen labels against the project's classes; returns them in schema order."""
+    if not isinstance(labels, list | tuple) or not all(isinstance(x, str) for x in labels):
+        raise ValidationError({"labels": "Labels must be a list of class names."})
+    names = list(project.label_classes.values_list("name", flat=True))
+    unknown = [x for x in labels if x not in names]
+    if unknown:
+        raise ValidationError(
+            {
+                "labels": f"Unknown label(s) {', '.join(map(repr, unknown))}; "
+                f"this project's classes are {', '.join(map(repr, names))}."
+            }
+        )
+    if len(set(labels)) != len(labels):
+        raise ValidationError({"labels": "A label was given twice."})
+    if skipped:
+        if labels:
+            raise ValidationError({"labels": "A skipped item carries no labels."})
+        return []
+    if not project.is_multi_label and len(labels) != 1:
+        raise ValidationError({"labels": "Choose exactly one label (single-label project)."})
+    return [n for n in names if n in labels]
+
+
+def annotation_submit(
+    *,
+    item: Item,
+    annotator,
+    labels: Sequence[str],
+    skipped: bool = False,
+    time_spent_ms: int = 0,
+    client_uuid: uuid.UUID,
+) -> SubmitResult:
+    """Store an annotator's answer for an item, exactly once per `client_uuid`.
+
+    A resent submission returns what is stored and changes nothing. A new answer for an item the
+    annotator already answered (reopened from the history) edits it and logs a revision. The
+    item row is locked for the write, so concurrent resends cannot create two rows and the
+    completion counters stay exact.
+    """
+    project = item.project
+    labels = validate_labels(project, list(labels), skipped=skipped)
+    time_spent_ms = max(0, min(int(time_spent_ms or 0), 24 * 3600 * 1000))
+    with transaction.atomic():
+        locked = Item.objects.select_for_update().get(pk=item.pk)
+        replay = _find_submission(client_uuid)
+        if replay is not None:
+            if replay.item_id != locked.pk or replay.annotator_id != annotator.pk:
+                raise ValidationError({"client_uuid": "This submission id was already used."})
+            return SubmitResult(annotation=replay, created=False, changed=False)
+
+        existing = Annotation.objects.filter(item=locked, annotator=annotator).first()
+        if existing is None:
+            annotation = Annotation.objects.create(
+                project=project,
+                item=locked,
+                annotator=annotator,
+                labels=labels,
+                skipped=skipped,
+                time_spent_ms=time_spent_ms,
+                client_uuid=client_uuid,
+            )
+            delta = 0 if skipped else 1
+            created = True
+        else:
+            AnnotationRevision.objects.create(
+                annotation=existing,
+                client_uuid=client_uuid,
+                labels=labels,
+                skipped=skipped,
+                previous_labels=existing.labels,
+                previous_skipped=existing.skipped,
+            )
+            delta = int(existing.skipped) - int(skipped)
+            existing.labels = labels
+            existing.skipped = skipped
+            existing.time_spent_ms = min(existing.time_spent_ms + time_spent_ms, 2**31 - 1)
+            existing.save(update_fields=["labels", "skipped", "time_spent_ms", "updated_at"])
+            annotation = existing
+            created = False
+        if delta:
+            _count_answer(project, locked, delta)
+        queue.release_lease(item=locked, user=annotator)
+        publish_progress_on_commit(project.pk, locked.pk)
+    return SubmitResult(annotation=annotation, created=created, changed=True)
+
+
+def _find_submission(client_uuid: uuid.UUID) -> Annotation | None:
+    found = Annotation.objects.filter(client_uuid=client_uuid).first()
+    if found is not None:
+        return found
+    revision = (
+        AnnotationRevision.objects.filter(client_uuid=client_uuid)
+        .select_related("annotation")
+        .first()
+    )
+    return revision.annotation if revision else None
+
+
+def _count_answer(project: Project, item: Item, delta: int) -> None:
+    """Apply +1/-1 answered annotation to the (locked) item and the project's counters."""
+    count = item.annotation_count + delta
+    was_open = item.needs_annotation
+    now_open = count < project.overlap
+    Item.objects.filter(pk=item.pk).update(annotation_count=count, needs_annotation=now_open)
+    if was_open != now_open:
+        Project.objects.filter(pk=project.pk).update(
+            complete_count=F("complete_count") + (1 if was_open else -1)
+        )
+
+
+def project_recount(project: Project) -> Project:
+    """Recompute every item's answer count and the project's progress from the annotations.
+
+    Used after deletions in admin and when the overlap changes; exact, a few set-wise UPDATEs.
+    """
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=project.pk)
+        answered = (
+            Annotation.objects.filter(item=OuterRef("pk"), skipped=False)
+            .order_by()
+            .values("item")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        items = Item.objects.filter(project=project)
+        items.update(
+            annotation_count=Coalesce(Subquery(answered, output_field=IntegerField()), Value(0))
+        )
+        items.update(
+            needs_annotation=Case(
+                When(annotation_count__lt=project.overlap, then=Value(True)),
+                default=Value(False),
+            )
+        )
+        totals = items.aggregate(
+            total=Count("id"), complete=Count("id", filter=Q(needs_annotation=False))
+        )
+        Project.objects.filter(pk=project.pk).update(
+            item_count=totals["total"], complete_count=totals["complete"]
+        )
+    project.refresh_from_db()
+    return project
+
+
+def project_set_overlap(project: Project, overlap: int) -> Project:
+    if overlap < 1:
+        raise ValidationError({"overlap": "Overlap is at least 1."})
+    Project.objects.filter(pk=project.pk).update(overlap=overlap)
+    project.overlap = overlap
+    return project_recount(project)
+
+
+def project_create(
+    *,
+    name: str,
+    item_kind: str = Project.ItemKind.TEXT,
+    labeling_mode: str = Project.LabelingMode.SINGLE,
+    classes: Iterable[str | tuple[str, str]] = (),
+    description: str = "",
+    instructions: str = "",
+    overlap: int = 1,
+) -> Project:
+    """A project with its label classes, numbered for the keyboard in the order given."""
+    palette = [
+        "#4f7cff",
+        "#e8590c",
+        "#2f9e44",
+        "#c2255c",
+        "#7048e8",
+        "#0c8599",
+        "#e67700",
+        "#5c940d",
+        "#862e9c",
+        "#495057",
+    ]
+    with transaction.atomic():
+        project = Project(
+            name=name,
+            item_kind=item_kind,
+            labeling_mode=labeling_mode,
+            description=description,
+            instructions=instructions,
+            overlap=overlap,
+        )
+        project.full_clean()
+        project.save()
+        for order, entry in enumerate(classes):
+            cname, color = (
+                (entry, palette[order % len(palette)]) if isinstance(entry, str) else entry
+            )
+            label = LabelClass(project=project, name=cname, color=color, order=order)
+            label.full_clean(exclude=["project"])
+            label.save()
+    return project
+
+
+def add_items_counted(project: Project, created: int) -> None:
+    """Record `created` new (open) items in the project's counters."""
+    Project.objects.filter(pk=project.pk).update(item_count=F("item_count") + created)

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from annotations.views import annotate, media, projects
+
+urlpatterns = [
+    path("", projects.project_list, name="project_list"),
+    path("<int:pk>/", projects.project_detail, name="project_detail"),
+    path("<int:pk>/annotate/", annotate.annotate, name="annotate"),
+    path("<int:pk>/annotate/next/", annotate.annotate_next, name="annotate_next"),
+    path("<int:pk>/annotate/submit/", annotate.annotate_submit, name="annotate_submit"),
+    path("<int:pk>/annotate/heartbeat/", annotate.annotate_heartbeat, name="annotate_heartbeat"),
+    path("<int:pk>/annotate/items/<int:item_pk>/", annotate.annotate_item, name="annotate_item"),
+    path("<int:pk>/items/<int:item_pk>/image/", media.item_image, name="item_image"),
+]

@@ -1,0 +1,192 @@
+"""The annotate page and the small HTMX endpoints behind it.
+
+The page holds the current item and the next one(s), fetched ahead; a submission answers with
+the next item to hold, so the annotator never waits for the server between two items.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from annotations import access, queue
+from annotations.forms import NextForm, SubmitForm
+from annotations.models import Annotation, Item, ItemLease, LabelClass, Project
+from annotations.services import annotation_submit
+
+HISTORY_LENGTH = 10
+
+
+def keyed_classes(project: Project) -> list[dict]:
+    """Label classes with the key that picks each: its own, else 1–9 by position."""
+    out = []
+    for index, label in enumerate(LabelClass.objects.filter(project=project)):
+        key = label.key or (str(index + 1) if index < 9 else "")
+        out.append(
+            {
+                "name": label.name,
+                "color": label.color,
+                "key": key,
+                "digit": str(index + 1) if index < 9 else "",
+            }
+        )
+    return out
+
+
+def _history(project: Project, user) -> list[Annotation]:
+    return list(
+        Annotation.objects.filter(project=project, annotator=user)
+        .select_related("item")
+        .order_by("-updated_at", "-id")[:HISTORY_LENGTH]
+    )
+
+
+def _card_context(project: Project, items: list[Item], *, reopened: dict | None = None) -> dict:
+    """Cards to render; `reopened` maps an item id to the labels already given to it."""
+    reopened = reopened or {}
+    return {"project": project, "cards": [{"item": i, "labels": reopened.get(i.pk)} for i in items]}
+
+
+@require_GET
+@login_required
+def annotate(request: HttpRequest, pk: int) -> HttpResponse:
+    project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
+    items = queue.next_items(project=project, user=request.user, count=1 + settings.PREFETCH_ITEMS)
+    status = queue.queue_status(project=project, user=request.user, with_waiting=not items)
+    return render(
+        request,
+        "annotations/annotate.html",
+        {
+            **_card_context(project, items),
+            "classes": keyed_classes(project),
+            "history": _history(project, request.user),
+            "status": status,
+            "queue_target": 1 + settings.PREFETCH_ITEMS,
+            "heartbeat_seconds": max(5, settings.LEASE_SECONDS // 3),
+            "can_export": access.can(project, access.EXPORT),
+        },
+    )
+
+
+@require_GET
+@login_required
+def annotate_next(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cards for the next items (used to refill the queue, and by the empty-queue poll)."""
+    project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
+    form = NextForm(request.GET)
+    if not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400, content_type="text/plain")
+    items = queue.next_items(
+        project=project,
+        user=request.user,
+        count=form.cleaned_data["count"] or 1,
+        exclude=form.cleaned_data["exclude"],
+    )
+    status = queue.queue_status(project=project, user=request.user, with_waiting=not items)
+    return render(
+        request,
+        "annotations/annotate.html#cards",
+        {**_card_context(project, items), "status": status},
+    )
+
+
+@require_POST
+@login_required
+def annotate_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
+    names = list(project.label_classes.values_list("name", flat=True))
+    form = SubmitForm(request.POST, label_names=names)
+    if not form.is_valid():
+        return _error(form.errors.get_json_data())
+    data = form.cleaned_data
+    item = Item.objects.filter(project=project, pk=data["item"]).first()
+    if item is None:
+        raise Http404("No such item in this project.")
+    item.project = project
+    try:
+        annotation_submit(
+            item=item,
+            annotator=request.user,
+            labels=data["labels"],
+            skipped=data["skipped"],
+            time_spent_ms=data["time_spent_ms"] or 0,
+            client_uuid=data["client_uuid"],
+        )
+    except ValidationError as exc:
+        return _error(exc.message_dict)
+    want = data["want"] or 0
+    items = (
+        queue.next_items(
+            project=project, user=request.user, count=want, exclude=data["exclude"] | {item.pk}
+        )
+        if want
+        else []
+    )
+    project.refresh_from_db(fields=["item_count", "complete_count"])
+    status = queue.queue_status(
+        project=project, user=request.user, with_waiting=bool(want) and not items
+    )
+    return render(
+        request,
+        "annotations/annotate.html#submitted",
+        {
+            **_card_context(project, items),
+            "show_empty": bool(want) and not items,
+            "history": _history(project, request.user),
+            "status": status,
+        },
+    )
+
+
+@require_GET
+@login_required
+def annotate_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    """One item the annotator already answered (or holds), to look at or change again."""
+    project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
+    item = Item.objects.filter(project=project, pk=item_pk).first()
+    if item is None:
+        raise Http404("No such item.")
+    mine = Annotation.objects.filter(item=item, annotator=request.user).first()
+    if mine is None and not ItemLease.objects.filter(item=item, user=request.user).exists():
+        raise Http404("You have not been given this item.")
+    reopened = {item.pk: mine.labels if mine else []}
+    if not request.htmx:
+        # A plain link (no JavaScript): the full page, opened at this item.
+        return render(
+            request,
+            "annotations/annotate.html",
+            {
+                "project": project,
+                "items": [item],
+                "reopened": reopened,
+                "classes": keyed_classes(project),
+                "history": _history(project, request.user),
+                "status": queue.queue_status(project=project, user=request.user),
+                "queue_target": 1 + settings.PREFETCH_ITEMS,
+                "heartbeat_seconds": max(5, settings.LEASE_SECONDS // 3),
+            },
+        )
+    return render(
+        request,
+        "annotations/annotate.html#cards",
+        _card_context(project, [item], reopened=reopened),
+    )
+
+
+@require_POST
+@login_required
+def annotate_heartbeat(request: HttpRequest, pk: int) -> HttpResponse:
+    """Keeps the leases of an open annotate page alive."""
+    project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
+    renewed = queue.renew_leases(project=project, user=request.user)
+    return HttpResponse(status=204, headers={"X-Leases-Renewed": str(renewed)})
+
+
+def _error(errors: dict) -> HttpResponse:
+    return HttpResponse(json.dumps({"errors": errors}), status=422, content_type="application/json")

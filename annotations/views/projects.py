@@ -1,0 +1,38 @@
+"""The project list and a project's overview page."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from annotations import access
+from annotations.models import Membership
+
+
+@require_GET
+@login_required
+def project_list(request: HttpRequest) -> HttpResponse:
+    memberships = (
+        Membership.objects.filter(user=request.user)
+        .select_related("project")
+        .order_by("project__name")
+    )
+    return render(request, "annotations/project_list.html", {"memberships": memberships})
+
+
+@require_GET
+@login_required
+def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    project = access.get_project_for_user(request.user, pk)
+    return render(
+        request,
+        "annotations/project_detail.html",
+        {
+            "project": project,
+            "label_classes": project.label_classes.all(),
+            "can_export": access.can(project, access.EXPORT),
+            "can_manage": access.can(project, access.MANAGE),
+        },
+    )

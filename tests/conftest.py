@@ -1,0 +1,75 @@
+"""The standard cast: a project with an annotator, a reviewer, a project admin, and an
+outsider (member of another project) who must be refused everywhere."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from annotations.models import Item, Membership, Project
+from annotations.services import add_items_counted, project_create
+
+User = get_user_model()
+PASSWORD = "correct-horse-battery-staple"
+
+
+def make_user(username: str, **extra) -> User:
+    return User.objects.create_user(username=username, password=PASSWORD, **extra)
+
+
+def add_text_items(project: Project, texts: list[str], *, prefix: str = "t") -> list[Item]:
+    items = Item.objects.bulk_create(
+        [
+            Item(project=project, external_id=f"{prefix}{i}", text=text, priority=1.0 - i * 1e-6)
+            for i, text in enumerate(texts)
+        ]
+    )
+    add_items_counted(project, len(items))
+    project.refresh_from_db()
+    return items
+
+
+@pytest.fixture
+def project(db) -> Project:
+    p = project_create(
+        name="Sentiment",
+        classes=["positive", "negative", "neutral"],
+        instructions="Label the sentiment of each review.",
+    )
+    add_text_items(p, [f"review number {i}" for i in range(20)])
+    return p
+
+
+@pytest.fixture
+def other_project(db) -> Project:
+    p = project_create(name="Other team", classes=["a", "b"])
+    add_text_items(p, ["secret text of another team"], prefix="o")
+    return p
+
+
+@pytest.fixture
+def annotator(project) -> User:
+    user = make_user("annie")
+    Membership.objects.create(project=project, user=user, role=Membership.Role.ANNOTATOR)
+    return user
+
+
+@pytest.fixture
+def reviewer(project) -> User:
+    user = make_user("rev")
+    Membership.objects.create(project=project, user=user, role=Membership.Role.REVIEWER)
+    return user
+
+
+@pytest.fixture
+def project_admin(project) -> User:
+    user = make_user("padmin")
+    Membership.objects.create(project=project, user=user, role=Membership.Role.ADMIN)
+    return user
+
+
+@pytest.fixture
+def outsider(other_project) -> User:
+    user = make_user("otto")
+    Membership.objects.create(project=other_project, user=user, role=Membership.Role.ADMIN)
+    return user
