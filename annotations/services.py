@@ -75,7 +75,8 @@ def annotation_submit(
     completion counters stay exact.
     """
     project = item.project
-    labels = validate_labels(project, list(labels), skipped=skipped)
+    # Not list(labels): that would split a bare string into letters instead of refusing it.
+    labels = validate_labels(project, labels, skipped=skipped)
     time_spent_ms = max(0, min(int(time_spent_ms or 0), 24 * 3600 * 1000))
     with transaction.atomic():
         locked = Item.objects.select_for_update().get(pk=item.pk)
@@ -226,7 +227,7 @@ def project_create(
                 (entry, palette[order % len(palette)]) if isinstance(entry, str) else entry
             )
             label = LabelClass(project=project, name=cname, color=color, order=order)
-            label.full_clean(exclude=["project"])
+            label.full_clean()  # with the project, so a repeated name is a ValidationError
             label.save()
     return project
 

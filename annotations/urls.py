@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations.views import annotate, media, projects
+from annotations.views import annotate, data, media, projects
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
@@ -11,4 +11,7 @@ urlpatterns = [
     path("<int:pk>/annotate/heartbeat/", annotate.annotate_heartbeat, name="annotate_heartbeat"),
     path("<int:pk>/annotate/items/<int:item_pk>/", annotate.annotate_item, name="annotate_item"),
     path("<int:pk>/items/<int:item_pk>/image/", media.item_image, name="item_image"),
+    path("<int:pk>/import/", data.project_import, name="project_import"),
+    path("<int:pk>/export.jsonl", data.project_export_jsonl, name="project_export_jsonl"),
+    path("<int:pk>/export.csv", data.project_export_csv, name="project_export_csv"),
 ]

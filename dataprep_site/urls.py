@@ -13,4 +13,5 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/", include("annotations.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("annotations.api.urls")),
 ]

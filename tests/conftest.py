@@ -73,3 +73,31 @@ def outsider(other_project) -> User:
     user = make_user("otto")
     Membership.objects.create(project=other_project, user=user, role=Membership.Role.ADMIN)
     return user
+
+
+@pytest.fixture
+def fast_passwords(settings) -> None:
+    """MD5 hashing for tests that create many users: the production hasher costs ~0.3 s a user."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def superuser(db) -> User:
+    """A site administrator (Django admin), not a member of any project."""
+    return User.objects.create_superuser(username="root", password=PASSWORD, email="root@x.test")
+
+
+@pytest.fixture
+def media_root(settings, tmp_path):
+    """Item files written by a test land in a fresh folder the test can inspect."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def image_project(db) -> Project:
+    """An empty image project (digits), for import tests."""
+    return project_create(
+        name="Digits", item_kind=Project.ItemKind.IMAGE, classes=[str(d) for d in range(10)]
+    )

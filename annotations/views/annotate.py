@@ -88,7 +88,11 @@ def annotate_next(request: HttpRequest, pk: int) -> HttpResponse:
         count=form.cleaned_data["count"] or 1,
         exclude=form.cleaned_data["exclude"],
     )
-    status = queue.queue_status(project=project, user=request.user, with_waiting=not items)
+    # The cards show the queue status only when they are empty; counting the user's answers on
+    # every refill would cost a scan that grows with their work.
+    status = (
+        None if items else queue.queue_status(project=project, user=request.user, with_waiting=True)
+    )
     return render(
         request,
         "annotations/annotate.html#cards",
@@ -162,9 +166,7 @@ def annotate_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
             request,
             "annotations/annotate.html",
             {
-                "project": project,
-                "items": [item],
-                "reopened": reopened,
+                **_card_context(project, [item], reopened=reopened),
                 "classes": keyed_classes(project),
                 "history": _history(project, request.user),
                 "status": queue.queue_status(project=project, user=request.user),

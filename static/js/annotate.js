@@ -1,6 +1,11 @@
 // The annotate page: keyboard-first labelling with the next item already on the page.
-// Submitting shows the next card at once and saves in the background; a failed save is
-// retried with the same client UUID, so the server stores it exactly once.
+//
+// #queue holds cards: the current one (visible) and the ones fetched ahead (hidden). Submitting
+// removes the current card, shows the next at once and puts the answer in an outbox. The outbox
+// is sent one answer at a time, in order (an edit can never overtake the answer it edits), and a
+// failed send is retried with the same client UUID, so the server stores it exactly once. Each
+// response carries the cards that refill the queue, plus the progress and history panels as
+// out-of-band swaps, applied with htmx.swap.
 (function () {
   "use strict";
   const root = document.getElementById("annotate");
@@ -10,21 +15,30 @@
   const form = document.getElementById("label-form");
   const statusEl = document.getElementById("save-status");
   const multi = root.dataset.multi === "true";
-  const target = parseInt(root.dataset.queueTarget || "2", 10);
+  const target = Math.max(1, parseInt(root.dataset.queueTarget || "2", 10));
   const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"];
-  let pending = 0;       // saves not yet acknowledged
-  let inflightWant = 0;  // cards asked for and not yet arrived
+  const POLL_EMPTY_MS = 15000;
+
+  const outbox = []; // answers not yet stored, oldest first; outbox[0] is being sent
+  let sending = false;
+  let halted = false; // the session ended: nothing more can be saved from this page
+  let refilling = false;
+  let shownCard = null;
   let shownAt = performance.now();
-  let backDepth = -1;    // how far back in the history strip Backspace has gone
+  let backDepth = -1; // how far back in the history strip Backspace has gone
+  let pollTimer = null;
 
   const cards = () => Array.from(queueEl.querySelectorAll(":scope > article.card"));
   const current = () => cards()[0] || null;
+  const usable = (card) => card && !card.dataset.empty;
   const choices = () => Array.from(form.querySelectorAll("label.choice"));
+  const historyEntries = () => Array.from(document.querySelectorAll("#history a.history-entry"));
 
   function uuid() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
     const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
   }
@@ -35,8 +49,10 @@
   }
 
   function selected() {
-    return choices().filter((c) => c.querySelector("input").checked)
-      .map((c) => c.querySelector("input").value);
+    return choices()
+      .map((c) => c.querySelector("input"))
+      .filter((input) => input.checked)
+      .map((input) => input.value);
   }
 
   function setSelection(labels) {
@@ -44,89 +60,153 @@
       const input = c.querySelector("input");
       input.checked = labels.includes(input.value);
       c.classList.toggle("on", input.checked);
+      c.setAttribute("aria-pressed", input.checked ? "true" : "false");
     }
   }
 
-  function show() {
-    const all = cards();
-    // An "empty queue" card only shows when nothing else is left.
-    for (const extra of all.filter((c) => c.dataset.empty && c !== all[all.length - 1])) extra.remove();
-    const card = current();
-    for (const c of cards()) c.hidden = c !== card;
-    const labels = card && card.dataset.labels ? JSON.parse(card.dataset.labels) : [];
-    setSelection(labels);
-    const usable = card && !card.dataset.empty;
-    form.classList.toggle("disabled", !usable);
-    shownAt = performance.now();
-    if (card && !card.dataset.reopened) backDepth = -1;
-    if (card) htmx.process(card);
+  // Items the page holds: cards in the queue and answers still in the outbox. The server must
+  // not hand any of them out again as "next".
+  function heldItemIds() {
+    const ids = new Set(cards().filter(usable).map((c) => c.dataset.itemId));
+    for (const entry of outbox) ids.add(entry.itemId);
+    return Array.from(ids);
   }
 
+  // Cards fetched ahead (not reopened answers, not the empty-queue notice).
   function queued() {
-    return cards().filter((c) => !c.dataset.reopened && !c.dataset.empty).length;
+    return cards().filter((c) => usable(c) && !c.dataset.reopened).length;
+  }
+
+  function tidy() {
+    const all = cards();
+    const seen = new Set();
+    for (const c of all) {
+      if (c.dataset.empty) {
+        // An "empty queue" notice only stays when nothing else is left, and only the newest.
+        if (all.some(usable) || c !== all[all.length - 1]) c.remove();
+        continue;
+      }
+      if (seen.has(c.dataset.itemId)) c.remove();
+      else seen.add(c.dataset.itemId);
+    }
+  }
+
+  // Make the first card the visible one. Selection and timer reset only when it changes.
+  function show() {
+    tidy();
+    const card = current();
+    for (const c of cards()) c.hidden = c !== card;
+    form.classList.toggle("disabled", !usable(card));
+    form.setAttribute("aria-disabled", usable(card) ? "false" : "true");
+    if (card === shownCard) return;
+    shownCard = card;
+    shownAt = performance.now();
+    setSelection(card && card.dataset.labels ? JSON.parse(card.dataset.labels) : []);
+    if (card && !card.dataset.reopened) backDepth = -1;
+    clearTimeout(pollTimer);
+    if (card && card.dataset.empty) pollTimer = setTimeout(refill, POLL_EMPTY_MS);
+    if (!card) {
+      setStatus("Loading the next item…", "");
+      if (!sending) refill();
+    }
   }
 
   function toggle(choice) {
     const input = choice.querySelector("input");
-    if (multi) input.checked = !input.checked;
-    else input.checked = true;
+    input.checked = multi ? !input.checked : true;
     setSelection(selected());
   }
 
-  function historyEntry(card, labels, skipped) {
-    // Shown at once; the server's copy of the strip replaces it when the save lands.
-    const list = document.querySelector("#history ol");
-    if (!list) return;
+  // The history strip: the server renders it; answers still in the outbox are shown on top.
+  function historyItem(entry) {
     const li = document.createElement("li");
     const a = document.createElement("a");
     a.className = "history-entry pending";
-    a.dataset.itemId = card.dataset.itemId;
-    a.dataset.labels = JSON.stringify(labels);
-    a.href = "#";
+    a.dataset.itemId = entry.itemId;
+    a.dataset.labels = JSON.stringify(entry.labels);
+    a.href = entry.href;
+    a.title = "Not saved yet";
     const ext = document.createElement("span");
     ext.className = "ext-id";
-    ext.textContent = card.querySelector(".ext-id").textContent;
+    ext.textContent = entry.extId;
     const ans = document.createElement("span");
     ans.className = "answer";
-    ans.textContent = skipped ? "skipped" : labels.join(", ");
+    ans.textContent = entry.skipped ? "skipped" : entry.labels.join(", ") || "none";
     a.append(ext, " ", ans);
     li.append(a);
-    list.querySelectorAll("li.muted").forEach((x) => x.remove());
-    list.prepend(li);
+    return li;
+  }
+
+  function renderPendingHistory() {
+    const list = document.querySelector("#history ol");
+    if (!list) return;
+    list.querySelectorAll("a.history-entry.pending").forEach((a) => a.parentElement.remove());
+    for (const entry of outbox) {
+      list.querySelectorAll("a.history-entry").forEach((a) => {
+        if (a.dataset.itemId === entry.itemId) a.parentElement.remove();
+      });
+      list.querySelectorAll("li.muted").forEach((x) => x.remove());
+      list.prepend(historyItem(entry));
+    }
     while (list.children.length > 10) list.lastElementChild.remove();
   }
 
   function submit(skipped) {
     const card = current();
-    if (!card || card.dataset.empty) return;
-    const labels = skipped ? [] : selected();
-    if (!skipped && !multi && labels.length !== 1) {
-      setStatus("Choose a label first (1–9), or press Space to skip.", "warn");
+    if (!usable(card)) return;
+    if (halted) {
+      setStatus("Your session has ended: log in again (in another tab) and reload.", "error");
       return;
     }
-    const spent = Math.round(performance.now() - shownAt);
+    const labels = skipped ? [] : selected();
+    if (!skipped && !multi && labels.length !== 1) {
+      setStatus("Choose a label first (its key or 1–9), or press Space to skip.", "warn");
+      return;
+    }
+    if (card.dataset.reopened && !skipped) {
+      // Going forward again over an answer left as it was: nothing to save.
+      const before = JSON.parse(card.dataset.labels || "[]");
+      if (before.length && before.length === labels.length && before.every((l) => labels.includes(l))) {
+        card.remove();
+        show();
+        return;
+      }
+    }
+    outbox.push({
+      itemId: card.dataset.itemId,
+      extId: card.querySelector(".ext-id").textContent,
+      href: card.dataset.href,
+      labels,
+      skipped,
+      spent: Math.round(performance.now() - shownAt),
+      uuid: uuid(),
+      attempt: 0,
+    });
     card.remove();
-    const holding = cards().filter((c) => !c.dataset.empty).map((c) => c.dataset.itemId);
-    const want = Math.max(0, target - queued() - inflightWant);
-    inflightWant += want;
-    const body = new URLSearchParams();
-    body.set("item", card.dataset.itemId);
-    for (const l of labels) body.append("labels", l);
-    body.set("skipped", skipped ? "true" : "");
-    body.set("time_spent_ms", String(spent));
-    body.set("client_uuid", uuid());
-    body.set("exclude", holding.join(","));
-    body.set("want", String(want));
-    historyEntry(card, labels, skipped);
-    if (!current() || current().dataset.empty) setStatus("Loading the next item…", "");
+    renderPendingHistory();
     show();
-    send(body, want, 0);
+    pump();
   }
 
-  async function send(body, want, attempt) {
-    pending += 1;
-    if (attempt) setStatus(`Saving… (retry ${attempt})`, "warn");
-    let response;
+  function pump() {
+    if (sending || halted || !outbox.length) return;
+    sending = true;
+    send(outbox[0]);
+  }
+
+  async function send(entry) {
+    const body = new URLSearchParams();
+    body.set("item", entry.itemId);
+    for (const l of entry.labels) body.append("labels", l);
+    body.set("skipped", entry.skipped ? "true" : "");
+    body.set("time_spent_ms", String(entry.spent));
+    body.set("client_uuid", entry.uuid);
+    body.set("exclude", heldItemIds().filter((id) => id !== entry.itemId).join(","));
+    const want = Math.max(0, target - queued());
+    body.set("want", String(want));
+    if (entry.attempt) setStatus(`Saving… (attempt ${entry.attempt + 1})`, "warn");
+    else if (!statusEl.dataset.kind || statusEl.dataset.kind === "ok") setStatus("Saving…", "");
+    let response = null;
     try {
       response = await fetch(root.dataset.submitUrl, {
         method: "POST",
@@ -135,111 +215,196 @@
         credentials: "same-origin",
       });
     } catch (err) {
-      response = null;
+      response = null; // network failure: retried below
     }
-    pending -= 1;
     if (response && response.redirected) {
-      inflightWant -= want;
-      setStatus("Your session has ended: log in again to keep labelling. Your last answer was not saved.", "error");
+      halted = true;
+      sending = false;
+      setStatus(
+        `Your session has ended: ${outbox.length} answer(s) not saved. Log in again (in another tab) and reload.`,
+        "error"
+      );
       return;
     }
     if (!response || response.status >= 500 || response.status === 429) {
-      const delay = Math.min(30000, 1000 * 2 ** attempt);
-      setStatus(`Not saved yet, retrying in ${Math.round(delay / 1000)} s…`, "warn");
-      setTimeout(() => send(body, want, attempt + 1), delay);
+      entry.attempt += 1;
+      const delay = Math.min(30000, 1000 * 2 ** (entry.attempt - 1));
+      setStatus(`Not saved yet (${outbox.length} waiting), retrying in ${Math.round(delay / 1000)} s…`, "warn");
+      setTimeout(() => send(entry), delay);
       return;
     }
-    inflightWant -= want;
+    outbox.shift();
+    sending = false;
     if (!response.ok) {
-      let detail = `${response.status}`;
-      try { detail = JSON.stringify((await response.json()).errors); } catch (e) { /* not JSON */ }
-      setStatus(`This answer was refused: ${detail}`, "error");
-      return;
+      let detail = `HTTP ${response.status}`;
+      try {
+        const errors = (await response.json()).errors;
+        detail = Object.values(errors).flat().map((e) => (e && e.message) || e).join(" ");
+      } catch (e) {
+        /* not JSON */
+      }
+      renderPendingHistory();
+      setStatus(`Item ${entry.extId} was not saved: ${detail}`, "error");
+    } else {
+      const html = await response.text();
+      htmx.swap(queueEl, html, { swapStyle: "beforeend" });
+      renderPendingHistory();
+      show();
+      if (!outbox.length && statusEl.dataset.kind !== "error") setStatus("Saved.", "ok");
     }
-    const html = await response.text();
-    const hadCurrent = current() && !current().dataset.empty;
-    htmx.swap(queueEl, html, { swapStyle: "beforeend" });
-    if (!hadCurrent) show();
-    else for (const c of cards().slice(1)) c.hidden = true;
-    setStatus(pending ? "Saving…" : "Saved.", "ok");
+    pump();
   }
 
-  async function reopen(itemId, labels) {
-    const url = `${root.dataset.submitUrl.replace(/submit\/$/, "items/")}${itemId}/`;
-    const response = await fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" });
-    if (!response.ok) { setStatus("That item can no longer be opened.", "error"); return; }
-    const tmp = document.createElement("div");
+  // Fetch cards when the queue ran dry without a submission to carry the request (answers
+  // refused, the server slow), and poll while the queue is empty.
+  async function refill() {
+    if (refilling || sending || halted) return;
+    const want = Math.max(1, target - queued());
+    refilling = true;
+    try {
+      const url = new URL(root.dataset.nextUrl, location.href);
+      url.searchParams.set("count", String(want));
+      url.searchParams.set("exclude", heldItemIds().join(","));
+      const response = await fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" });
+      if (response.ok && !response.redirected) {
+        htmx.swap(queueEl, await response.text(), { swapStyle: "beforeend" });
+        if (statusEl.textContent === "Loading the next item…") setStatus("", "");
+      }
+    } catch (err) {
+      /* offline: the empty-queue poll tries again */
+    } finally {
+      refilling = false;
+    }
+    show();
+    const card = current();
+    if (!card || card.dataset.empty) {
+      clearTimeout(pollTimer);
+      pollTimer = setTimeout(refill, card ? POLL_EMPTY_MS : 3000);
+    }
+  }
+
+  async function reopen(url, labels) {
+    let response;
+    try {
+      response = await fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" });
+    } catch (err) {
+      response = null;
+    }
+    if (!response || !response.ok || response.redirected) {
+      setStatus("That item cannot be opened right now.", "error");
+      return;
+    }
+    const tmp = document.createElement("template");
     tmp.innerHTML = await response.text();
-    const card = tmp.querySelector("article.card");
+    const card = tmp.content.querySelector("article.card");
     if (!card) return;
-    // Prefer the answer just given on this page: its save may still be on its way.
+    // Prefer the answer given on this page: its save may still be on its way.
     if (labels) card.dataset.labels = JSON.stringify(labels);
     const cur = current();
     if (cur && cur.dataset.reopened) cur.remove();
     queueEl.prepend(card);
+    htmx.process(card);
     show();
   }
 
   function back() {
-    const entries = Array.from(document.querySelectorAll("#history a.history-entry"));
+    const entries = historyEntries();
     const next = backDepth + 1;
-    if (next >= entries.length) { setStatus("No earlier answer to go back to.", "warn"); return; }
+    if (next >= entries.length) {
+      setStatus("No earlier answer to go back to.", "warn");
+      return;
+    }
     backDepth = next;
     const e = entries[next];
-    reopen(e.dataset.itemId, JSON.parse(e.dataset.labels || "[]"));
+    reopen(e.getAttribute("href"), JSON.parse(e.dataset.labels || "[]"));
   }
 
+  const INTERACTIVE = "a, button, input, select, textarea, summary, [contenteditable]";
+
   document.addEventListener("keydown", (ev) => {
-    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.defaultPrevented) return;
     const t = ev.target;
-    if (t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && t.type === "text"))) return;
+    if (t && t.closest && t.closest("input:not([type=radio]):not([type=checkbox]), textarea, select, [contenteditable]")) return;
     const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
-    if (key === "Enter") { ev.preventDefault(); submit(false); return; }
-    if (key === " ") { ev.preventDefault(); submit(true); return; }
-    if (key === "Backspace") { ev.preventDefault(); back(); return; }
-    const hit = choices().find((c) => c.dataset.key === key) ||
-      choices().find((c) => c.dataset.digit === key);
-    if (hit) { ev.preventDefault(); toggle(hit); }
+    // Enter and Space on a focused link or button keep their usual meaning.
+    if ((key === "Enter" || key === " ") && t && t.closest && t.closest(INTERACTIVE)) return;
+    if (key === "Enter" || key === " " || key === "Backspace") {
+      ev.preventDefault();
+      if (ev.repeat) return; // a held key must not answer a run of items
+      if (key === "Enter") submit(false);
+      else if (key === " ") submit(true);
+      else back();
+      return;
+    }
+    if (!usable(current())) return;
+    const hit = choices().find((c) => c.dataset.key === key) || choices().find((c) => c.dataset.digit === key);
+    if (hit) {
+      ev.preventDefault();
+      toggle(hit);
+    }
   });
 
   form.addEventListener("click", (ev) => {
     const choice = ev.target.closest("label.choice");
-    if (choice) { ev.preventDefault(); toggle(choice); }
+    if (choice) {
+      ev.preventDefault();
+      toggle(choice);
+    }
   });
-  document.getElementById("submit-btn").addEventListener("click", () => submit(false));
-  document.getElementById("skip-btn").addEventListener("click", () => submit(true));
-  document.getElementById("back-btn").addEventListener("click", () => back());
+  const buttons = { "submit-btn": () => submit(false), "skip-btn": () => submit(true), "back-btn": back };
+  for (const [id, action] of Object.entries(buttons)) {
+    document.getElementById(id).addEventListener("click", (ev) => {
+      ev.currentTarget.blur(); // keys go back to the page, not to the button
+      action();
+    });
+  }
   document.addEventListener("click", (ev) => {
     const entry = ev.target.closest("#history a.history-entry");
-    if (!entry) return;
+    if (!entry || ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
     ev.preventDefault();
-    reopen(entry.dataset.itemId, JSON.parse(entry.dataset.labels || "[]"));
-  });
-  // The empty-queue card polls; when it is replaced by a real card, show it.
-  document.body.addEventListener("htmx:afterSwap", () => {
-    if (current() && current().hidden) show();
+    entry.blur();
+    backDepth = historyEntries().indexOf(entry);
+    reopen(entry.getAttribute("href"), JSON.parse(entry.dataset.labels || "[]"));
   });
   window.addEventListener("beforeunload", (ev) => {
-    if (pending) { ev.preventDefault(); ev.returnValue = ""; }
+    if (outbox.length) {
+      ev.preventDefault();
+      ev.returnValue = "";
+    }
   });
 
-  // Live progress from other annotators over the project websocket.
+  // Live progress from other annotators over the project websocket; reconnects with backoff.
   function listen(delay) {
+    if (!("WebSocket" in window)) return;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${scheme}://${location.host}${root.dataset.wsPath}`);
-    ws.onmessage = (ev) => {
-      const msg = JSON.parse(ev.data);
-      if (msg.type === "progress") {
-        const done = document.querySelector("[data-progress-complete]");
-        const total = document.querySelector("[data-progress-total]");
-        if (done) done.textContent = msg.complete;
-        if (total) total.textContent = msg.total;
-        const bar = document.querySelector("#progress .bar");
-        if (bar && msg.total) bar.style.width = `${Math.floor((100 * msg.complete) / msg.total)}%`;
-      }
+    let ws;
+    try {
+      ws = new WebSocket(`${scheme}://${location.host}${root.dataset.wsPath}`);
+    } catch (err) {
+      return;
+    }
+    ws.onopen = () => {
+      delay = 1000;
     };
-    ws.onclose = (ev) => { if (ev.code !== 4404) setTimeout(() => listen(Math.min(30000, delay * 2)), delay); };
+    ws.onmessage = (ev) => {
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch (err) {
+        return;
+      }
+      if (msg.type !== "progress") return;
+      const done = document.querySelector("[data-progress-complete]");
+      const total = document.querySelector("[data-progress-total]");
+      if (done) done.textContent = msg.complete;
+      if (total) total.textContent = msg.total;
+      const bar = document.querySelector("#progress .bar");
+      if (bar && msg.total) bar.style.width = `${Math.floor((100 * msg.complete) / msg.total)}%`;
+    };
+    ws.onclose = (ev) => {
+      if (ev.code !== 4404) setTimeout(() => listen(Math.min(60000, delay * 2)), delay);
+    };
   }
-  listen(1000);
+  listen(2000);
   show();
 })();

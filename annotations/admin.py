@@ -1,0 +1,584 @@
+"""Django admin for projects, their schema and members, items, leases and annotations.
+
+Writes that touch progress go through the services (`project_set_overlap`, `project_recount`,
+`add_items_counted`) so the counters on Project and Item stay exact whatever the admin does.
+Every value shown comes from user input somewhere, so HTML is only ever built with
+`format_html` (which escapes its arguments). The item pages stay fast at a million rows:
+no full counts, an estimated count for the unfiltered list, and summarised delete pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.forms import BaseInlineFormSet
+from django.http import FileResponse, Http404, HttpRequest
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+
+from annotations import services
+from annotations.models import (
+    Annotation,
+    AnnotationRevision,
+    Item,
+    ItemLease,
+    LabelClass,
+    Membership,
+    Project,
+)
+from annotations.views.media import CONTENT_TYPES
+
+admin.site.site_header = "dataprepops administration"
+admin.site.site_title = "dataprepops admin"
+
+# Deleting more objects than this shows counts on the confirmation page instead of listing
+# every object (which would never finish rendering for a large project).
+_LIST_DELETED_UP_TO = 100
+
+
+def _link_if_route(label: str, name: str, *args) -> tuple[str, str] | None:
+    """(label, url) for a route, or None while that route does not exist (yet)."""
+    try:
+        return label, reverse(name, args=args)
+    except NoReverseMatch:
+        return None
+
+
+def _links(links: Iterable[tuple[str, str] | None]):
+    present = [x for x in links if x is not None]
+    if not present:
+        return "—"
+    return format_html_join(" · ", '<a href="{}">{}</a>', ((url, lbl) for lbl, url in present))
+
+
+def _summarised_delete(
+    request: HttpRequest, counts: dict[type, int]
+) -> tuple[list[str], dict[str, int], set[str], list[str]]:
+    """What `ModelAdmin.get_deleted_objects` returns, as counts per model rather than a list
+    of every object. Staff without the delete permission of a model involved are refused."""
+    summary, model_count, perms_needed = [], {}, set()
+    for model, n in counts.items():
+        if not n:
+            continue
+        opts = model._meta
+        name = opts.verbose_name if n == 1 else opts.verbose_name_plural
+        summary.append(f"{n} {name}")
+        model_count[opts.verbose_name_plural] = n
+        if not request.user.has_perm(f"{opts.app_label}.delete_{opts.model_name}"):
+            perms_needed.add(opts.verbose_name)
+    return summary, model_count, perms_needed, []
+
+
+def _project_ids(queryset: QuerySet) -> set[int]:
+    return set(queryset.order_by().values_list("project_id", flat=True).distinct())
+
+
+def _recount(project_ids: Iterable[int]) -> None:
+    for project in Project.objects.filter(pk__in=set(project_ids)):
+        services.project_recount(project)
+
+
+def _delete_items_bottom_up(items: QuerySet[Item]) -> None:
+    """Delete items and everything hanging off them with one DELETE per table.
+
+    Django's collector would load every row (and its dependents) into memory first, which does
+    not finish for a project of a million items. Nothing listens to delete signals for these
+    models and image files are kept on disk (as Django does), so the set-wise delete is the same.
+    """
+    AnnotationRevision.objects.filter(annotation__item__in=items).delete()
+    ItemLease.objects.filter(item__in=items).delete()
+    Annotation.objects.filter(item__in=items)._raw_delete(Annotation.objects.db)
+    items._raw_delete(items.db)
+
+
+# --- Projects ---------------------------------------------------------------------------------
+
+
+class LabelClassFormSet(BaseInlineFormSet):
+    """Catches two new classes given the same name or key in one save, which the database
+    would otherwise refuse with an error page."""
+
+    def clean(self) -> None:
+        super().clean()
+        seen_names: set[str] = set()
+        seen_keys: set[str] = set()
+        for form in self.forms:
+            if not hasattr(form, "cleaned_data") or not form.cleaned_data:
+                continue
+            if self.can_delete and self._should_delete_form(form):
+                continue
+            name = form.cleaned_data.get("name")
+            key = form.cleaned_data.get("key")
+            if name and name in seen_names:
+                raise ValidationError(f"Two label classes are named {name!r}.")
+            if key and key in seen_keys:
+                raise ValidationError(f"Two label classes use the key {key!r}.")
+            seen_names.add(name)
+            if key:
+                seen_keys.add(key)
+
+
+class LabelClassInline(admin.TabularInline):
+    model = LabelClass
+    formset = LabelClassFormSet
+    fields = ["order", "name", "color", "key"]
+    ordering = ["order", "id"]
+    extra = 0
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+    autocomplete_fields = ["user"]
+    extra = 0
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "item_kind",
+        "labeling_mode",
+        "overlap",
+        "items",
+        "labelled",
+        "remaining",
+        "progress",
+    ]
+    list_filter = ["item_kind", "labeling_mode"]
+    search_fields = ["name", "description"]
+    inlines = [LabelClassInline, MembershipInline]
+    readonly_fields = ["items", "labelled", "remaining", "progress", "links", "created_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "instructions"]}),
+        ("Labeling", {"fields": ["item_kind", "labeling_mode", "overlap"]}),
+        ("Progress", {"fields": ["items", "labelled", "remaining", "progress", "links"]}),
+        (None, {"fields": ["created_at"]}),
+    ]
+    actions = ["recount_progress", "release_all_leases"]
+
+    @admin.display(description="items", ordering="item_count")
+    def items(self, obj: Project) -> int:
+        return obj.item_count
+
+    @admin.display(description="labelled", ordering="complete_count")
+    def labelled(self, obj: Project) -> int:
+        return obj.complete_count
+
+    @admin.display(description="remaining")
+    def remaining(self, obj: Project) -> int:
+        return obj.remaining_count
+
+    @admin.display(description="progress")
+    def progress(self, obj: Project):
+        pct = obj.percent_complete
+        return format_html(
+            '<progress max="100" value="{}" title="{} of {} items labelled">{}%</progress> {}%',
+            pct,
+            obj.complete_count,
+            obj.item_count,
+            pct,
+            pct,
+        )
+
+    @admin.display(description="links")
+    def links(self, obj: Project):
+        if obj.pk is None:
+            return "—"
+        items = reverse("admin:annotations_item_changelist") + f"?project__id__exact={obj.pk}"
+        return _links(
+            [
+                ("Items", items),
+                _link_if_route("Overview", "project_detail", obj.pk),
+                _link_if_route("Annotate", "annotate", obj.pk),
+                _link_if_route("Import", "project_import", obj.pk),
+                _link_if_route("Export JSONL", "project_export_jsonl", obj.pk),
+                _link_if_route("Export CSV", "project_export_csv", obj.pk),
+            ]
+        )
+
+    def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
+        if not change:
+            obj.save()
+            return
+        # Never write the counters back from the form's copy: annotators may have moved them
+        # since the page was loaded. A new overlap goes through the service, which recounts.
+        fields = [
+            f.name
+            for f in obj._meta.concrete_fields
+            if not f.primary_key and f.name not in {"item_count", "complete_count", "overlap"}
+        ]
+        with transaction.atomic():
+            obj.save(update_fields=fields)
+            if "overlap" in form.changed_data:
+                services.project_set_overlap(obj, obj.overlap)
+        obj.refresh_from_db(fields=["item_count", "complete_count", "overlap"])
+
+    @admin.action(description="Recount progress of the selected projects")
+    def recount_progress(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+        for project in queryset:
+            services.project_recount(project)
+        self.message_user(request, f"Recounted {len(queryset)} project(s).", messages.SUCCESS)
+
+    @admin.action(description="Release all leases of the selected projects")
+    def release_all_leases(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+        released, _ = ItemLease.objects.filter(project__in=queryset).delete()
+        self.message_user(request, f"Released {released} lease(s).", messages.SUCCESS)
+
+    def get_deleted_objects(self, objs, request):
+        projects = list(objs)
+        ids = [p.pk for p in projects]
+        counts = {
+            Project: len(projects),
+            LabelClass: LabelClass.objects.filter(project__in=ids).count(),
+            Membership: Membership.objects.filter(project__in=ids).count(),
+            Item: sum(p.item_count for p in projects),
+            Annotation: Annotation.objects.filter(project__in=ids).count(),
+            AnnotationRevision: AnnotationRevision.objects.filter(
+                annotation__project__in=ids
+            ).count(),
+            ItemLease: ItemLease.objects.filter(project__in=ids).count(),
+        }
+        return _summarised_delete(request, counts)
+
+    def delete_model(self, request: HttpRequest, obj: Project) -> None:
+        self.delete_queryset(request, Project.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+        with transaction.atomic():
+            _delete_items_bottom_up(Item.objects.filter(project__in=queryset))
+            queryset.delete()
+
+
+# --- Items ------------------------------------------------------------------------------------
+
+
+class LargeTablePaginator(Paginator):
+    """The unfiltered item list counts from PostgreSQL's statistics instead of a full scan
+    once the table is large; a filtered list (by project, state or a search) counts exactly."""
+
+    estimate_above = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        qs = self.object_list
+        if (
+            connection.vendor == "postgresql"
+            and isinstance(qs, QuerySet)
+            and not qs.query.where
+            and qs.model is Item
+        ):
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                    [Item._meta.db_table],
+                )
+                row = cursor.fetchone()
+            if row and row[0] > self.estimate_above:
+                return int(row[0])
+        return super().count
+
+
+@admin.register(Item)
+class ItemAdmin(admin.ModelAdmin):
+    list_display = [
+        "external_id",
+        "project",
+        "preview",
+        "annotation_count",
+        "needs_annotation",
+        "priority",
+    ]
+    list_filter = ["project", "needs_annotation"]
+    search_fields = ["external_id", "text"]
+    list_select_related = ["project"]
+    autocomplete_fields = ["project"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    list_per_page = 50
+    readonly_fields = [
+        "image_preview",
+        "image_format",
+        "image_width",
+        "image_height",
+        "annotation_count",
+        "needs_annotation",
+        "created_at",
+    ]
+    actions = ["move_to_front", "recount_projects"]
+
+    def get_fields(self, request: HttpRequest, obj: Item | None = None) -> list[str]:
+        # Images come in through the import, which verifies them; the admin never uploads one.
+        fields = ["project", "external_id", "text", "metadata", "priority"]
+        return fields + self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Item | None = None) -> list[str]:
+        # An item stays in its project: its annotations and the counters belong there.
+        return self.readonly_fields + (["project"] if obj is not None else [])
+
+    @admin.display(description="content")
+    def preview(self, obj: Item):
+        if obj.image:
+            return self._thumbnail(obj, 48)
+        return Truncator(obj.text).chars(80)
+
+    @admin.display(description="image")
+    def image_preview(self, obj: Item):
+        return self._thumbnail(obj, 320) if obj.image else "—"
+
+    def _thumbnail(self, obj: Item, height: int):
+        url = reverse("admin:annotations_item_image", args=[obj.pk])
+        return format_html(
+            '<img src="{}" alt="{}" loading="lazy" style="max-height:{}px;max-width:{}px">',
+            url,
+            obj.external_id,
+            height,
+            height * 2,
+        )
+
+    def get_urls(self):
+        image = path(
+            "<int:object_id>/image/",
+            self.admin_site.admin_view(self.image_view),
+            name="annotations_item_image",
+        )
+        return [image, *super().get_urls()]
+
+    def image_view(self, request: HttpRequest, object_id: int) -> FileResponse:
+        """The item's image for staff who may view items in the admin. The annotators' image
+        route checks project membership, which a superuser usually does not have."""
+        item = Item.objects.filter(pk=object_id).first()
+        if item is None:
+            raise Http404("No such item.")
+        if not self.has_view_permission(request, item):
+            raise PermissionDenied
+        content_type = CONTENT_TYPES.get(item.image_format)
+        if not item.image or content_type is None:
+            raise Http404("This item has no image.")
+        try:
+            handle = item.image.open("rb")
+        except FileNotFoundError:
+            raise Http404("The image file is missing.") from None
+        response = FileResponse(handle, content_type=content_type)
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+    def save_model(self, request: HttpRequest, obj: Item, form, change: bool) -> None:
+        if change:
+            fields = [f for f in form.changed_data if f != "project"]
+            if fields:
+                obj.save(update_fields=fields)
+            return
+        with transaction.atomic():
+            obj.save()
+            services.add_items_counted(obj.project, 1)
+
+    @admin.action(description="Move the selected items to the front of the queue")
+    def move_to_front(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
+        moved = 0
+        for project_id in _project_ids(queryset):
+            top = (
+                Item.objects.filter(project_id=project_id, needs_annotation=True)
+                .order_by("-priority")
+                .values_list("priority", flat=True)
+                .first()
+            )
+            moved += queryset.filter(project_id=project_id).update(priority=(top or 0.0) + 1.0)
+        self.message_user(request, f"Moved {moved} item(s) to the front.", messages.SUCCESS)
+
+    @admin.action(description="Recount the queue state of the selected items' projects")
+    def recount_projects(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
+        ids = _project_ids(queryset)
+        _recount(ids)
+        self.message_user(request, f"Recounted {len(ids)} project(s).", messages.SUCCESS)
+
+    def get_deleted_objects(self, objs, request):
+        if isinstance(objs, QuerySet) and objs.count() > _LIST_DELETED_UP_TO:
+            counts = {
+                Item: objs.count(),
+                Annotation: Annotation.objects.filter(item__in=objs).count(),
+                AnnotationRevision: AnnotationRevision.objects.filter(
+                    annotation__item__in=objs
+                ).count(),
+                ItemLease: ItemLease.objects.filter(item__in=objs).count(),
+            }
+            return _summarised_delete(request, counts)
+        return super().get_deleted_objects(objs, request)
+
+    def delete_model(self, request: HttpRequest, obj: Item) -> None:
+        with transaction.atomic():
+            super().delete_model(request, obj)
+            _recount([obj.project_id])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
+        with transaction.atomic():
+            project_ids = _project_ids(queryset)
+            _delete_items_bottom_up(Item.objects.filter(pk__in=queryset.values("pk")))
+            _recount(project_ids)
+
+
+# --- Annotations ------------------------------------------------------------------------------
+
+
+class AnnotationRevisionInline(admin.TabularInline):
+    model = AnnotationRevision
+    fields = ["created_at", "previous_labels", "previous_skipped", "labels", "skipped"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Annotation)
+class AnnotationAdmin(admin.ModelAdmin):
+    """Annotations are written by annotators through the services only (validated labels,
+    exact counters, revisions); the admin views and deletes them."""
+
+    list_display = ["item", "annotator", "label_list", "skipped", "time_spent", "updated_at"]
+    list_filter = ["project", "skipped", "annotator"]
+    search_fields = ["item__external_id", "annotator__username"]
+    list_select_related = ["item", "annotator"]
+    show_full_result_count = False
+    readonly_fields = [
+        "project",
+        "item",
+        "annotator",
+        "label_list",
+        "skipped",
+        "time_spent",
+        "client_uuid",
+        "created_at",
+        "updated_at",
+    ]
+    fields = readonly_fields
+    inlines = [AnnotationRevisionInline]
+
+    @admin.display(description="labels")
+    def label_list(self, obj: Annotation) -> str:
+        return ", ".join(obj.labels) if obj.labels else "—"
+
+    @admin.display(description="time spent", ordering="time_spent_ms")
+    def time_spent(self, obj: Annotation) -> str:
+        return f"{obj.time_spent_ms / 1000:.1f} s"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: Annotation) -> None:
+        with transaction.atomic():
+            super().delete_model(request, obj)
+            _recount([obj.project_id])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Annotation]) -> None:
+        with transaction.atomic():
+            project_ids = _project_ids(queryset)
+            super().delete_queryset(request, queryset)
+            _recount(project_ids)
+
+
+@admin.register(AnnotationRevision)
+class AnnotationRevisionAdmin(admin.ModelAdmin):
+    """The audit trail of edits: read-only."""
+
+    list_display = ["annotation", "previous_labels", "labels", "skipped", "created_at"]
+    list_filter = ["annotation__project", "skipped"]
+    search_fields = ["annotation__item__external_id", "annotation__annotator__username"]
+    list_select_related = ["annotation__item", "annotation__annotator"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+# --- Members, classes, leases -----------------------------------------------------------------
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "project", "role", "created_at"]
+    list_filter = ["role", "project"]
+    list_editable = ["role"]
+    search_fields = ["user__username", "user__email", "project__name"]
+    list_select_related = ["user", "project"]
+    autocomplete_fields = ["user", "project"]
+
+
+@admin.register(LabelClass)
+class LabelClassAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "swatch", "key", "order"]
+    list_filter = ["project"]
+    search_fields = ["name", "project__name"]
+    list_select_related = ["project"]
+    autocomplete_fields = ["project"]
+    ordering = ["project__name", "order", "id"]
+
+    @admin.display(description="colour")
+    def swatch(self, obj: LabelClass):
+        return format_html(
+            '<span style="display:inline-block;width:1em;height:1em;background:{}"></span> {}',
+            obj.color,
+            obj.color,
+        )
+
+
+class LeaseStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("expired", "Expired")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(expires_at__gt=now)
+        if self.value() == "expired":
+            return queryset.filter(expires_at__lte=now)
+        return queryset
+
+
+@admin.register(ItemLease)
+class ItemLeaseAdmin(admin.ModelAdmin):
+    """Leases are the queue's business: visible here, and deletable to free an item early."""
+
+    list_display = ["item", "user", "project", "created_at", "expires_at", "active"]
+    list_filter = [LeaseStateFilter, "project"]
+    search_fields = ["item__external_id", "user__username"]
+    list_select_related = ["item", "user", "project"]
+    show_full_result_count = False
+
+    @admin.display(boolean=True, description="active")
+    def active(self, obj: ItemLease) -> bool:
+        return obj.expires_at > timezone.now()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

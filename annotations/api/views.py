@@ -1,0 +1,152 @@
+"""API endpoints. Each one resolves the project through `access.get_project_for_user`
+(404 for non-members, 403 for a role too low) and leaves the work to the services."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.http import FileResponse, Http404
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations import access, queue, services
+from annotations.api.serializers import (
+    AnnotationSerializer,
+    AnnotationSubmitSerializer,
+    ItemSerializer,
+    NextItemsQuerySerializer,
+    ProjectSerializer,
+)
+from annotations.models import Annotation, Item, LabelClass, Membership, Project
+from annotations.views.media import CONTENT_TYPES
+
+
+class ByIdCursorPagination(CursorPagination):
+    """Stable pages over tables that grow while they are read: ordered by primary key."""
+
+    ordering = "id"
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class ProjectList(generics.ListAPIView):
+    """The projects the user is a member of, with their role, progress and label classes."""
+
+    serializer_class = ProjectSerializer
+    pagination_class = ByIdCursorPagination
+
+    def get_queryset(self) -> QuerySet[Project]:
+        role = Membership.objects.filter(project=OuterRef("pk"), user=self.request.user)
+        return (
+            access.projects_for_user(self.request.user)
+            .annotate(user_role=Subquery(role.values("role")[:1]))
+            .prefetch_related(
+                Prefetch("label_classes", queryset=LabelClass.objects.order_by("order", "id"))
+            )
+        )
+
+
+class ProjectDetail(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        project = access.get_project_for_user(request.user, pk)
+        return Response(ProjectSerializer(project, context={"request": request}).data)
+
+
+class ItemList(generics.ListAPIView):
+    """All items of a project, in id order, a cursor page at a time."""
+
+    serializer_class = ItemSerializer
+    pagination_class = ByIdCursorPagination
+
+    def get_queryset(self) -> QuerySet[Item]:
+        project = access.get_project_for_user(self.request.user, self.kwargs["pk"])
+        return Item.objects.filter(project=project)
+
+
+class NextItems(APIView):
+    """Lease and return the next items for the requesting annotator. Calling again while the
+    leases are live returns the same items, so a retried request loses nothing."""
+
+    def get(self, request: Request, pk: int) -> Response:
+        project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
+        query = NextItemsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        items = queue.next_items(project=project, user=request.user, count=query.data["count"])
+        data = ItemSerializer(items, many=True, context={"request": request}).data
+        return Response({"lease_seconds": settings.LEASE_SECONDS, "results": data})
+
+
+class AnnotationList(generics.ListAPIView):
+    """GET: every annotation of the project for reviewers and project admins, an annotator's
+    own otherwise. POST: submit an answer (idempotent per `client_uuid`)."""
+
+    serializer_class = AnnotationSerializer
+    pagination_class = ByIdCursorPagination
+
+    def get_queryset(self) -> QuerySet[Annotation]:
+        project = access.get_project_for_user(self.request.user, self.kwargs["pk"])
+        qs = Annotation.objects.filter(project=project).select_related("item", "annotator")
+        if not access.can(project, access.EXPORT):
+            qs = qs.filter(annotator=self.request.user)
+        return qs
+
+    def post(self, request: Request, pk: int) -> Response:
+        project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
+        body = AnnotationSubmitSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        item = Item.objects.filter(project=project, pk=body.validated_data["item"]).first()
+        if item is None:
+            raise Http404("No such item in this project.")
+        item.project = project
+        try:
+            result = services.annotation_submit(
+                item=item,
+                annotator=request.user,
+                labels=body.validated_data["labels"],
+                skipped=body.validated_data["skipped"],
+                time_spent_ms=body.validated_data["time_spent_ms"],
+                client_uuid=body.validated_data["client_uuid"],
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
+        data = AnnotationSerializer(result.annotation, context={"request": request}).data
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        return Response(data, status=code)
+
+
+class _AnyAccept(BaseContentNegotiation):
+    """The image endpoint answers with the file whatever the client's Accept header says
+    (an <img> asks for image/*, which no API renderer offers)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class ItemImage(APIView):
+    """An item's image, for API clients (token auth); same checks as the annotate page's."""
+
+    content_negotiation_class = _AnyAccept
+
+    def get(self, request: Request, pk: int, item_pk: int) -> FileResponse:
+        item = access.get_item_for_user(request.user, pk, item_pk)
+        content_type = CONTENT_TYPES.get(item.image_format)
+        if not item.image or content_type is None:
+            raise Http404("This item has no image.")
+        try:
+            handle = item.image.open("rb")
+        except FileNotFoundError:
+            raise Http404("The image file is missing.") from None
+        response = FileResponse(handle, content_type=content_type)
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Cache-Control"] = "private, max-age=3600"
+        return response

@@ -1,0 +1,175 @@
+"""Export a project's labels as JSONL (one item a line, its annotations nested) or CSV (one
+row per item and annotation).
+
+Both are generators of text chunks that walk the items in id order a chunk at a time, with
+each chunk's annotations, so a project of a million items streams in constant memory. The
+download views and the `export_labels` command share them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime
+from itertools import islice
+from typing import Any, NamedTuple
+
+from django.contrib.auth import get_user_model
+from django.utils.text import slugify
+
+from annotations.models import Annotation, Item, Project
+
+CHUNK_ITEMS = 1000
+CSV_COLUMNS = (
+    "item_id",
+    "external_id",
+    "annotator",
+    "labels",
+    "skipped",
+    "created_at",
+    "updated_at",
+)
+FORMATS = {
+    "jsonl": "application/x-ndjson; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+}
+# Spreadsheets run a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: str) -> str:
+    """Neutralise spreadsheet formula injection: a cell that a spreadsheet would evaluate gets
+    a leading single quote, which shows it as text."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+class ExportItem(NamedTuple):
+    id: int
+    external_id: str
+    text: str
+    image: str  # the stored file's name, for image projects
+    metadata: Any
+    answers: list[Answer]
+
+
+class Answer(NamedTuple):
+    annotator: str
+    labels: list[str]
+    skipped: bool
+    time_spent_ms: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def export_items(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[ExportItem]:
+    """The project's items in id order with their annotations (oldest first).
+
+    One query walks the items (a server-side cursor on PostgreSQL, read `chunk_size` rows at a
+    time); each chunk's annotations come in one more query over the chunk's id range. Plain
+    tuples rather than model instances: several times faster than `prefetch_related`, which
+    matters at a million items.
+    """
+    username = f"annotator__{get_user_model().USERNAME_FIELD}"
+    items = (
+        Item.objects.filter(project=project)
+        .order_by("id")
+        .values_list("id", "external_id", "text", "image", "metadata")
+        .iterator(chunk_size=chunk_size)
+    )
+    try:
+        while rows := list(islice(items, chunk_size)):
+            yield from _with_answers(project, rows, username)
+    finally:
+        items.close()
+
+
+def _with_answers(project: Project, rows: list[tuple], username: str) -> Iterator[ExportItem]:
+    """Attach to a chunk of item rows (in id order) their annotations, fetched in one query."""
+    first, last = rows[0][0], rows[-1][0]
+    answers: dict[int, list[Answer]] = defaultdict(list)
+    for item_id, *values in (
+        Annotation.objects.filter(item__project=project, item__id__range=(first, last))
+        .order_by("item_id", "created_at", "id")
+        .values_list(
+            "item_id", username, "labels", "skipped", "time_spent_ms", "created_at", "updated_at"
+        )
+    ):
+        answers[item_id].append(Answer(*values))
+    for item_id, external_id, text, image, metadata in rows:
+        yield ExportItem(item_id, external_id, text, image, metadata, answers.get(item_id, []))
+
+
+def export_filename(project: Project, fmt: str) -> str:
+    """A filename safe in any header or file system: ASCII slug, project id, format."""
+    return f"{slugify(project.name)[:60] or 'project'}-{project.pk}-labels.{fmt}"
+
+
+def jsonl_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
+    """One JSON object a line: item_id, external_id, text (or image), metadata, annotations."""
+    is_image = project.item_kind == Project.ItemKind.IMAGE
+    lines: list[str] = []
+    for item in export_items(project, chunk_size=chunk_size):
+        record: dict = {"item_id": item.id, "external_id": item.external_id}
+        if is_image:
+            record["image"] = item.image
+        else:
+            record["text"] = item.text
+        record["metadata"] = item.metadata
+        record["annotations"] = [
+            {
+                "annotator": a.annotator,
+                "labels": a.labels,
+                "skipped": a.skipped,
+                "time_spent_ms": a.time_spent_ms,
+                "created_at": a.created_at.isoformat(),
+                "updated_at": a.updated_at.isoformat(),
+            }
+            for a in item.answers
+        ]
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        if len(lines) >= chunk_size:
+            yield "".join(lines)
+            lines = []
+    if lines:
+        yield "".join(lines)
+
+
+def csv_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
+    """A header, then one row per (item, annotation); an item nobody labelled gets one row
+    with an empty annotator. Labels are joined by "|". Every user-controlled cell is
+    neutralised against formula injection."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for count, item in enumerate(export_items(project, chunk_size=chunk_size), 1):
+        external_id = safe_cell(item.external_id)
+        if not item.answers:
+            writer.writerow([item.id, external_id, "", "", "", "", ""])
+        for a in item.answers:
+            writer.writerow(
+                [
+                    item.id,
+                    external_id,
+                    safe_cell(a.annotator),
+                    safe_cell("|".join(a.labels)),
+                    "true" if a.skipped else "false",
+                    a.created_at.isoformat(),
+                    a.updated_at.isoformat(),
+                ]
+            )
+        if count % chunk_size == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def export_chunks(project: Project, fmt: str, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
+    if fmt == "jsonl":
+        return jsonl_chunks(project, chunk_size=chunk_size)
+    if fmt == "csv":
+        return csv_chunks(project, chunk_size=chunk_size)
+    raise ValueError(f"Unknown export format {fmt!r}; use jsonl or csv.")

@@ -1,0 +1,109 @@
+"""`manage.py import_items PROJECT PATH`: import a CSV/JSON/JSONL file, a folder of images or
+a zip archive of images into a project, all or nothing, with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from annotations import imports
+from annotations.models import Project
+
+
+def find_project(ref: str) -> Project:
+    """A project by id or by exact name."""
+    project = None
+    if ref.isdigit():
+        project = Project.objects.filter(pk=int(ref)).first()
+    if project is None:
+        project = Project.objects.filter(name=ref).first()
+    if project is None:
+        raise CommandError(f"No project with id or name {ref!r}.")
+    return project
+
+
+class Command(BaseCommand):
+    help = (
+        "Import items into a project from a CSV, JSON or JSONL file (text projects) or from a "
+        "folder or .zip archive of images (image projects). A file with any error imports "
+        "nothing."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("project", help="Project id or name.")
+        parser.add_argument("path", help="A .csv/.json/.jsonl file, a folder, or a .zip file.")
+        parser.add_argument(
+            "--text-field", default="text", help='Column/field holding the text (default "text").'
+        )
+        parser.add_argument(
+            "--id-field",
+            default=None,
+            help='Column/field holding the item id (default "id" when present, '
+            "else file name and line).",
+        )
+        parser.add_argument(
+            "--format",
+            choices=[*imports.TEXT_FORMATS, "zip"],
+            default=None,
+            help="File format (default: from the file extension).",
+        )
+        parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+
+    def handle(self, *args, **options) -> None:
+        project = find_project(options["project"])
+        path = Path(options["path"])
+        if not path.exists():
+            raise CommandError(f"{path}: no such file or folder.")
+        try:
+            is_images = path.is_dir() or imports.guess_format(path.name, options["format"]) == "zip"
+        except imports.ImportFailed as exc:
+            self.fail(exc, path)
+        bar = tqdm(
+            desc=f"Importing {path.name}",
+            unit="img" if is_images else "B",
+            unit_scale=not is_images,
+            file=self.stderr._out,  # the raw stream: OutputWrapper would add newlines
+            disable=options["no_progress"],
+            leave=False,
+        )
+
+        def progress(done: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            if path.is_dir():
+                result = imports.import_image_folder(project=project, path=path, progress=progress)
+            else:
+                with path.open("rb") as fileobj:
+                    result = imports.import_file(
+                        project=project,
+                        fileobj=fileobj,
+                        filename=path.name,
+                        fmt=options["format"],
+                        text_field=options["text_field"],
+                        id_field=options["id_field"],
+                        progress=progress,
+                    )
+        except imports.ImportFailed as exc:
+            bar.close()
+            self.fail(exc, path)
+        bar.close()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported {result.created:,} item{'s' if result.created != 1 else ''} "
+                f"into {project.name!r}."
+            )
+        )
+
+    def fail(self, exc: imports.ImportFailed, path: Path) -> NoReturn:
+        for message in exc.messages:
+            self.stderr.write(self.style.ERROR(message))
+        raise CommandError(
+            f"Nothing was imported: {exc.total:,} problem{'s' if exc.total != 1 else ''} "
+            f"in {path.name}."
+        )

@@ -1,0 +1,128 @@
+"""Getting data in and out of a project: the upload page for project admins and the label
+exports for reviewers and admins."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from asgiref.sync import sync_to_async
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_http_methods
+
+from annotations import access, exports, imports
+from annotations.models import Project
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(label="File")
+    format = forms.ChoiceField(
+        choices=[("", "Detect from the file name")], required=False, label="Format"
+    )
+    text_field = forms.CharField(
+        max_length=255,
+        initial="text",
+        required=False,
+        label="Text column / field",
+        help_text='The column (CSV) or field (JSON) that holds the text; default "text".',
+    )
+    id_field = forms.CharField(
+        max_length=255,
+        required=False,
+        label="Id column / field",
+        help_text='Optional. Default: "id" when the file has one, else file name and line.',
+    )
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if project.item_kind == Project.ItemKind.IMAGE:
+            choices = [("zip", "Zip archive of images")]
+            for name in ("text_field", "id_field"):
+                del self.fields[name]
+        else:
+            choices = [("csv", "CSV"), ("json", "JSON (array of objects)"), ("jsonl", "JSONL")]
+        self.fields["format"].choices = [*self.fields["format"].choices, *choices]
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def project_import(request: HttpRequest, pk: int) -> HttpResponse:
+    project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
+    errors: list[str] = []
+    status = 200
+    if request.method == "POST":
+        form = ImportForm(request.POST, request.FILES, project=project)
+        if form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                result = imports.import_file(
+                    project=project,
+                    fileobj=upload,
+                    filename=upload.name or "upload",
+                    fmt=form.cleaned_data["format"] or None,
+                    text_field=form.cleaned_data.get("text_field") or "text",
+                    id_field=form.cleaned_data.get("id_field") or None,
+                )
+            except imports.ImportFailed as exc:
+                errors = exc.messages
+                status = 422
+            else:
+                messages.success(
+                    request,
+                    f"Imported {result.created:,} item{'s' if result.created != 1 else ''} "
+                    f"from {result.source}.",
+                )
+                return redirect("project_detail", pk=project.pk)
+        else:
+            status = 400
+    else:
+        form = ImportForm(project=project)
+    return render(
+        request,
+        "annotations/import.html",
+        {"project": project, "form": form, "import_errors": errors},
+        status=status,
+    )
+
+
+@require_GET
+@login_required
+def project_export_jsonl(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    return _export(request, pk, "jsonl")
+
+
+@require_GET
+@login_required
+def project_export_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    return _export(request, pk, "csv")
+
+
+def _export(request: HttpRequest, pk: int, fmt: str) -> StreamingHttpResponse:
+    project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
+    chunks = exports.export_chunks(project, fmt)
+    # Under ASGI a plain generator would be read whole into memory before sending; hand the
+    # server an async iterator that pulls chunks in the request's database thread instead.
+    content = _pull_async(chunks) if isinstance(request, ASGIRequest) else chunks
+    response = StreamingHttpResponse(content, content_type=exports.FORMATS[fmt])
+    response["Content-Disposition"] = content_disposition_header(
+        True, exports.export_filename(project, fmt)
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+async def _pull_async(chunks: Iterator[str]) -> AsyncIterator[str]:
+    take = sync_to_async(next, thread_sensitive=True)
+    try:
+        while (chunk := await take(chunks, None)) is not None:
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            await sync_to_async(close, thread_sensitive=True)()

@@ -1,0 +1,1 @@
+"""The curation app has no models yet, so nothing to register in the admin."""

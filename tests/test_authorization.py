@@ -1,0 +1,367 @@
+"""Authorization of every route, generated from the URL configuration.
+
+Each route found by walking the URLconf is requested with every method as five actors:
+anonymous, an outsider (admin of another project only), and the project's annotator, reviewer
+and admin. What each must get comes from `EXPECT`, keyed by URL name. A route missing from
+`EXPECT` fails, so a new view cannot ship without someone deciding who may use it.
+
+To teach the test a new route: add its URL name to `EXPECT` with the methods it answers and
+who may use it; if its URL takes a new kwarg, add a filler to `KWARG_FILLERS`.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from django.contrib.auth.views import redirect_to_login
+from django.core.files.base import ContentFile
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from PIL import Image
+
+from annotations.models import Item, Membership, Project
+from annotations.services import annotation_submit
+
+pytestmark = pytest.mark.usefixtures("fast_passwords")
+
+# Who may use a route. Project roles are the Membership roles; the markers are for routes
+# outside any project.
+PUBLIC = "public"  # anyone, logged in or not (login page, home redirect)
+LOGGED_IN = "logged_in"  # any authenticated user; the view itself scopes what they see
+ANY_MEMBER = frozenset({"annotator", "reviewer", "admin"})
+REVIEWER_UP = frozenset({"reviewer", "admin"})
+ADMIN_ONLY = frozenset({"admin"})
+
+GET = frozenset({"GET"})
+POST = frozenset({"POST"})
+GET_POST = frozenset({"GET", "POST"})
+READ_WRITE = frozenset({"GET", "PUT", "PATCH", "DELETE"})
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+ACTORS = ("anonymous", "outsider", "annotator", "reviewer", "project_admin")
+ROLE_OF = {"annotator": "annotator", "reviewer": "reviewer", "project_admin": "admin"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`methods` the route answers; `who` may use it (PUBLIC, LOGGED_IN, or the project roles
+    allowed). `kwargs` overrides which fixture object fills a URL kwarg for this route."""
+
+    methods: frozenset[str]
+    who: str | frozenset[str]
+    kwargs: dict[str, str] = field(default_factory=dict)
+    csrf_exempt_reason: str = ""  # set only for routes that take no cookie-based auth
+
+
+EXPECT: dict[str, Rule] = {
+    # Site
+    "home": Rule(frozenset(METHODS), PUBLIC),  # a RedirectView: redirects whatever the method
+    "login": Rule(frozenset({"GET", "POST", "PUT"}), PUBLIC),  # Django's FormView takes PUT too
+    "logout": Rule(POST, PUBLIC),
+    # Projects and the annotate page
+    "project_list": Rule(GET, LOGGED_IN),
+    "project_detail": Rule(GET, ANY_MEMBER),
+    "annotate": Rule(GET, ANY_MEMBER),
+    "annotate_next": Rule(GET, ANY_MEMBER),
+    "annotate_submit": Rule(POST, ANY_MEMBER),
+    "annotate_heartbeat": Rule(POST, ANY_MEMBER),
+    "annotate_item": Rule(GET, ANY_MEMBER),
+    "item_image": Rule(GET, ANY_MEMBER),
+    # Import and export
+    "project_import": Rule(GET_POST, ADMIN_ONLY),
+    "project_export_jsonl": Rule(GET, REVIEWER_UP),
+    "project_export_csv": Rule(GET, REVIEWER_UP),
+    # The API (DRF): anonymous gets 401/403 instead of a login redirect
+    "api-token": Rule(POST, PUBLIC),  # username + password in, token out
+    "api-project-list": Rule(GET, LOGGED_IN),  # lists only the caller's projects
+    "api-project-detail": Rule(GET, ANY_MEMBER),
+    "api-item-list": Rule(GET, ANY_MEMBER),
+    "api-item-image": Rule(GET, ANY_MEMBER),
+    "api-next-items": Rule(GET, ANY_MEMBER),
+    "api-annotation-list": Rule(GET_POST, ANY_MEMBER),
+}
+
+# Prefixes of routes tested elsewhere or not views of this app.
+SKIPPED_PREFIXES = ("admin/", "^admin/", "static/", "^static/", "media/", "^media/")
+
+
+# --- Walking the URLconf ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str | None  # "namespace:name"
+    pattern: str  # as written in the URLconf, for messages
+    kwargs: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.name or '<unnamed>'}[{self.pattern}]"
+
+
+def _kwargs_of(pattern) -> tuple[str, ...]:
+    return tuple(pattern.regex.groupindex)
+
+
+def walk(patterns, prefix: str = "", namespace: str = "", kwargs=()) -> Iterator[Route]:
+    for entry in patterns:
+        pattern = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            if str(entry.pattern).startswith(SKIPPED_PREFIXES):
+                continue
+            ns = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            yield from walk(entry.url_patterns, pattern, ns, kwargs + _kwargs_of(entry.pattern))
+        elif isinstance(entry, URLPattern):
+            if str(entry.pattern).startswith(SKIPPED_PREFIXES):
+                continue
+            name = f"{namespace}{entry.name}" if entry.name else None
+            yield Route(name, pattern, kwargs + _kwargs_of(entry.pattern))
+
+
+def all_routes() -> list[Route]:
+    seen: dict[str, Route] = {}
+    for route in walk(get_resolver().url_patterns):
+        seen.setdefault(route.key, route)
+    return list(seen.values())
+
+
+ROUTES = all_routes()
+
+
+# --- The objects that fill URL kwargs ---------------------------------------------------------
+
+
+@dataclass
+class World:
+    project: Project
+    other_project: Project
+    item: Item  # an image item of `project` every member has answered
+    other_item: Item  # an item of another project
+    users: dict[str, object]
+
+
+KWARG_FILLERS: dict[str, Callable[[World], object]] = {
+    "pk": lambda w: w.project.pk,
+    "project_pk": lambda w: w.project.pk,
+    "item_pk": lambda w: w.item.pk,
+    "fmt": lambda w: "csv",
+    "format": lambda w: "json",  # DRF's format-suffix variants of API routes
+}
+# Fillers a Rule can name in `kwargs` (e.g. {"pk": "item"} for a route whose pk is an item).
+NAMED_FILLERS: dict[str, Callable[[World], object]] = {
+    "project": lambda w: w.project.pk,
+    "item": lambda w: w.item.pk,
+}
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 3), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def world(settings, tmp_path, project, other_project, annotator, reviewer, project_admin, outsider):
+    settings.MEDIA_ROOT = tmp_path
+    item = Item(project=project, external_id="pic", text="an image item", image_format="PNG")
+    item.image_width, item.image_height = 4, 3
+    item.image.save("pic.png", ContentFile(png_bytes()), save=False)
+    item.save()
+    for user in (annotator, reviewer, project_admin):
+        annotation_submit(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
+    return World(
+        project=project,
+        other_project=other_project,
+        item=item,
+        other_item=other_project.items.get(),
+        users={
+            "anonymous": None,
+            "outsider": outsider,
+            "annotator": annotator,
+            "reviewer": reviewer,
+            "project_admin": project_admin,
+        },
+    )
+
+
+def url_for(route: Route, world: World, **override: object) -> str:
+    if route.name is None:
+        pytest.fail(f"route {route.pattern!r} has no name; name it and add it to EXPECT")
+    rule = EXPECT.get(route.name)
+    values: dict[str, object] = {}
+    for kwarg in route.kwargs:
+        if kwarg in override:
+            values[kwarg] = override[kwarg]
+        elif rule and kwarg in rule.kwargs:
+            values[kwarg] = NAMED_FILLERS[rule.kwargs[kwarg]](world)
+        elif kwarg in KWARG_FILLERS:
+            values[kwarg] = KWARG_FILLERS[kwarg](world)
+        else:
+            pytest.fail(
+                f"route {route.key} takes the URL kwarg {kwarg!r} that this test cannot fill: "
+                f"teach tests/test_authorization.py (KWARG_FILLERS or the route's Rule.kwargs)"
+            )
+    return reverse(route.name, kwargs=values)
+
+
+def request(client: Client, method: str, url: str):
+    return getattr(client, method.lower())(url)
+
+
+def is_api(url: str) -> bool:
+    return url.startswith("/api/")
+
+
+def describe(response) -> str:
+    where = response.get("Location", "")
+    return f"{response.status_code}{' -> ' + where if where else ''}"
+
+
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def assert_allowed(response, what: str, *, to_login_ok: bool = False) -> None:
+    assert response.status_code < 500, what
+    assert response.status_code not in (401, 403, 404, 405), (
+        f"{what}: refused ({describe(response)})"
+    )
+    if response.status_code in REDIRECTS and not to_login_ok:
+        assert not response["Location"].startswith("/accounts/login/"), f"{what}: sent to login"
+
+
+def assert_denied_anonymous(response, url: str, what: str) -> None:
+    if is_api(url):
+        assert response.status_code in (401, 403), f"{what}: got {describe(response)}"
+    else:
+        assert response.status_code == 302, f"{what}: got {describe(response)}"
+        assert response["Location"] == redirect_to_login(url).url, what
+
+
+# --- The tests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.key)
+def test_every_route_has_an_authorization_expectation(route: Route):
+    assert route.name is not None, f"route {route.pattern!r} has no name; name it"
+    assert route.name in EXPECT, (
+        f"new route {route.key} has no authorization expectation: add it to EXPECT in "
+        f"tests/test_authorization.py"
+    )
+
+
+def test_every_expectation_names_an_existing_route():
+    names = {r.name for r in ROUTES}
+    stale = sorted(set(EXPECT) - names)
+    assert not stale, f"EXPECT lists routes that no longer exist: {stale}"
+
+
+def test_the_walk_finds_nested_routes_and_skips_admin():
+    names = {r.name for r in ROUTES}
+    assert {"login", "project_list", "annotate_submit", "item_image"} <= names
+    assert not any(r.pattern.startswith(("admin/", "^admin/")) for r in ROUTES)
+    annotate_item = next(r for r in ROUTES if r.name == "annotate_item")
+    assert annotate_item.kwargs == ("pk", "item_pk")
+
+
+CASES = [
+    pytest.param(route, method, actor, id=f"{route.key}-{method}-{actor}")
+    for route in ROUTES
+    for method in METHODS
+    for actor in ACTORS
+]
+
+
+@pytest.mark.parametrize(("route", "method", "actor"), CASES)
+def test_route_answers_each_actor_as_its_role_allows(client, world, route, method, actor):
+    rule = EXPECT.get(route.name or "")
+    if rule is None:
+        pytest.fail(f"new route {route.key} has no authorization expectation (EXPECT)")
+    url = url_for(route, world)
+    user = world.users[actor]
+    if user is not None:
+        client.force_login(user)
+    response = request(client, method, url)
+    what = f"{actor} {method} {url}"
+    method_ok = method in rule.methods
+
+    if rule.who == PUBLIC:
+        if method_ok:
+            assert_allowed(response, what, to_login_ok=True)
+        else:  # e.g. the login page sends a logged-in user on before looking at the method
+            assert response.status_code in (405, *REDIRECTS), f"{what}: got {describe(response)}"
+        return
+    if actor == "anonymous":
+        if not method_ok and response.status_code == 405:
+            return  # refusing the method before asking for a login is fine
+        assert_denied_anonymous(response, url, what)
+        return
+    if rule.who == LOGGED_IN:
+        if method_ok:
+            assert_allowed(response, what)
+        else:
+            assert response.status_code == 405, f"{what}: got {describe(response)}"
+        return
+    assert isinstance(rule.who, frozenset), f"EXPECT[{route.name!r}].who is not understood"
+    if actor == "outsider":
+        expected = {404} if method_ok else {404, 405}
+    elif ROLE_OF[actor] not in rule.who:
+        expected = {403} if method_ok else {403, 405}
+    else:
+        if method_ok:
+            assert_allowed(response, what)
+            return
+        expected = {405}
+    assert response.status_code in expected, f"{what}: got {describe(response)}, want {expected}"
+
+
+ITEM_ROUTES = [r for r in ROUTES if "item_pk" in r.kwargs]
+
+
+@pytest.mark.parametrize("route", ITEM_ROUTES, ids=lambda r: r.key)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_an_item_of_another_project_is_not_found_through_a_project_url(
+    client, world, route, method
+):
+    """A member of project A asking for project B's item under A's URL gets 404, not the item."""
+    client.force_login(world.users["project_admin"])
+    url = url_for(route, world, item_pk=world.other_item.pk)
+    response = request(client, method, url)
+    assert response.status_code in (404, 405), f"{method} {url}: got {describe(response)}"
+    assert b"secret text of another team" not in response.content
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.key)
+def test_a_post_without_csrf_token_is_refused_on_every_route(world, route):
+    rule = EXPECT.get(route.name or "")
+    if rule is not None and rule.csrf_exempt_reason:
+        pytest.skip(f"{route.key} is CSRF-exempt: {rule.csrf_exempt_reason}")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world.users["project_admin"])
+    url = url_for(route, world)
+    response = client.post(url)
+    assert response.status_code == 403, f"POST {url} without CSRF token: {describe(response)}"
+    assert b"CSRF" in response.content, f"POST {url} was refused, but not for CSRF"
+
+
+def test_the_same_post_with_the_csrf_token_goes_through(world):
+    """The control for the CSRF test above: the refusal is the missing token, nothing else."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world.users["annotator"])
+    page = client.get(reverse("annotate", args=[world.project.pk]))
+    token = page.cookies["csrftoken"].value
+    response = client.post(
+        reverse("annotate_heartbeat", args=[world.project.pk]), HTTP_X_CSRFTOKEN=token
+    )
+    assert response.status_code == 204
+
+
+def test_a_membership_change_takes_effect_at_once(client, world):
+    """Roles are read on every request, not cached in the session."""
+    client.force_login(world.users["annotator"])
+    url = reverse("annotate", args=[world.project.pk])
+    assert client.get(url).status_code == 200
+    Membership.objects.filter(project=world.project, user=world.users["annotator"]).delete()
+    assert client.get(url).status_code == 404

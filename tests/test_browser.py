@@ -1,0 +1,562 @@
+"""The annotate page in a real browser: Debian's Chromium driven by Playwright against the live
+server, with the database checked after every flow.
+
+pytest-django's live server is a plain threaded WSGI server, so the project websocket cannot
+connect there; the page has to work without it (it only adds live progress). The screenshots in
+docs/ for the README are written by these tests.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.test import Client
+
+from annotations import queue
+from annotations.models import (
+    Annotation,
+    AnnotationRevision,
+    Item,
+    LabelClass,
+    Membership,
+    Project,
+)
+from annotations.services import add_items_counted, annotation_submit, project_create
+from tests.conftest import PASSWORD, add_text_items, make_user
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls made by the tests
+# themselves are still plain synchronous code.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # the tests are skipped with the reason (see tests/service_env.py)
+    Browser = Page = None
+    expect = sync_playwright = None
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fast_passwords"),
+]
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+VIEWPORT = {"width": 1280, "height": 800}
+CURRENT = "#queue > article.card:not([hidden])"
+XSS = '<img src=x onerror="window.__xss=1">'
+
+REVIEWS = [
+    "The battery easily lasts two days and the screen is gorgeous. Best phone I've owned.",
+    "Arrived with a cracked case and support never answered my emails.",
+    "It does what it says. Nothing more, nothing less.",
+    "Setup took five minutes and the app is genuinely pleasant to use.",
+    "Stopped charging after three weeks. Returned it.",
+    "Decent sound for the price, though the bass is a little thin.",
+    "The manual is useless, but the device itself works fine once you figure it out.",
+    "Absolutely love it — I bought a second one for my parents.",
+    "Loud fan, flimsy buttons, and it runs hot. Would not recommend.",
+    "Shipping was quick. Haven't used it enough to have an opinion yet.",
+    "Exceeded my expectations: solid build and a very sharp camera.",
+    "Overpriced for what you get; the older model was better.",
+]
+
+
+# --- fixtures and helpers ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser, live_server) -> Iterator[Callable[..., Page]]:
+    """Opens a page in a fresh browser context, logged in as `user` when given. Any uncaught
+    JavaScript error on any page fails the test."""
+
+    def _open(user=None, path: str | None = None, viewport: dict | None = None) -> Page:
+        context = browser.new_context(viewport=viewport or VIEWPORT, base_url=live_server.url)
+        context.set_default_timeout(5000)
+        contexts.append(context)
+        if user is not None:
+            client = Client()
+            client.force_login(user)
+            session = client.cookies[settings.SESSION_COOKIE_NAME].value
+            context.add_cookies(
+                [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+            )
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda request: in_flight.add(request))
+        page.on("requestfinished", lambda request: in_flight.discard(request))
+        page.on("requestfailed", lambda request: in_flight.discard(request))
+        pages.append(page)
+        if path:
+            page.goto(path)
+        return page
+
+    contexts, pages, errors, in_flight = [], [], [], set()
+    yield _open
+    # Let requests still on their way finish before the database is emptied for the next test.
+    deadline = time.monotonic() + 3
+    while in_flight and pages and time.monotonic() < deadline:
+        pages[0].wait_for_timeout(25)
+    for context in contexts:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def annotate_url(project: Project) -> str:
+    return f"/projects/{project.pk}/annotate/"
+
+
+def current_ext_id(page: Page):
+    return page.locator(f"{CURRENT} .ext-id")
+
+
+def choice(page: Page, name: str):
+    return page.locator("label.choice").filter(has=page.locator(f'input[value="{name}"]'))
+
+
+def wait_until(page: Page, condition: Callable[[], bool], what: str, timeout: float = 8) -> None:
+    """Poll the database while letting the browser run (route handlers need the event loop)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        page.wait_for_timeout(40)
+
+
+def labels_by_external_id(project: Project, user) -> dict[str, list[str] | str]:
+    return {
+        a.item.external_id: ("skipped" if a.skipped else a.labels)
+        for a in Annotation.objects.filter(project=project, annotator=user).select_related("item")
+    }
+
+
+def member(project: Project, username: str, role: str = Membership.Role.ANNOTATOR):
+    user = make_user(username)
+    Membership.objects.create(project=project, user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def reviews(db) -> Project:
+    """A text project with real-looking reviews; `neutral` has its own key (u)."""
+    project = project_create(
+        name="Product reviews",
+        description="Customer reviews of consumer electronics, sampled from the support inbox.",
+        classes=[("positive", "#2f9e44"), ("negative", "#e03131"), ("neutral", "#868e96")],
+        instructions=(
+            "Label the overall sentiment of each review.\n"
+            "Mixed reviews: choose the side the customer ends on. "
+            "Skip (Space) reviews that are not about the product."
+        ),
+    )
+    LabelClass.objects.filter(project=project, name="neutral").update(key="u")
+    add_text_items(project, REVIEWS, prefix="review-")
+    return project
+
+
+def digit_images(count: int) -> list[tuple[bytes, int]]:
+    """Real handwritten digits (scikit-learn ships them) as PNG bytes, with the true digit."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    out = []
+    for pixels, digit in zip(digits.images[:count], digits.target[:count], strict=True):
+        grey = (255 - pixels * 255 / 16).clip(0, 255).astype("uint8")
+        image = Image.fromarray(grey).resize((32, 32), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        out.append((buffer.getvalue(), int(digit)))
+    return out
+
+
+@pytest.fixture
+def digits(db, settings, tmp_path) -> tuple[Project, dict[str, int]]:
+    """An image project of handwritten digits, keys 0–9; returns it and each item's digit."""
+    settings.MEDIA_ROOT = tmp_path
+    project = project_create(
+        name="Handwritten digits",
+        description="8×8 scans of handwritten digits (scikit-learn's digits dataset).",
+        item_kind=Project.ItemKind.IMAGE,
+        classes=[str(d) for d in range(10)],
+        instructions="Press the digit you see. Skip (Space) if you cannot tell.",
+    )
+    for label in LabelClass.objects.filter(project=project):
+        label.key = label.name
+        label.save(update_fields=["key"])
+    truth = {}
+    for index, (png, digit) in enumerate(digit_images(6)):
+        item = Item(
+            project=project,
+            external_id=f"digit-{index:04d}.png",
+            image_format="PNG",
+            image_width=32,
+            image_height=32,
+            priority=1.0 - index * 1e-6,
+        )
+        item.image.save("digit.png", ContentFile(png), save=False)
+        item.save()
+        truth[item.external_id] = digit
+    add_items_counted(project, len(truth))
+    return project, truth
+
+
+# --- the issue's scenario -----------------------------------------------------------------------
+
+
+def test_annotator_labels_three_items_by_keyboard_and_corrects_one_after_going_back(
+    open_page, reviews
+):
+    annie = member(reviews, "annie")
+    page = open_page()
+    page.goto(f"/accounts/login/?next=/projects/{reviews.pk}/annotate/")
+    page.screenshot(path="/tmp/dexp/login.png")
+    page.fill("#id_username", "annie")
+    page.fill("#id_password", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**{annotate_url(reviews)}")
+    expect(page.locator(".instructions-text")).to_contain_text("overall sentiment")
+    expect(page.locator("#progress")).to_contain_text("0 of 12 items done")
+
+    expect(current_ext_id(page)).to_have_text("review-0")
+    page.keyboard.press("2")  # negative, by its position
+    expect(choice(page, "negative")).to_have_class("choice on")
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("review-1")
+    page.keyboard.press("u")  # neutral, by its own key
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("review-2")
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("review-3")
+
+    page.keyboard.press("Backspace")  # back to review-2, answered "positive"
+    expect(current_ext_id(page)).to_have_text("review-2")
+    expect(page.locator(f"{CURRENT} .tag-edit")).to_be_visible()
+    expect(choice(page, "positive")).to_have_class("choice on")
+    page.keyboard.press("2")
+    expect(choice(page, "positive")).to_have_class("choice")
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("review-3")  # the queue carries on
+
+    wait_until(
+        page,
+        lambda: labels_by_external_id(reviews, annie).get("review-2") == ["negative"],
+        "the correction is stored",
+    )
+    expect(page.locator("#save-status")).to_have_text("Saved.")
+    assert labels_by_external_id(reviews, annie) == {
+        "review-0": ["negative"],
+        "review-1": ["neutral"],
+        "review-2": ["negative"],
+    }
+    revision = AnnotationRevision.objects.get()
+    assert revision.annotation.item.external_id == "review-2"
+    assert (revision.previous_labels, revision.labels) == (["positive"], ["negative"])
+    assert Annotation.objects.filter(time_spent_ms__gt=0).count() == 3
+    reviews.refresh_from_db()
+    assert reviews.complete_count == 3
+    expect(page.locator("#progress")).to_contain_text("3 of 12 items done")
+    entries = page.locator("#history a.history-entry")
+    expect(entries).to_have_count(3)
+    expect(entries.first).to_contain_text("review-2")
+    expect(entries.first).to_contain_text("negative")
+    expect(page.locator("#history a.history-entry.pending")).to_have_count(0)  # server's copy
+
+    # The README's screenshot: mid-labelling, a label chosen, the history strip filled.
+    for number, key in enumerate(["1", "u", "2"], start=4):
+        page.keyboard.press(key)
+        page.keyboard.press("Enter")
+        expect(current_ext_id(page)).to_have_text(f"review-{number}")
+    page.keyboard.press("1")
+    expect(page.locator("#save-status")).to_have_text("Saved.")
+    page.screenshot(path=str(DOCS / "annotate.png"))
+
+
+def test_space_skips_an_item_which_is_recorded_and_never_shown_again(open_page, project):
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    expect(current_ext_id(page)).to_have_text("t0")
+    page.keyboard.press("Space")
+    expect(current_ext_id(page)).to_have_text("t1")
+    wait_until(page, lambda: Annotation.objects.filter(skipped=True).exists(), "the skip is saved")
+    skip = Annotation.objects.get()
+    assert (skip.item.external_id, skip.skipped, skip.labels) == ("t0", True, [])
+    project.refresh_from_db()
+    assert project.complete_count == 0  # a skip does not complete an item
+    expect(page.locator("#history a.history-entry").first).to_contain_text("skipped")
+
+    expect(page.locator("#save-status")).to_have_text("Saved.")
+
+    page.reload()
+    expect(current_ext_id(page)).to_have_text("t1")
+    assert page.locator(f'#queue article.card[data-item-id="{skip.item_id}"]').count() == 0
+    for ext_id in ["t2", "t3"]:
+        page.keyboard.press("3")
+        page.keyboard.press("Enter")
+        expect(current_ext_id(page)).to_have_text(ext_id)
+    wait_until(page, lambda: Annotation.objects.count() == 3, "both answers are saved")
+    assert labels_by_external_id(project, annie) == {
+        "t0": "skipped",
+        "t1": ["neutral"],
+        "t2": ["neutral"],
+    }
+
+
+def test_an_answer_reopened_from_the_history_strip_by_click_can_be_changed(open_page, project):
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    choice(page, "positive").click()
+    page.click("#submit-btn")
+    expect(current_ext_id(page)).to_have_text("t1")
+    choice(page, "neutral").click()
+    page.click("#submit-btn")
+    expect(current_ext_id(page)).to_have_text("t2")
+    expect(page.locator("#save-status")).to_have_text("Saved.")
+
+    page.locator("#history a.history-entry", has_text="t0").click()
+    expect(current_ext_id(page)).to_have_text("t0")
+    expect(choice(page, "positive")).to_have_class("choice on")
+    choice(page, "negative").click()
+    page.click("#submit-btn")
+    expect(current_ext_id(page)).to_have_text("t2")
+    wait_until(
+        page,
+        lambda: labels_by_external_id(project, annie).get("t0") == ["negative"],
+        "the change is stored",
+    )
+    assert labels_by_external_id(project, annie) == {"t0": ["negative"], "t1": ["neutral"]}
+    assert AnnotationRevision.objects.get().previous_labels == ["positive"]
+    expect(page.locator("#history a.history-entry").first).to_contain_text("negative")
+
+
+def test_an_image_item_loads_through_the_protected_view_and_is_labelled_by_its_key(
+    open_page, digits, live_server
+):
+    project, truth = digits
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    image = page.locator(f"{CURRENT} img")
+    expect(image).to_be_visible()
+    src = image.get_attribute("src")
+    assert src.startswith(f"/projects/{project.pk}/items/") and src.endswith("/image/")
+    page.wait_for_function(
+        f"() => {{ const i = document.querySelector('{CURRENT} img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
+    assert image.evaluate("i => i.naturalWidth") == 32
+
+    labelled = []
+    for _ in range(3):
+        ext_id = current_ext_id(page).inner_text()
+        page.keyboard.press(str(truth[ext_id]))
+        page.keyboard.press("Enter")
+        expect(current_ext_id(page)).not_to_have_text(ext_id)
+        labelled.append(ext_id)
+    wait_until(page, lambda: Annotation.objects.count() == 3, "three answers are saved")
+    assert labels_by_external_id(project, annie) == {e: [str(truth[e])] for e in labelled}
+    page.wait_for_function(
+        f"() => document.querySelector('{CURRENT} img').naturalWidth > 0"
+    )  # the prefetched image was already loaded
+    page.keyboard.press(str(truth[current_ext_id(page).inner_text()]))
+    expect(page.locator("#save-status")).to_have_text("Saved.")
+    page.screenshot(path=str(DOCS / "annotate-image.png"))
+
+    # The image is only served to members: an anonymous browser gets the login page.
+    anonymous = open_page()
+    response = anonymous.request.get(live_server.url + src)
+    assert "image/png" not in response.headers.get("content-type", "")
+    assert "/accounts/login/" in response.url
+
+
+def test_multi_label_items_store_every_label_toggled_on(open_page):
+    project = project_create(
+        name="News topics",
+        labeling_mode=Project.LabelingMode.MULTI,
+        classes=["sports", "politics", "tech", "science"],
+    )
+    add_text_items(project, ["A football club buys an AI start-up.", "Rain tomorrow."])
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    expect(current_ext_id(page)).to_have_text("t0")
+    for key in ["1", "2", "3", "2"]:  # politics toggled on, then off again
+        page.keyboard.press(key)
+    expect(page.locator("label.choice.on")).to_have_count(2)
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("t1")
+    wait_until(page, lambda: Annotation.objects.exists(), "the answer is saved")
+    assert Annotation.objects.get().labels == ["sports", "tech"]
+    expect(page.locator("label.choice.on")).to_have_count(0)  # the next item starts blank
+
+
+def test_an_empty_queue_says_so_and_counts_items_leased_to_other_annotators(open_page, project):
+    annie = member(project, "annie")
+    bob = member(project, "bob")
+    Item.objects.filter(project=project).exclude(external_id__in=["t0", "t1", "t2"]).delete()
+    queue.next_items(project=project, user=bob, count=2)  # bob holds t0 and t1
+    page = open_page(annie, annotate_url(project))
+    expect(current_ext_id(page)).to_have_text("t2")
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    empty = page.locator(f"{CURRENT}.empty")
+    expect(empty).to_contain_text("No more items for you right now.")
+    expect(empty).to_contain_text("2 items are being labelled by other annotators")
+    page.screenshot(path="/tmp/dexp/empty.png")
+    expect(page.locator("#label-form")).to_have_class("label-bar disabled")
+    page.keyboard.press("Enter")  # nothing to submit: nothing happens
+    wait_until(page, lambda: Annotation.objects.count() == 1, "the last answer is saved")
+    page.wait_for_timeout(200)
+    assert Annotation.objects.count() == 1
+    assert Annotation.objects.get().item.external_id == "t2"
+
+
+def test_html_in_item_text_and_label_names_shows_as_text(open_page):
+    project = project_create(
+        name=f"Payload {XSS}", classes=[XSS, "plain"], instructions=f"Read {XSS} carefully."
+    )
+    Item.objects.create(project=project, external_id=XSS, text=f"Hello {XSS} world")
+    add_items_counted(project, 1)
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    expect(page.locator(f"{CURRENT} .item-text")).to_have_text(f"Hello {XSS} world")
+    expect(page.locator(".choice-name").first).to_have_text(XSS)
+    expect(page.locator(".instructions-text")).to_contain_text(XSS)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    wait_until(page, lambda: Annotation.objects.exists(), "the answer is saved")
+    assert Annotation.objects.get().labels == [XSS]
+    expect(page.locator("#history a.history-entry").first).to_contain_text(XSS)
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    page.goto("/projects/")
+    expect(page.locator(".project-name")).to_have_text(f"Payload {XSS}")
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("window.__xss") is None
+
+
+def test_the_next_item_shows_at_once_while_the_save_is_still_on_its_way(open_page, project):
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    held = []
+    page.route("**/annotate/submit/", lambda route: held.append(route))
+    expect(current_ext_id(page)).to_have_text("t0")
+    page.keyboard.press("1")
+    started = time.monotonic()
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("t1", timeout=200)
+    assert time.monotonic() - started < 0.5
+    page.keyboard.press("2")  # the annotator keeps working while the save waits
+    expect(page.locator("#save-status")).to_have_text("Saving…")
+    page.wait_for_timeout(1500)  # the server is slow: 1.5 s
+    assert len(held) == 1 and not Annotation.objects.exists()
+    held.pop().continue_()
+    wait_until(page, lambda: Annotation.objects.exists(), "the held answer is saved")
+    expect(page.locator("#save-status")).to_have_text("Saved.")
+    expect(choice(page, "negative")).to_have_class("choice on")  # the choice in progress stays
+    page.unroute("**/annotate/submit/")
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("t2")
+    wait_until(page, lambda: Annotation.objects.count() == 2, "the second answer is saved")
+    assert labels_by_external_id(project, annie) == {"t0": ["positive"], "t1": ["negative"]}
+
+
+def test_a_save_whose_response_is_lost_is_retried_and_stored_once(open_page, project):
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    sent = []
+
+    def lose_first_response(route) -> None:
+        sent.append(urllib.parse.parse_qs(route.request.post_data)["client_uuid"][0])
+        if len(sent) == 1:
+            route.fetch()  # the server stores the answer...
+            route.abort()  # ...but the browser never hears back
+        else:
+            route.continue_()
+
+    page.route("**/annotate/submit/", lose_first_response)
+    page.keyboard.press("3")
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("t1")
+    expect(page.locator("#save-status")).to_contain_text("retrying")
+    wait_until(page, lambda: len(sent) == 2, "the answer is sent again")
+    expect(page.locator("#save-status")).to_have_text("Saved.")
+    assert sent[0] == sent[1]  # the same submission id both times
+    annotation = Annotation.objects.get()
+    assert (annotation.item.external_id, annotation.labels) == ("t0", ["neutral"])
+    assert not AnnotationRevision.objects.exists()
+    expect(page.locator(f"#history a.history-entry[data-item-id='{annotation.item_id}']")).to_have_count(1)
+
+
+def test_a_save_refused_by_the_network_is_retried_until_it_lands(open_page, project):
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    attempts = []
+
+    def drop_first(route) -> None:
+        attempts.append(route.request.post_data)
+        route.abort() if len(attempts) == 1 else route.continue_()
+
+    page.route("**/annotate/submit/", drop_first)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    wait_until(page, lambda: Annotation.objects.exists(), "the retried answer is saved")
+    assert len(attempts) == 2
+    assert Annotation.objects.get().item.external_id == "t0"
+
+
+def test_the_project_list_shows_only_my_projects_with_their_progress(open_page, project, reviews):
+    annie = member(project, "annie")
+    Membership.objects.create(project=reviews, user=annie, role=Membership.Role.REVIEWER)
+    project_create(name="Not mine", classes=["a"])
+    bob = member(project, "bob")
+    for item in Item.objects.filter(project=project).order_by("id")[:7]:
+        annotation_submit(item=item, annotator=bob, labels=["positive"], client_uuid=uuid.uuid4())
+    page = open_page(annie, "/projects/")
+    rows = page.locator(".project-row")
+    expect(rows).to_have_count(2)
+    expect(rows.filter(has_text="Sentiment")).to_contain_text("7 of 20 items labelled (35%)")
+    expect(rows.filter(has_text="Product reviews")).to_contain_text("0 of 12 items labelled")
+    assert page.locator("text=Not mine").count() == 0
+    width = rows.filter(has_text="Sentiment").locator(".bar").evaluate("b => b.style.width")
+    assert width == "35%"
+    page.screenshot(path=str(DOCS / "projects.png"))
+
+
+def test_the_annotate_page_is_usable_in_an_800_pixel_wide_window(open_page, reviews):
+    annie = member(reviews, "annie")
+    page = open_page(annie, annotate_url(reviews), viewport={"width": 800, "height": 800})
+    expect(current_ext_id(page)).to_have_text("review-0")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
+    for element in ["label.choice >> nth=2", "#submit-btn", "#skip-btn", "#back-btn"]:
+        box = page.locator(element).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 800, element
+        assert box["y"] + box["height"] <= 800, f"{element} is below the fold"
+    page.screenshot(path="/tmp/dexp/narrow.png", full_page=True)
+    choice(page, "neutral").click()
+    page.click("#submit-btn")
+    expect(current_ext_id(page)).to_have_text("review-1")
