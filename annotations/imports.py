@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -28,7 +29,7 @@ from typing import IO, Any, NamedTuple, NoReturn
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, connections, router, transaction
+from django.db import DatabaseError, IntegrityError, connections, router, transaction
 from django.db.models import JSONField
 from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
@@ -42,10 +43,13 @@ TEXT_FORMATS = {"csv": (".csv",), "json": (".json",), "jsonl": (".jsonl", ".ndjs
 #: else — SVG, HTML, TIFF, PDF — is refused whatever the file is called.
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp"}
 MAX_ERRORS = 50
+ANALYZE_AFTER = 10_000  # items; see _refresh_statistics_after
 TEXT_BATCH = 2000
 IMAGE_BATCH = 200
 EXTERNAL_ID_MAX = Item._meta.get_field("external_id").max_length
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
+
+logger = logging.getLogger(__name__)
 
 # Text cells may be long (articles, transcripts); the csv module's default cap is 128 KiB.
 csv.field_size_limit(64 * 1024 * 1024)
@@ -266,7 +270,7 @@ def _store_text(
                 )
             if id_field is None and "id" in fields:
                 id_field = "id"
-        item = _text_item(project, fields, where, auto_id, name, word, text_field, id_field, errors)
+        item = _text_item(fields, where, auto_id, name, word, text_field, id_field, errors)
         if item is None:
             continue
         earlier = seen.get(item.external_id)
@@ -286,11 +290,11 @@ def _store_text(
     if first:
         raise ImportFailed([f"{name}: the file holds no items."])
     add_items_counted(project, created)
+    _refresh_statistics_after(created)
     return created
 
 
 def _text_item(
-    project: Project,
     fields: dict[str, Any],
     where: str,
     auto_id: str,
@@ -493,6 +497,8 @@ def _csv_records(
     except csv.Error as exc:
         raise ImportFailed([f"{name} line 1: not valid CSV ({exc})."]) from None
     header = [h.strip() or f"column {i}" for i, h in enumerate(header, 1)]
+    if any("\x00" in column for column in header):
+        raise ImportFailed([f"{name} line 1: the header contains a NUL character."])
     positions: dict[str, int] = {}
     for i, column in enumerate(header, 1):
         if column in positions:
@@ -543,14 +549,14 @@ def _jsonl_records(lines: _ByteLines, name: str, errors: _Errors) -> Iterator[_R
         empty = False
         try:
             value = json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             errors.add(_bad_json(name, exc, line=number))
             continue
         where = f"line {number}"
         if not isinstance(value, dict):
             errors.add(f"{name} {where}: expected a JSON object, got {_json_type(value)}")
             continue
-        if "\\u" in line and (problem := _bad_strings(value)):
+        if problem := _bad_strings(value):
             errors.add(f"{name} {where}: {problem}")
             continue
         yield _Record(where, f"{name}:{number}", value)
@@ -577,7 +583,7 @@ def _json_records(lines: _ByteLines, name: str, errors: _Errors) -> Iterator[_Re
         raise ImportFailed([f"{name}: the file is empty."])
     try:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ImportFailed([_bad_json(name, exc)]) from None
     if not isinstance(value, list):
         raise ImportFailed(
@@ -588,13 +594,12 @@ def _json_records(lines: _ByteLines, name: str, errors: _Errors) -> Iterator[_Re
         )
     if not value:
         raise ImportFailed([f"{name}: the array holds no records."])
-    check_strings = "\\u" in text
     for index, record in enumerate(value, 1):
         where = f"record {index}"
         if not isinstance(record, dict):
             errors.add(f"{name} {where}: expected a JSON object, got {_json_type(record)}")
             continue
-        if check_strings and (problem := _bad_strings(record)):
+        if problem := _bad_strings(record):
             errors.add(f"{name} {where}: {problem}")
             continue
         yield _Record(where, f"{name}:{index}", record)
@@ -611,33 +616,38 @@ def _finite_float(token: str) -> float:
     return value
 
 
-def _bad_json(name: str, exc: ValueError, *, line: int | None = None) -> str:
+def _bad_json(name: str, exc: Exception, *, line: int | None = None) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{name} line {line or exc.lineno}, column {exc.colno}: malformed JSON ({exc.msg})"
     where = f" line {line}" if line else ""
+    if isinstance(exc, RecursionError):
+        return f"{name}{where}: the JSON is nested too deeply"
     return f"{name}{where}: malformed JSON ({exc})"
 
 
 # A NUL or an unpaired surrogate (both reachable through \u escapes) cannot be stored.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+MAX_JSON_DEPTH = 64
 
 
 def _bad_strings(value: Any) -> str | None:
-    if isinstance(value, str):
-        return (
-            "contains a NUL character or an invalid \\u escape"
-            if _UNSTORABLE.search(value)
-            else None
-        )
-    if isinstance(value, dict):
-        items: Iterable[Any] = [*value.keys(), *value.values()]
-    elif isinstance(value, list):
-        items = value
-    else:
-        return None
-    for element in items:
-        if problem := _bad_strings(element):
-            return problem
+    """Why a parsed JSON record cannot be stored (a NUL, a lone surrogate, or nesting deeper
+    than MAX_JSON_DEPTH, which would overflow the stack when saved), or None if it can.
+    Iterative, so a hostile record cannot exhaust the stack here either."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, str):
+            if _UNSTORABLE.search(current):
+                return "contains a NUL character or an invalid \\u escape"
+        elif isinstance(current, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                return f"nested deeper than {MAX_JSON_DEPTH} levels"
+            if isinstance(current, dict):
+                stack.extend((k, depth) for k in current)
+                stack.extend((v, depth + 1) for v in current.values())
+            else:
+                stack.extend((v, depth + 1) for v in current)
     return None
 
 
@@ -974,6 +984,7 @@ def _store_images(
             Item.objects.bulk_create(batch)
             created += len(batch)
             add_items_counted(project, created)
+            _refresh_statistics_after(created)
     except BaseException as exc:
         for stored in written:
             with contextlib.suppress(OSError):
@@ -987,6 +998,28 @@ def _store_images(
             ) from exc
         raise
     return ImportResult(created=created, source=name)
+
+
+def _refresh_statistics_after(created: int) -> None:
+    """After a big import, have PostgreSQL re-sample the item table once it commits.
+
+    Until autovacuum gets to it the planner believes the project is as small as before, and
+    picks plans (a scan of the whole project instead of the unique index) that make the next
+    import's duplicate check and the annotation queue slow. ANALYZE samples a fixed number of
+    rows, so it costs well under a second even at millions of items.
+    """
+    connection = connections[router.db_for_write(Item)]
+    if created < ANALYZE_AFTER or connection.vendor != "postgresql":
+        return
+
+    def analyze() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"ANALYZE {connection.ops.quote_name(Item._meta.db_table)}")
+        except DatabaseError:
+            logger.warning("ANALYZE after an import failed", exc_info=True)
+
+    transaction.on_commit(analyze, using=connection.alias)
 
 
 def _existing_ids(project: Project, ids: list[str], chunk: int = 5000) -> set[str]:

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
@@ -236,11 +236,12 @@ def reset_project(pk: int) -> None:
         cur.execute(f"UPDATE {t['Project']} SET complete_count = 0 WHERE id = %s", [pk])
 
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - a word list reads better as a sentence
     "the a service was very quite not really good bad slow fast friendly rude delivery "
-    "product price support team order refund quality battery screen app update bug feature "
-    "love hate expected arrived broken works perfectly never again recommend would okay fine "
-    "customer experience waited hours minutes answer helpful useless great terrible value"
+    "product price support team order refund quality battery screen app update bug "
+    "feature love hate expected arrived broken works perfectly never again recommend "
+    "would okay fine customer experience waited hours minutes answer helpful useless "
+    "great terrible value"
 ).split()
 
 
@@ -291,9 +292,10 @@ def vacuum_analyze() -> None:
 
 
 def prepare_project(size: int, usernames: list[str], *, reload: bool) -> int:
+    from django.contrib.auth import get_user_model
+
     from annotations.models import Membership, Project
     from annotations.services import project_create
-    from django.contrib.auth import get_user_model
 
     name = f"{PROJECT_PREFIX}{size}"
     existing = Project.objects.filter(name=name).first()
@@ -342,7 +344,9 @@ def running_server(kind: str, workers: int, env: dict[str, str]):
         ]  # fmt: skip
     else:
         cmd = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
-    log = tempfile.NamedTemporaryFile("w+", prefix=f"bench-{kind}-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
+        "w+", prefix=f"bench-{kind}-", suffix=".log", delete=False
+    )
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -470,7 +474,9 @@ def submit(port: int, project_pk: int, who: Annotator, item_id: int, label: str)
         }
     )
     started = time.perf_counter()
-    status, _, body = request(port, "POST", f"/projects/{project_pk}/annotate/submit/", form, headers)
+    status, _, body = request(
+        port, "POST", f"/projects/{project_pk}/annotate/submit/", form, headers
+    )
     elapsed = time.perf_counter() - started
     if status != 200:
         raise SystemExit(f"submit of item {item_id}: HTTP {status}\n{body[:500]!r}")
@@ -608,14 +614,13 @@ def measure_concurrent(
             barrier.abort()
 
     threads = [
-        threading.Thread(target=work, args=(who, i), daemon=True) for i, who in enumerate(annotators)
+        threading.Thread(target=work, args=(who, i), daemon=True)
+        for i, who in enumerate(annotators)
     ]
     for t in threads:
         t.start()
-    try:
+    with suppress(threading.BrokenBarrierError):
         barrier.wait()
-    except threading.BrokenBarrierError:
-        pass
     started = time.perf_counter()
     for t in threads:
         t.join()
@@ -655,13 +660,18 @@ def explain_queue(project_pk: int, usernames: list[str], stress_rows: int) -> st
         with connection.cursor() as cur:
             cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
             lines = [r[0] for r in cur.fetchall()]
-            cur.execute(f"EXPLAIN (ANALYZE) SELECT count(*) FROM ({count_sql}) AS mine", count_params)
+            cur.execute(
+                f"EXPLAIN (ANALYZE) SELECT count(*) FROM ({count_sql}) AS mine", count_params
+            )
             count_lines = [r[0] for r in cur.fetchall()]
-        out.append(f"#### {title}\n\nnext-item query (`open_items_for`, FOR UPDATE SKIP LOCKED, LIMIT 5):\n")
+        out.append(
+            f"#### {title}\n\n"
+            "next-item query (`open_items_for`, FOR UPDATE SKIP LOCKED, LIMIT 5):\n"
+        )
         out.append("```\n" + "\n".join(lines) + "\n```\n")
-        count_time = next((x for x in count_lines if "Execution Time" in x), "")
-        node = count_lines[2].strip() if len(count_lines) > 2 else ""
-        out.append(f"progress count (`queue_status` mine): {node} … {count_time.strip()}\n")
+        scan = next((x.strip(" ->") for x in count_lines if "Scan" in x), "")
+        took = next((x.strip() for x in count_lines if "Execution Time" in x), "")
+        out.append(f"progress count (`queue_status`, answers by me): {scan}; {took}\n")
 
     top = (
         f"SELECT id FROM {t['Item']} WHERE project_id = %s AND needs_annotation "
@@ -671,7 +681,8 @@ def explain_queue(project_pk: int, usernames: list[str], stress_rows: int) -> st
         plan("fresh queue")
         with connection.cursor() as cur:
             cur.execute(
-                f"INSERT INTO {t['ItemLease']} (project_id, item_id, user_id, created_at, expires_at)"
+                f"INSERT INTO {t['ItemLease']} "
+                "(project_id, item_id, user_id, created_at, expires_at)"
                 f" SELECT %s, id, %s, now(), now() + interval '1 hour' FROM ({top}) AS top",
                 [project_pk, other.pk, project_pk, stress_rows],
             )
@@ -718,9 +729,8 @@ def latency_table(runs: list[Run]) -> str:
     for r in runs:
         n50, n95, n99 = percentiles(r.next_ms)
         s50, s95, s99 = percentiles(r.submit_ms)
-        rows.append(
-            f"| {r.size:,} | {ms(n50)} | {ms(n95)} | {ms(n99)} | {ms(s50)} | {ms(s95)} | {ms(s99)} |"
-        )
+        cells = [f"{r.size:,}", *(ms(v) for v in (n50, n95, n99, s50, s95, s99))]
+        rows.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(rows) + "\n"
 
 
@@ -768,7 +778,14 @@ def targets(runs: list[Run]) -> list[str]:
     return notes
 
 
-def machine_info(args: argparse.Namespace) -> str:
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def machine_info(args: argparse.Namespace, loads: tuple[str, str]) -> str:
     from django.db import connection
 
     with connection.cursor() as cur:
@@ -786,7 +803,8 @@ def machine_info(args: argparse.Namespace) -> str:
 
     return (
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"- machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}\n"
+        f"- machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}; "
+        f"load average (1/5/15 min) at start {loads[0]}, at end {loads[1]}\n"
         f"- Python {platform.python_version()}, Django {django.get_version()}, "
         f"PostgreSQL {pg}, channel layer: {'Redis' if args.redis_url else 'in-memory'}\n"
         f"- {args.requests} measured requests of each kind after {args.warmup} warm-up "
@@ -795,9 +813,85 @@ def machine_info(args: argparse.Namespace) -> str:
     )
 
 
+@dataclass
+class Setup:
+    server: str
+    workers: int
+    db: str
+    runs: list[Run] = field(default_factory=list)
+    concurrent: list[Concurrent] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        procs = f"{self.workers} worker processes" if self.server == "uvicorn" else "1 process"
+        return f"{self.server} ({procs}), DB connections: {self.db}"
+
+
+def run_setup(setup: Setup, args, env, usernames: list[str], projects: dict[int, int]) -> None:
+    print(f"\n== {setup.label}")
+    with running_server(setup.server, setup.workers, {**env, **DB_MODES[setup.db]}) as port:
+        annotators = [login(port, u) for u in usernames]
+        turn_takers = annotators[: args.annotators]
+        for size, pk in projects.items():
+            run = measure_sequential(port, pk, turn_takers, args.warmup, args.requests)
+            run.size = size
+            run.api_next_ms = measure_api(port, pk, turn_takers, args.warmup, args.requests) or []
+            setup.runs.append(run)
+            n50, _, n99 = percentiles(run.next_ms)
+            s50, _, s99 = percentiles(run.submit_ms)
+            print(
+                f"  {size:>9,} items: next p50 {n50:.1f} p99 {n99:.1f} ms, "
+                f"submit p50 {s50:.1f} p99 {s99:.1f} ms"
+            )
+            if args.concurrency:
+                c = measure_concurrent(
+                    port, pk, annotators[: args.concurrency], args.warmup, args.requests, size
+                )
+                setup.concurrent.append(c)
+                print(
+                    f"  {size:>9,} items, {c.annotators} annotators at once: "
+                    f"{c.submissions / c.seconds:.0f} annotations/s"
+                )
+    print("\n" + latency_table(setup.runs))
+    print("\n".join(targets(setup.runs)))
+
+
+def setup_section(setup: Setup, args) -> str:
+    out = f"### {setup.label}\n\nSequential latency (ms):\n\n{latency_table(setup.runs)}\n"
+    if api_table(setup.runs):
+        out += f"JSON API `GET /api/projects/<pk>/next/` (ms):\n\n{api_table(setup.runs)}\n"
+    if setup.concurrent:
+        out += (
+            f"{args.concurrency} annotators at once (each: next, then submit, in a loop):\n\n"
+            f"{concurrent_table(setup.concurrent)}\n"
+        )
+    return out + "Targets: " + "; ".join(targets(setup.runs)) + "\n"
+
+
+def comparison_table(setups: list[Setup]) -> str:
+    """One row per server set-up and size: the p50/p99 pairs side by side."""
+    out = (
+        "| set-up | items | next p50 | next p99 | submit p50 | submit p99 |\n"
+        "|---|---:|---:|---:|---:|---:|\n"
+    )
+    for setup in setups:
+        for r in setup.runs:
+            n50, _, n99 = percentiles(r.next_ms)
+            s50, _, s99 = percentiles(r.submit_ms)
+            out += (
+                f"| {setup.label} | {r.size:,} | {ms(n50)} | {ms(n99)} | {ms(s50)} | {ms(s99)} |\n"
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    total_started = time.perf_counter()
+    started = time.perf_counter()
+    load_at_start = load_average()
+    if os.cpu_count() and float(load_at_start.split()[0]) > 0.5 * os.cpu_count():
+        print(
+            f"warning: the machine is busy (load average {load_at_start}); latencies will be high"
+        )
     env = base_env(args, secrets.token_urlsafe(48))
     ensure_database(args.database_url)
     migrate(env)
@@ -811,66 +905,13 @@ def main(argv: list[str] | None = None) -> int:
     vacuum_analyze()
     connection.close()
 
-    sections: list[str] = []
-    summary: list[str] = []
-    for server in args.server_list:
-        for mode in args.db_list:
-            if server == "daphne" and args.workers > 1:
-                workers_note = "1 process (daphne has no --workers)"
-            else:
-                workers_note = f"{args.workers} worker process(es)" if server == "uvicorn" else ""
-            label = f"{server}, {workers_note}, DB connections: {mode}"
-            print(f"\n== {label}")
-            runs: list[Run] = []
-            conc: list[Concurrent] = []
-            workers = args.workers if server == "uvicorn" else 1
-            with running_server(server, workers, {**env, **DB_MODES[mode]}) as port:
-                annotators = [login(port, u) for u in usernames]
-                for size, pk in projects.items():
-                    run = measure_sequential(
-                        port, pk, annotators[: args.annotators], args.warmup, args.requests
-                    )
-                    run.size = size
-                    api = measure_api(
-                        port, pk, annotators[: args.annotators], args.warmup, args.requests
-                    )
-                    run.api_next_ms = api or []
-                    runs.append(run)
-                    n50, _, n99 = percentiles(run.next_ms)
-                    s50, _, s99 = percentiles(run.submit_ms)
-                    print(
-                        f"  {size:>9,} items: next p50 {n50:.1f} p99 {n99:.1f} ms, "
-                        f"submit p50 {s50:.1f} p99 {s99:.1f} ms"
-                    )
-                    if args.concurrency:
-                        c = measure_concurrent(
-                            port,
-                            pk,
-                            annotators[: args.concurrency],
-                            args.warmup,
-                            args.requests,
-                            size,
-                        )
-                        conc.append(c)
-                        print(
-                            f"  {size:>9,} items, {c.annotators} at once: "
-                            f"{c.submissions / c.seconds:.0f} annotations/s"
-                        )
-            table = latency_table(runs)
-            print("\n" + table)
-            checks = targets(runs)
-            print("\n".join(checks))
-            sections.append(
-                f"### {label}\n\nSequential latency (ms):\n\n{table}\n"
-                + (f"JSON API next item (ms):\n\n{api_table(runs)}\n" if api_table(runs) else "")
-                + (
-                    f"{args.concurrency} annotators at once:\n\n{concurrent_table(conc)}\n"
-                    if conc
-                    else ""
-                )
-                + "Targets: " + "; ".join(checks) + "\n"
-            )
-            summary.append(label)
+    setups = [
+        Setup(server, args.workers if server == "uvicorn" else 1, db)
+        for server in args.server_list
+        for db in args.db_list
+    ]
+    for setup in setups:
+        run_setup(setup, args, env, usernames, projects)
 
     explain = ""
     if not args.no_explain:
@@ -879,18 +920,21 @@ def main(argv: list[str] | None = None) -> int:
         explain = explain_queue(projects[largest], usernames, args.stress_rows)
         print(explain)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        "# next item / submit latency\n\n"
-        "Written by `benchmarks/next_item.py`.\n\n"
-        + machine_info(args)
+    text = (
+        "# Next item and submission latency\n\n"
+        "Written by `benchmarks/next_item.py`; see `benchmarks/README.md`.\n\n"
+        + machine_info(args, (load_at_start, load_average()))
         + "\n"
-        + "\n".join(sections)
-        + (f"\n### EXPLAIN ANALYZE at {max(projects):,} items\n\n{explain}\n" if explain else "")
     )
-    print(f"\nwrote {output} ({time.perf_counter() - total_started:.0f} s in all)")
+    if len(setups) > 1:
+        text += f"## Set-ups compared\n\n{comparison_table(setups)}\n"
+    text += "## Results\n\n" + "\n".join(setup_section(s, args) for s in setups)
+    if explain:
+        text += f"\n## EXPLAIN ANALYZE at {max(projects):,} items\n\n{explain}\n"
+    output.write_text(text)
+    print(f"\nwrote {output} ({time.perf_counter() - started:.0f} s in all)")
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.sessions.models import Session
 from django.core.files.base import ContentFile
 from django.test import Client
 
@@ -26,6 +27,7 @@ from annotations.models import (
     Annotation,
     AnnotationRevision,
     Item,
+    ItemLease,
     LabelClass,
     Membership,
     Project,
@@ -43,8 +45,13 @@ except ImportError:  # the tests are skipped with the reason (see tests/service_
     Browser = Page = None
     expect = sync_playwright = None
 
+# On PostgreSQL only: pytest-django's SQLite test database lives in memory, shared between this
+# thread and the live server's threads through SQLite's shared cache, where a read here while the
+# server writes fails with "database table is locked". (The app itself runs on a SQLite file in
+# WAL mode, which has no such problem.)
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("fast_passwords"),
 ]
@@ -84,6 +91,7 @@ REVIEWS = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    DOCS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -235,7 +243,6 @@ def test_annotator_labels_three_items_by_keyboard_and_corrects_one_after_going_b
     annie = member(reviews, "annie")
     page = open_page()
     page.goto(f"/accounts/login/?next=/projects/{reviews.pk}/annotate/")
-    page.screenshot(path="/tmp/dexp/login.png")
     page.fill("#id_username", "annie")
     page.fill("#id_password", PASSWORD)
     page.keyboard.press("Enter")
@@ -354,13 +361,28 @@ def test_an_answer_reopened_from_the_history_strip_by_click_can_be_changed(open_
     assert AnnotationRevision.objects.get().previous_labels == ["positive"]
     expect(page.locator("#history a.history-entry").first).to_contain_text("negative")
 
+    # The strip's entries are plain links too: opened directly they show the whole page there.
+    t1 = page.locator("#history a.history-entry", has_text="t1")
+    page.goto(t1.get_attribute("href"))
+    expect(current_ext_id(page)).to_have_text("t1")
+    expect(page.locator(f"{CURRENT} .tag-edit")).to_be_visible()
+    expect(choice(page, "neutral")).to_have_class("choice on")
+    page.keyboard.press("Enter")  # unchanged: on to the next item, fetched now
+    expect(current_ext_id(page)).to_have_text("t2")
+    assert AnnotationRevision.objects.count() == 1
+
 
 def test_an_image_item_loads_through_the_protected_view_and_is_labelled_by_its_key(
     open_page, digits, live_server
 ):
     project, truth = digits
     annie = member(project, "annie")
-    page = open_page(annie, annotate_url(project))
+    page = open_page(annie)
+    with page.expect_response(lambda r: r.url.endswith("/image/")) as served:
+        page.goto(annotate_url(project))
+    assert served.value.status == 200
+    assert served.value.headers["content-type"] == "image/png"
+    assert served.value.headers["x-content-type-options"] == "nosniff"
     image = page.locator(f"{CURRENT} img")
     expect(image).to_be_visible()
     src = image.get_attribute("src")
@@ -413,6 +435,13 @@ def test_multi_label_items_store_every_label_toggled_on(open_page):
     assert Annotation.objects.get().labels == ["sports", "tech"]
     expect(page.locator("label.choice.on")).to_have_count(0)  # the next item starts blank
 
+    page.keyboard.press("Enter")  # no label: asks first (a double Enter must not answer)
+    expect(page.locator("#save-status")).to_contain_text("press Enter again")
+    expect(current_ext_id(page)).to_have_text("t1")
+    page.keyboard.press("Enter")
+    wait_until(page, lambda: Annotation.objects.count() == 2, "the empty answer is saved")
+    assert labels_by_external_id(project, annie)["t1"] == []
+
 
 def test_an_empty_queue_says_so_and_counts_items_leased_to_other_annotators(open_page, project):
     annie = member(project, "annie")
@@ -426,13 +455,17 @@ def test_an_empty_queue_says_so_and_counts_items_leased_to_other_annotators(open
     empty = page.locator(f"{CURRENT}.empty")
     expect(empty).to_contain_text("No more items for you right now.")
     expect(empty).to_contain_text("2 items are being labelled by other annotators")
-    page.screenshot(path="/tmp/dexp/empty.png")
     expect(page.locator("#label-form")).to_have_class("label-bar disabled")
     page.keyboard.press("Enter")  # nothing to submit: nothing happens
     wait_until(page, lambda: Annotation.objects.count() == 1, "the last answer is saved")
-    page.wait_for_timeout(200)
-    assert Annotation.objects.count() == 1
+
+    page.keyboard.press("Backspace")  # the last answer can still be reopened...
+    expect(current_ext_id(page)).to_have_text("t2")
+    expect(choice(page, "positive")).to_have_class("choice on")
+    page.keyboard.press("Enter")  # ...and left as it was: nothing is sent
+    expect(empty).to_contain_text("2 items are being labelled by other annotators")
     assert Annotation.objects.get().item.external_id == "t2"
+    assert not AnnotationRevision.objects.exists()
 
 
 def test_html_in_item_text_and_label_names_shows_as_text(open_page):
@@ -509,7 +542,8 @@ def test_a_save_whose_response_is_lost_is_retried_and_stored_once(open_page, pro
     annotation = Annotation.objects.get()
     assert (annotation.item.external_id, annotation.labels) == ("t0", ["neutral"])
     assert not AnnotationRevision.objects.exists()
-    expect(page.locator(f"#history a.history-entry[data-item-id='{annotation.item_id}']")).to_have_count(1)
+    entry = f"#history a.history-entry[data-item-id='{annotation.item_id}']"
+    expect(page.locator(entry)).to_have_count(1)
 
 
 def test_a_save_refused_by_the_network_is_retried_until_it_lands(open_page, project):
@@ -527,6 +561,33 @@ def test_a_save_refused_by_the_network_is_retried_until_it_lands(open_page, proj
     wait_until(page, lambda: Annotation.objects.exists(), "the retried answer is saved")
     assert len(attempts) == 2
     assert Annotation.objects.get().item.external_id == "t0"
+
+
+def test_an_open_page_keeps_its_items_leased_through_the_heartbeat(open_page, project, settings):
+    settings.LEASE_SECONDS = 15  # the page renews every 5 s
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    expect(current_ext_id(page)).to_have_text("t0")
+    before = {lease.item_id: lease.expires_at for lease in ItemLease.objects.filter(user=annie)}
+    assert len(before) == 2
+    with page.expect_response("**/annotate/heartbeat/", timeout=8000) as heartbeat:
+        pass
+    assert heartbeat.value.status == 204
+    after = {lease.item_id: lease.expires_at for lease in ItemLease.objects.filter(user=annie)}
+    assert after.keys() == before.keys()
+    assert all(after[i] > before[i] for i in before)
+
+
+def test_an_ended_session_is_reported_instead_of_losing_answers_silently(open_page, project):
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    expect(current_ext_id(page)).to_have_text("t0")
+    Session.objects.all().delete()
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    expect(page.locator("#save-status")).to_contain_text("session has ended")
+    expect(page.locator("#save-status")).to_contain_text("1 answer(s) not saved")
+    assert not Annotation.objects.exists()
 
 
 def test_the_project_list_shows_only_my_projects_with_their_progress(open_page, project, reviews):
@@ -556,7 +617,6 @@ def test_the_annotate_page_is_usable_in_an_800_pixel_wide_window(open_page, revi
         box = page.locator(element).bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 800, element
         assert box["y"] + box["height"] <= 800, f"{element} is below the fold"
-    page.screenshot(path="/tmp/dexp/narrow.png", full_page=True)
     choice(page, "neutral").click()
     page.click("#submit-btn")
     expect(current_ext_id(page)).to_have_text("review-1")

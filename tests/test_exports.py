@@ -302,3 +302,20 @@ def test_the_command_writes_csv_to_a_file(project, labelled, tmp_path):
     )
     assert target.read_bytes().decode() == "".join(exports.csv_chunks(project))
     assert f"to {target}" in err.getvalue()
+
+
+def test_answers_on_another_projects_items_with_interleaved_ids_stay_out(
+    project, other_project, annotator, outsider
+):
+    # Items of the two projects created alternately, so their ids interleave.
+    mine, theirs = [], []
+    for i in range(3):
+        mine += add_text_items(project, [f"mine {i}"], prefix=f"m{i}-")
+        theirs += add_text_items(other_project, [f"theirs {i}"], prefix=f"x{i}-")
+    answer(theirs[1], outsider, ["a"])
+    answer(mine[1], annotator, ["positive"])
+    records = {r["external_id"]: r for r in jsonl_of(project, chunk_size=2)}
+    assert records["m1-0"]["annotations"][0]["annotator"] == "annie"
+    assert all(a["annotator"] != "otto" for r in records.values() for a in r["annotations"])
+    assert not any(r["external_id"].startswith("x") for r in records.values())
+    assert all(r["annotator"] != "otto" for r in csv_of(project, chunk_size=2))

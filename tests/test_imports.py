@@ -702,6 +702,20 @@ def test_an_upload_imports_and_redirects_with_a_count(client, project, project_a
     assert count(project) == before + 1234
 
 
+def test_an_upload_too_big_for_memory_is_streamed_to_a_temporary_file(
+    client, project, project_admin, settings
+):
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024
+    client.force_login(project_admin)
+    rows = "id,text\n" + "".join(f"big{i},a longer review text number {i}\n" for i in range(500))
+    assert len(rows) > 10 * 1024
+    response = client.post(
+        reverse("project_import", args=[project.pk]), {"file": upload("big.csv", rows)}
+    )
+    assert response.status_code == 302
+    assert Item.objects.filter(project=project, external_id__startswith="big").count() == 500
+
+
 def test_a_bad_upload_shows_the_located_errors_as_text_and_imports_nothing(
     client, project, project_admin
 ):
@@ -861,3 +875,41 @@ def test_a_multi_picture_jpeg_from_a_phone_camera_is_accepted_as_jpeg(image_proj
     run(image_project, zip_bytes({"phone.jpg": buffer.getvalue()}), "phone.zip")
     item = Item.objects.get(project=image_project)
     assert (item.image_format, item.image_width, item.image_height) == ("JPEG", 9, 7)
+
+
+def test_deeply_nested_json_is_refused_not_a_crash(project):
+    deep = '{"text": "ok", "m": ' + "[" * 100 + "]" * 100 + "}\n"
+    very_deep = '{"text": "ok", "m": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    messages = failure(project, deep + very_deep, "deep.jsonl")
+    assert messages == [
+        "deep.jsonl line 1: nested deeper than 64 levels",
+        "deep.jsonl line 2: the JSON is nested too deeply",
+    ]
+
+
+def test_text_with_backslashes_tabs_and_copy_markers_is_stored_exactly(project):
+    tricky = 'back\\slash \\N tab\there "quoted" emoji 🙂 \r\n new line'
+    records = [{"id": "tricky", "text": tricky, "meta": "\\N"}]
+    run(project, json.dumps(records), "tricky.json")
+    item = Item.objects.get(project=project, external_id="tricky")
+    assert item.text == tricky
+    assert item.metadata == {"meta": "\\N"}
+
+
+@pytest.mark.postgres
+def test_a_big_import_refreshes_the_planner_statistics_after_commit(
+    project, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+
+    def estimated_rows() -> float:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'annotations_item'")
+            return cursor.fetchone()[0]
+
+    assert estimated_rows() < imports.ANALYZE_AFTER
+    rows = "".join(f"s{i},text {i}\n" for i in range(imports.ANALYZE_AFTER))
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        run(project, "id,text\n" + rows, "stats.csv")
+    assert len(callbacks) == 1
+    assert estimated_rows() >= imports.ANALYZE_AFTER

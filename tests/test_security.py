@@ -295,7 +295,13 @@ _VARS_SET_BY_TESTS = {
 
 
 def manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in _VARS_SET_BY_TESTS}
+    # A clean production-like environment: none of the test run's settings (nor e.g.
+    # DJANGO_ALLOW_ASYNC_UNSAFE, which the browser tests set) leak into the check.
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _VARS_SET_BY_TESTS and not k.startswith("DJANGO_")
+    }
     base.update(DATA_DIR=str(tmp_path / "data"), **env)
     return subprocess.run(
         [sys.executable, "manage.py", *args],

@@ -133,24 +133,27 @@ print(json.dumps({
 """
 
 
+_TEST_RUN_VARS = {
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+    "MEDIA_ROOT",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_COOKIES",
+    "STATIC_MANIFEST",
+    "LEASE_SECONDS",
+    "DB_POOL",
+}
+
+
 def clean_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """This process's environment without the test run's settings, plus `overrides`."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if k
-        not in {
-            "DATABASE_URL",
-            "REDIS_URL",
-            "SECRET_KEY",
-            "DEBUG",
-            "ALLOWED_HOSTS",
-            "MEDIA_ROOT",
-            "SECURE_SSL_REDIRECT",
-            "SECURE_COOKIES",
-            "STATIC_MANIFEST",
-            "LEASE_SECONDS",
-            "DB_POOL",
-        }
+        if k not in _TEST_RUN_VARS and not k.startswith("DJANGO_")
     }
     env.update(
         DJANGO_SETTINGS_MODULE="dataprep_site.settings",

@@ -42,10 +42,13 @@ class ImportForm(forms.Form):
         super().__init__(*args, **kwargs)
         if project.item_kind == Project.ItemKind.IMAGE:
             choices = [("zip", "Zip archive of images")]
+            accept = ".zip"
             for name in ("text_field", "id_field"):
                 del self.fields[name]
         else:
             choices = [("csv", "CSV"), ("json", "JSON (array of objects)"), ("jsonl", "JSONL")]
+            accept = ".csv,.json,.jsonl,.ndjson"
+        self.fields["file"].widget.attrs["accept"] = accept
         self.fields["format"].choices = [*self.fields["format"].choices, *choices]
 
 
@@ -118,6 +121,8 @@ def _export(request: HttpRequest, pk: int, fmt: str) -> StreamingHttpResponse:
 
 
 async def _pull_async(chunks: Iterator[str]) -> AsyncIterator[str]:
+    """Yield the chunks of a sync generator, running it in the request's sync thread (where
+    its database connection lives) one chunk per hop; closes it if the client goes away."""
     take = sync_to_async(next, thread_sensitive=True)
     try:
         while (chunk := await take(chunks, None)) is not None:

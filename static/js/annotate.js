@@ -27,6 +27,7 @@
   let shownAt = performance.now();
   let backDepth = -1; // how far back in the history strip Backspace has gone
   let pollTimer = null;
+  let confirmNone = null; // multi-label: the card on which Enter with no label was pressed once
 
   const cards = () => Array.from(queueEl.querySelectorAll(":scope > article.card"));
   const current = () => cards()[0] || null;
@@ -101,6 +102,8 @@
     if (card === shownCard) return;
     shownCard = card;
     shownAt = performance.now();
+    confirmNone = null;
+    if (statusEl.dataset.kind === "warn" && outbox.every((e) => !e.attempt)) setStatus("", "");
     setSelection(card && card.dataset.labels ? JSON.parse(card.dataset.labels) : []);
     if (card && !card.dataset.reopened) backDepth = -1;
     clearTimeout(pollTimer);
@@ -163,6 +166,12 @@
       setStatus("Choose a label first (its key or 1–9), or press Space to skip.", "warn");
       return;
     }
+    if (!skipped && multi && !labels.length && confirmNone !== card) {
+      // Also catches a double Enter, which would otherwise answer an item never looked at.
+      confirmNone = card;
+      setStatus("No label chosen: press Enter again to answer “none of these”, or Space to skip.", "warn");
+      return;
+    }
     if (card.dataset.reopened && !skipped) {
       // Going forward again over an answer left as it was: nothing to save.
       const before = JSON.parse(card.dataset.labels || "[]");
@@ -172,6 +181,7 @@
         return;
       }
     }
+    if (statusEl.dataset.kind === "error") setStatus("", ""); // seen; the annotator moved on
     outbox.push({
       itemId: card.dataset.itemId,
       extId: card.querySelector(".ext-id").textContent,
@@ -253,6 +263,7 @@
       if (!outbox.length && statusEl.dataset.kind !== "error") setStatus("Saved.", "ok");
     }
     pump();
+    if (!outbox.length && !current()) refill();
   }
 
   // Fetch cards when the queue ran dry without a submission to carry the request (answers
@@ -351,18 +362,19 @@
       toggle(choice);
     }
   });
-  const buttons = { "submit-btn": () => submit(false), "skip-btn": () => submit(true), "back-btn": back };
-  for (const [id, action] of Object.entries(buttons)) {
-    document.getElementById(id).addEventListener("click", (ev) => {
-      ev.currentTarget.blur(); // keys go back to the page, not to the button
-      action();
-    });
-  }
+  document.getElementById("submit-btn").addEventListener("click", () => submit(false));
+  document.getElementById("skip-btn").addEventListener("click", () => submit(true));
+  document.getElementById("back-btn").addEventListener("click", () => back());
+  // After a mouse click on a button, link or the instructions toggle, keys go back to the page:
+  // Enter must submit, not click that control again. (Keyboard activation keeps its focus.)
+  root.addEventListener("click", (ev) => {
+    const control = ev.detail > 0 && ev.target.closest("button, a, summary");
+    if (control) setTimeout(() => control.blur(), 0);
+  });
   document.addEventListener("click", (ev) => {
     const entry = ev.target.closest("#history a.history-entry");
     if (!entry || ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
     ev.preventDefault();
-    entry.blur();
     backDepth = historyEntries().indexOf(entry);
     reopen(entry.getAttribute("href"), JSON.parse(entry.dataset.labels || "[]"));
   });
