@@ -34,7 +34,7 @@ from annotations.models import (
     Membership,
     Project,
 )
-from annotations.views.media import CONTENT_TYPES
+from annotations.views.media import serve_item_image
 
 admin.site.site_header = "dataprepops administration"
 admin.site.site_title = "dataprepops admin"
@@ -361,18 +361,7 @@ class ItemAdmin(admin.ModelAdmin):
             raise Http404("No such item.")
         if not self.has_view_permission(request, item):
             raise PermissionDenied
-        content_type = CONTENT_TYPES.get(item.image_format)
-        if not item.image or content_type is None:
-            raise Http404("This item has no image.")
-        try:
-            handle = item.image.open("rb")
-        except FileNotFoundError:
-            raise Http404("The image file is missing.") from None
-        response = FileResponse(handle, content_type=content_type)
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        response["Cache-Control"] = "private, max-age=3600"
-        return response
+        return serve_item_image(item)
 
     def save_model(self, request: HttpRequest, obj: Item, form, change: bool) -> None:
         if change:

@@ -64,18 +64,50 @@ def open_items_for(project: Project, user, now: datetime) -> QuerySet[Item]:
     return qs.order_by("-priority", "id")
 
 
-def _my_leased_items(project: Project, user, now: datetime) -> list[Item]:
-    answered = Annotation.objects.filter(item=OuterRef("pk"), annotator=user)
-    return list(
-        Item.objects.filter(
-            leases__project=project,
-            leases__user=user,
-            leases__expires_at__gt=now,
-            needs_annotation=True,
-        )
-        .filter(~Exists(answered))
-        .order_by("leases__created_at", "id")
+# The next-item request runs its queries as plain SQL: building and compiling these anti-joins
+# with the ORM costs ~4x the CPU of running them (1.7 ms against 0.4 ms per query here), and
+# that was most of the request. `_open_items_sql` is `open_items_for` written out; keep the two
+# in step (`open_items_for` stays the readable definition, used for counts and EXPLAIN).
+
+
+def _tables() -> tuple[str, str, str]:
+    quote = connection.ops.quote_name
+    return tuple(quote(m._meta.db_table) for m in (Item, ItemLease, Annotation))
+
+
+def _open_items_sql(project: Project, user, now: datetime, select: str) -> tuple[str, list]:
+    """SELECT `select` FROM the items `open_items_for` returns, unordered; aliased `i`."""
+    item, lease, answer = _tables()
+    when = connection.ops.adapt_datetimefield_value(now)
+    others = f"FROM {lease} l WHERE l.item_id = i.id AND l.expires_at > %s AND l.user_id <> %s"
+    if project.overlap == 1:
+        free, free_params = f"NOT EXISTS (SELECT 1 {others})", [when, user.pk]
+    else:
+        free = f"(SELECT COUNT(*) {others}) < %s - i.annotation_count"
+        free_params = [when, user.pk, project.overlap]
+    sql = (
+        f"SELECT {select} FROM {item} i WHERE i.project_id = %s AND i.needs_annotation AND NOT "
+        f"EXISTS (SELECT 1 FROM {answer} a WHERE a.item_id = i.id AND a.annotator_id = %s) "
+        f"AND {free}"
     )
+    return sql, [project.pk, user.pk, *free_params]
+
+
+def _placeholders(values) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _my_leased_items(project: Project, user, now: datetime) -> list[Item]:
+    """The user's live leases on items still open to them, oldest lease first."""
+    item, lease, answer = _tables()
+    sql = (
+        f"SELECT i.* FROM {item} i JOIN {lease} l ON l.item_id = i.id "
+        "WHERE l.project_id = %s AND l.user_id = %s AND l.expires_at > %s AND i.needs_annotation "
+        f"AND NOT EXISTS (SELECT 1 FROM {answer} a WHERE a.item_id = i.id AND a.annotator_id = %s) "
+        "ORDER BY l.created_at, i.id"
+    )
+    when = connection.ops.adapt_datetimefield_value(now)
+    return list(Item.objects.raw(sql, [project.pk, user.pk, when, user.pk]))
 
 
 def next_items(
@@ -98,13 +130,11 @@ def next_items(
         items = [i for i in _my_leased_items(project, user, now) if i.pk not in exclude]
         items = items[:count]
         taken = set(exclude) | {i.pk for i in items}
-        # Built once and cloned per round: building the anti-joins costs more than running them.
-        open_qs = open_items_for(project, user, now) if len(items) < count else None
         for _ in range(_MAX_ROUNDS):
             missing = count - len(items)
             if missing <= 0:
                 break
-            fresh = _lease_new(open_qs, missing, taken)
+            fresh = _lease_new(project, user, now, missing, taken)
             if fresh is None:  # nothing left
                 break
             items.extend(fresh)
@@ -122,19 +152,30 @@ def next_items(
     return items
 
 
-def _lease_new(open_qs: QuerySet[Item], missing: int, taken: set[int]) -> list[Item] | None:
-    """Lock up to `missing` of the `open_qs` items not in `taken`; None when none are left."""
-    qs = open_qs.exclude(pk__in=taken)
+def _lease_new(
+    project: Project, user, now: datetime, missing: int, taken: set[int]
+) -> list[Item] | None:
+    """Lock up to `missing` open items not in `taken`; None when the queue has none left."""
+    sql, params = _open_items_sql(project, user, now, "i.*")
+    if taken:
+        sql += f" AND i.id NOT IN ({_placeholders(taken)})"
+        params += sorted(taken)
+    # The order of the partial index item_queue_idx, so this is one walk of it.
+    sql += f" ORDER BY i.priority DESC, i.id LIMIT {int(missing + _SLACK)}"
     if connection.features.has_select_for_update_skip_locked:
-        qs = qs.select_for_update(skip_locked=True, of=("self",))
-    candidates = list(qs[: missing + _SLACK])
+        sql += " FOR UPDATE OF i SKIP LOCKED"
+    candidates = list(Item.objects.raw(sql, params))
     if not candidates:
         return None
     if connection.vendor != "postgresql":
         return candidates[:missing]
     # The rows are locked now: re-read who holds them in a fresh snapshot (a new statement) and
     # drop any that a concurrent transaction leased between our snapshot and our lock.
-    still_open = set(open_qs.filter(pk__in=[c.pk for c in candidates]).values_list("pk", flat=True))
+    ids = [c.pk for c in candidates]
+    sql, params = _open_items_sql(project, user, now, "i.id")
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} AND i.id IN ({_placeholders(ids)})", [*params, *ids])
+        still_open = {row[0] for row in cursor.fetchall()}
     fresh = [c for c in candidates if c.pk in still_open][:missing]
     taken.update(c.pk for c in candidates if c.pk not in still_open)
     return fresh
@@ -159,9 +200,19 @@ def purge_expired_leases(*, older_than: timedelta = timedelta(hours=1)) -> int:
 
 
 def queue_status(*, project: Project, user, with_waiting: bool = False) -> QueueStatus:
-    """Progress for the annotate page. Counting items held by others' leases costs a scan,
-    so it is done only when asked (the queue came up empty)."""
-    mine = Annotation.objects.filter(project=project, annotator=user, skipped=False).count()
+    """Progress for the annotate page, with the project's counters read fresh. Counting items
+    held by others' leases costs a scan, so it is done only when asked (the queue came up empty).
+    """
+    # One plain statement for the counters and the user's answers: it runs on every submission.
+    answer = connection.ops.quote_name(Annotation._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT p.item_count, p.complete_count, (SELECT COUNT(*) FROM {answer} a "
+            "WHERE a.project_id = p.id AND a.annotator_id = %s AND NOT a.skipped) "
+            f"FROM {connection.ops.quote_name(Project._meta.db_table)} p WHERE p.id = %s",
+            [user.pk, project.pk],
+        )
+        total, complete, mine = cursor.fetchone()
     waiting = 0
     if with_waiting:
         now = timezone.now()
@@ -174,9 +225,4 @@ def queue_status(*, project: Project, user, with_waiting: bool = False) -> Queue
             .filter(~Exists(answered), Exists(leased_by_others))
             .count()
         )
-    return QueueStatus(
-        total=project.item_count,
-        complete=project.complete_count,
-        mine=mine,
-        waiting_on_leases=waiting,
-    )
+    return QueueStatus(total=total, complete=complete, mine=mine, waiting_on_leases=waiting)

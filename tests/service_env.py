@@ -47,7 +47,9 @@ def _postgres_ok(url: str) -> str | None:
             port=parsed.port or 5432,
             user=parsed.username,
             password=parsed.password,
-            dbname=(parsed.path or "/postgres")[1:] or "postgres",
+            # The maintenance database: Django creates test_<name> from there, so <name> itself
+            # need not exist.
+            dbname="postgres",
             connect_timeout=3,
         ).close()
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable"

@@ -35,10 +35,6 @@ from annotations.models import (
 from annotations.services import add_items_counted, annotation_submit, project_create
 from tests.conftest import PASSWORD, add_text_items, make_user
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls made by the tests
-# themselves are still plain synchronous code.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
 except ImportError:  # the tests are skipped with the reason (see tests/service_env.py)
@@ -92,10 +88,21 @@ REVIEWS = [
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     DOCS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    # Playwright's sync API runs an event loop in this thread, while the ORM calls made by these
+    # tests are plain synchronous code; allow that here only, so the rest of the suite keeps
+    # Django's check against blocking calls from async code.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
@@ -459,6 +466,7 @@ def test_an_empty_queue_says_so_and_counts_items_leased_to_other_annotators(open
     page.keyboard.press("Enter")  # nothing to submit: nothing happens
     wait_until(page, lambda: Annotation.objects.count() == 1, "the last answer is saved")
 
+    page.eval_on_selector("#annotate", "root => { root.dataset.pollMs = '300'; }")
     page.keyboard.press("Backspace")  # the last answer can still be reopened...
     expect(current_ext_id(page)).to_have_text("t2")
     expect(choice(page, "positive")).to_have_class("choice on")
@@ -466,6 +474,10 @@ def test_an_empty_queue_says_so_and_counts_items_leased_to_other_annotators(open
     expect(empty).to_contain_text("2 items are being labelled by other annotators")
     assert Annotation.objects.get().item.external_id == "t2"
     assert not AnnotationRevision.objects.exists()
+
+    ItemLease.objects.filter(user=bob, item__external_id="t1").delete()  # bob's lease ends
+    expect(current_ext_id(page)).to_have_text("t1")  # the empty page asks again by itself
+    expect(page.locator("#label-form")).to_have_class("label-bar")
 
 
 def test_html_in_item_text_and_label_names_shows_as_text(open_page):

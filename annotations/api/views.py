@@ -24,7 +24,7 @@ from annotations.api.serializers import (
     ProjectSerializer,
 )
 from annotations.models import Annotation, Item, LabelClass, Membership, Project
-from annotations.views.media import CONTENT_TYPES
+from annotations.views.media import serve_item_image
 
 
 class ByIdCursorPagination(CursorPagination):
@@ -137,16 +137,4 @@ class ItemImage(APIView):
     content_negotiation_class = _AnyAccept
 
     def get(self, request: Request, pk: int, item_pk: int) -> FileResponse:
-        item = access.get_item_for_user(request.user, pk, item_pk)
-        content_type = CONTENT_TYPES.get(item.image_format)
-        if not item.image or content_type is None:
-            raise Http404("This item has no image.")
-        try:
-            handle = item.image.open("rb")
-        except FileNotFoundError:
-            raise Http404("The image file is missing.") from None
-        response = FileResponse(handle, content_type=content_type)
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        response["Cache-Control"] = "private, max-age=3600"
-        return response
+        return serve_item_image(access.get_item_for_user(request.user, pk, item_pk))

@@ -132,8 +132,7 @@ def annotate_submit(request: HttpRequest, pk: int) -> HttpResponse:
         if want
         else []
     )
-    project.refresh_from_db(fields=["item_count", "complete_count"])
-    status = queue.queue_status(
+    status = queue.queue_status(  # reads the counters this submission just changed
         project=project, user=request.user, with_waiting=bool(want) and not items
     )
     return render(

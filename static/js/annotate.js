@@ -17,7 +17,8 @@
   const multi = root.dataset.multi === "true";
   const target = Math.max(1, parseInt(root.dataset.queueTarget || "2", 10));
   const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"];
-  const POLL_EMPTY_MS = 15000;
+  // How often an empty queue asks again (items come back when other annotators' leases expire).
+  const pollEmptyMs = () => parseInt(root.dataset.pollMs || "15000", 10);
 
   const outbox = []; // answers not yet stored, oldest first; outbox[0] is being sent
   let sending = false;
@@ -107,7 +108,7 @@
     setSelection(card && card.dataset.labels ? JSON.parse(card.dataset.labels) : []);
     if (card && !card.dataset.reopened) backDepth = -1;
     clearTimeout(pollTimer);
-    if (card && card.dataset.empty) pollTimer = setTimeout(refill, POLL_EMPTY_MS);
+    if (card && card.dataset.empty) pollTimer = setTimeout(refill, pollEmptyMs());
     if (!card) {
       setStatus("Loading the next item…", "");
       if (!sending) refill();
@@ -290,7 +291,7 @@
     const card = current();
     if (!card || card.dataset.empty) {
       clearTimeout(pollTimer);
-      pollTimer = setTimeout(refill, card ? POLL_EMPTY_MS : 3000);
+      pollTimer = setTimeout(refill, card ? pollEmptyMs() : 3000);
     }
   }
 
