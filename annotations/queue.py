@@ -124,7 +124,7 @@ def next_items(
         if outermost and connection.vendor == "postgresql":
             # Leases are soft state: losing the last few of them in a database crash only hands
             # those items out again, exactly as when they expire. So this commit does not wait
-            # for the WAL flush (an fsync: 1–9 ms here), which is most of a next-item request.
+            # for the WAL flush (an fsync: 0.2 ms p50 but up to 9 ms p99 on a busy disk here).
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
         items = [i for i in _my_leased_items(project, user, now) if i.pk not in exclude]

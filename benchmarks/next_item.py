@@ -626,7 +626,7 @@ def measure_concurrent(
         t.join()
     seconds = time.perf_counter() - started
     if errors:
-        raise SystemExit(f"concurrent run failed: {errors[0]!r}")
+        raise SystemExit(f"{len(annotators)} annotators at once: {errors[0]}")
     return Concurrent(size, len(annotators), seconds, len(submit_ms), next_ms, submit_ms)
 
 
@@ -634,15 +634,16 @@ def measure_concurrent(
 
 
 def explain_queue(project_pk: int, usernames: list[str], stress_rows: int) -> str:
-    """EXPLAIN ANALYZE of the queries the next-item and submit requests run, on a fresh queue and
-    with `stress_rows` live leases held by others, items skipped by the annotator and answers
-    given by them. Everything added is rolled back."""
+    """EXPLAIN ANALYZE of the SQL the app really sends (captured from `next_items` and
+    `queue_status`) on a fresh queue, then with `stress_rows` live leases held by another
+    annotator, items skipped by this one and answers given by this one at the head of the queue.
+    Everything added is rolled back."""
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
-    from django.utils import timezone
+    from django.test.utils import CaptureQueriesContext
 
-    from annotations.models import Annotation, Project
-    from annotations.queue import open_items_for
+    from annotations import queue
+    from annotations.models import ItemLease, Project
 
     t = _tables()
     users = get_user_model().objects.filter(username__in=usernames).order_by("username")
@@ -650,35 +651,40 @@ def explain_queue(project_pk: int, usernames: list[str], stress_rows: int) -> st
     project = Project.objects.get(pk=project_pk)
     out: list[str] = []
 
-    def plan(title: str) -> None:
-        qs = open_items_for(project, me, timezone.now()).select_for_update(
-            skip_locked=True, of=("self",)
-        )[:5]
-        sql, params = qs.query.sql_with_params()
-        mine = Annotation.objects.filter(project=project, annotator=me, skipped=False)
-        count_sql, count_params = mine.values("pk").query.sql_with_params()
+    def captured(call, marker: str) -> str:
+        with CaptureQueriesContext(connection) as queries:
+            call()
+        return next(q["sql"] for q in queries.captured_queries if marker in q["sql"])
+
+    def explain(sql: str) -> list[str]:
         with connection.cursor() as cur:
-            cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
-            lines = [r[0] for r in cur.fetchall()]
-            cur.execute(
-                f"EXPLAIN (ANALYZE) SELECT count(*) FROM ({count_sql}) AS mine", count_params
-            )
-            count_lines = [r[0] for r in cur.fetchall()]
-        out.append(
-            f"#### {title}\n\n"
-            "next-item query (`open_items_for`, FOR UPDATE SKIP LOCKED, LIMIT 5):\n"
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+            return [r[0] for r in cur.fetchall()]
+
+    def plan(title: str, *, full: bool = False) -> None:
+        ItemLease.objects.filter(project=project, user=me).delete()  # so a fresh walk runs
+        walk = explain(
+            captured(lambda: queue.next_items(project=project, user=me, count=1), "FOR UPDATE")
         )
-        out.append("```\n" + "\n".join(lines) + "\n```\n")
-        scan = next((x.strip(" ->") for x in count_lines if "Scan" in x), "")
-        took = next((x.strip() for x in count_lines if "Execution Time" in x), "")
-        out.append(f"progress count (`queue_status`, answers by me): {scan}; {took}\n")
+        count = explain(captured(lambda: queue.queue_status(project=project, user=me), "COUNT"))
+        took = next(x.strip() for x in walk if "Execution Time" in x)
+        index = next((x.strip(" ->") for x in walk if "item_queue_idx" in x), "no index walk!")
+        out.append(f"#### {title}\n\nnext-item candidates: {took}; {index}\n")
+        if full:
+            out.append("```\n" + "\n".join(walk) + "\n```\n")
+        counted = next((x.strip(" ->") for x in count if "Scan" in x), "")
+        took = next(x.strip() for x in count if "Execution Time" in x)
+        out.append(f"progress count (answers by me, every submission): {took}; {counted}\n")
 
     top = (
         f"SELECT id FROM {t['Item']} WHERE project_id = %s AND needs_annotation "
         "ORDER BY priority DESC, id LIMIT %s"
     )
     with transaction.atomic():
-        plan("fresh queue")
+        plan("fresh queue, overlap 1", full=True)
+        project.overlap = 2  # only changes the SQL the queue writes
+        plan("fresh queue, overlap 2", full=True)
+        project.overlap = 1
         with connection.cursor() as cur:
             cur.execute(
                 f"INSERT INTO {t['ItemLease']} "
@@ -706,9 +712,11 @@ def explain_queue(project_pk: int, usernames: list[str], stress_rows: int) -> st
                 [project_pk, me.pk, project_pk, stress_rows * 10],
             )
         plan(
-            f"… and {stress_rows * 10:,} answers by this annotator "
-            "(their items still open, as with overlap > 1)"
+            f"… and {stress_rows * 10:,} answers by this annotator at the end of the queue "
+            "(a productive annotator)"
         )
+        project.overlap = 2
+        plan("the same rows with overlap 2 (a lease by one other annotator leaves a slot free)")
         transaction.set_rollback(True)
     return "\n".join(out)
 
@@ -820,6 +828,7 @@ class Setup:
     db: str
     runs: list[Run] = field(default_factory=list)
     concurrent: list[Concurrent] = field(default_factory=list)
+    error: str = ""  # why the set-up could not finish, if it could not
 
     @property
     def label(self) -> str:
@@ -828,7 +837,19 @@ class Setup:
 
 
 def run_setup(setup: Setup, args, env, usernames: list[str], projects: dict[int, int]) -> None:
+    """Measure one set-up; a failure (say, HTTP 500s) is recorded and the next set-up runs."""
     print(f"\n== {setup.label}")
+    try:
+        _measure_setup(setup, args, env, usernames, projects)
+    except SystemExit as exc:
+        setup.error = str(exc).splitlines()[0]
+        print(f"  FAILED: {setup.error}")
+    if setup.runs:
+        print("\n" + latency_table(setup.runs))
+        print("\n".join(targets(setup.runs)))
+
+
+def _measure_setup(setup: Setup, args, env, usernames: list[str], projects: dict[int, int]) -> None:
     with running_server(setup.server, setup.workers, {**env, **DB_MODES[setup.db]}) as port:
         annotators = [login(port, u) for u in usernames]
         turn_takers = annotators[: args.annotators]
@@ -852,12 +873,15 @@ def run_setup(setup: Setup, args, env, usernames: list[str], projects: dict[int,
                     f"  {size:>9,} items, {c.annotators} annotators at once: "
                     f"{c.submissions / c.seconds:.0f} annotations/s"
                 )
-    print("\n" + latency_table(setup.runs))
-    print("\n".join(targets(setup.runs)))
 
 
 def setup_section(setup: Setup, args) -> str:
-    out = f"### {setup.label}\n\nSequential latency (ms):\n\n{latency_table(setup.runs)}\n"
+    out = f"### {setup.label}\n\n"
+    if setup.error:
+        out += f"**Failed:** {setup.error}\n\n"
+    if not setup.runs:
+        return out
+    out += f"Sequential latency (ms):\n\n{latency_table(setup.runs)}\n"
     if api_table(setup.runs):
         out += f"JSON API `GET /api/projects/<pk>/next/` (ms):\n\n{api_table(setup.runs)}\n"
     if setup.concurrent:
@@ -875,6 +899,8 @@ def comparison_table(setups: list[Setup]) -> str:
         "|---|---:|---:|---:|---:|---:|\n"
     )
     for setup in setups:
+        if setup.error:
+            out += f"| {setup.label} | | failed: {setup.error[:80]} | | | |\n"
         for r in setup.runs:
             n50, _, n99 = percentiles(r.next_ms)
             s50, _, s99 = percentiles(r.submit_ms)
