@@ -81,24 +81,6 @@ def _project_ids(queryset: QuerySet) -> set[int]:
     return set(queryset.order_by().values_list("project_id", flat=True).distinct())
 
 
-def _recount(project_ids: Iterable[int]) -> None:
-    for project in Project.objects.filter(pk__in=set(project_ids)):
-        services.project_recount(project)
-
-
-def _delete_items_bottom_up(items: QuerySet[Item]) -> None:
-    """Delete items and everything hanging off them with one DELETE per table.
-
-    Django's collector would load every row (and its dependents) into memory first, which does
-    not finish for a project of a million items. Nothing listens to delete signals for these
-    models and image files are kept on disk (as Django does), so the set-wise delete is the same.
-    """
-    AnnotationRevision.objects.filter(annotation__item__in=items).delete()
-    ItemLease.objects.filter(item__in=items).delete()
-    Annotation.objects.filter(item__in=items)._raw_delete(Annotation.objects.db)
-    items._raw_delete(items.db)
-
-
 # --- Projects ---------------------------------------------------------------------------------
 
 
@@ -254,9 +236,7 @@ class ProjectAdmin(admin.ModelAdmin):
         self.delete_queryset(request, Project.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
-        with transaction.atomic():
-            _delete_items_bottom_up(Item.objects.filter(project__in=queryset))
-            queryset.delete()
+        services.projects_delete(queryset)
 
 
 # --- Items ------------------------------------------------------------------------------------
@@ -389,7 +369,7 @@ class ItemAdmin(admin.ModelAdmin):
     @admin.action(description="Recount the queue state of the selected items' projects")
     def recount_projects(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
         ids = _project_ids(queryset)
-        _recount(ids)
+        services.projects_recount(ids)
         self.message_user(request, f"Recounted {len(ids)} project(s).", messages.SUCCESS)
 
     def get_deleted_objects(self, objs, request):
@@ -406,15 +386,10 @@ class ItemAdmin(admin.ModelAdmin):
         return super().get_deleted_objects(objs, request)
 
     def delete_model(self, request: HttpRequest, obj: Item) -> None:
-        with transaction.atomic():
-            super().delete_model(request, obj)
-            _recount([obj.project_id])
+        services.items_delete(Item.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
-        with transaction.atomic():
-            project_ids = _project_ids(queryset)
-            _delete_items_bottom_up(Item.objects.filter(pk__in=queryset.values("pk")))
-            _recount(project_ids)
+        services.items_delete(queryset)
 
 
 # --- Annotations ------------------------------------------------------------------------------
@@ -474,15 +449,10 @@ class AnnotationAdmin(admin.ModelAdmin):
         return False
 
     def delete_model(self, request: HttpRequest, obj: Annotation) -> None:
-        with transaction.atomic():
-            super().delete_model(request, obj)
-            _recount([obj.project_id])
+        services.annotations_delete(Annotation.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Annotation]) -> None:
-        with transaction.atomic():
-            project_ids = _project_ids(queryset)
-            super().delete_queryset(request, queryset)
-            _recount(project_ids)
+        services.annotations_delete(queryset)
 
 
 @admin.register(AnnotationRevision)

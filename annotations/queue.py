@@ -79,11 +79,20 @@ def _open_items_sql(project: Project, user, now: datetime, select: str) -> tuple
     """SELECT `select` FROM the items `open_items_for` returns, unordered; aliased `i`."""
     item, lease, answer = _tables()
     when = connection.ops.adapt_datetimefield_value(now)
-    others = f"FROM {lease} l WHERE l.item_id = i.id AND l.expires_at > %s AND l.user_id <> %s"
     if project.overlap == 1:
-        free, free_params = f"NOT EXISTS (SELECT 1 {others})", [when, user.pk]
+        # NOT IN over the project's live leases rather than NOT EXISTS per item: PostgreSQL then
+        # hashes them once whatever its statistics say. With NOT EXISTS and a lease table it
+        # believed nearly empty, 5,000 live leases made the walk quadratic (760 ms against 7).
+        free = (
+            f"i.id NOT IN (SELECT l.item_id FROM {lease} l WHERE l.project_id = %s "
+            "AND l.expires_at > %s AND l.user_id <> %s)"
+        )
+        free_params = [project.pk, when, user.pk]
     else:
-        free = f"(SELECT COUNT(*) {others}) < %s - i.annotation_count"
+        free = (
+            f"(SELECT COUNT(*) FROM {lease} l WHERE l.item_id = i.id AND l.expires_at > %s "
+            "AND l.user_id <> %s) < %s - i.annotation_count"
+        )
         free_params = [when, user.pk, project.overlap]
     sql = (
         f"SELECT {select} FROM {item} i WHERE i.project_id = %s AND i.needs_annotation AND NOT "
@@ -190,7 +199,12 @@ def renew_leases(*, project: Project, user) -> int:
 
 
 def release_lease(*, item: Item, user) -> None:
-    ItemLease.objects.filter(item=item, user=user).delete()
+    """Give the item back (every submission does this, hence plain SQL; no signals involved)."""
+    lease = connection.ops.quote_name(ItemLease._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {lease} WHERE item_id = %s AND user_id = %s", [item.pk, user.pk]
+        )
 
 
 def purge_expired_leases(*, older_than: timedelta = timedelta(hours=1)) -> int:

@@ -16,6 +16,7 @@ from django.db.models import (
     IntegerField,
     OuterRef,
     Q,
+    QuerySet,
     Subquery,
     Value,
     When,
@@ -24,7 +25,14 @@ from django.db.models.functions import Coalesce
 
 from annotations import queue
 from annotations.events import publish_progress_on_commit
-from annotations.models import Annotation, AnnotationRevision, Item, LabelClass, Project
+from annotations.models import (
+    Annotation,
+    AnnotationRevision,
+    Item,
+    ItemLease,
+    LabelClass,
+    Project,
+)
 
 
 @dataclass(frozen=True)
@@ -34,11 +42,19 @@ class SubmitResult:
     changed: bool  # False when the submission was a resend of one already stored
 
 
-def validate_labels(project: Project, labels: Sequence[str], *, skipped: bool) -> list[str]:
-    """Check chosen labels against the project's classes; returns them in schema order."""
+def validate_labels(
+    project: Project,
+    labels: Sequence[str],
+    *,
+    skipped: bool,
+    names: Sequence[str] | None = None,
+) -> list[str]:
+    """Check chosen labels against the project's classes (`names`, in schema order, when the
+    caller has read them already); returns them in schema order."""
     if not isinstance(labels, list | tuple) or not all(isinstance(x, str) for x in labels):
         raise ValidationError({"labels": "Labels must be a list of class names."})
-    names = list(project.label_classes.values_list("name", flat=True))
+    if names is None:
+        names = list(project.label_classes.values_list("name", flat=True))
     unknown = [x for x in labels if x not in names]
     if unknown:
         raise ValidationError(
@@ -66,6 +82,7 @@ def annotation_submit(
     skipped: bool = False,
     time_spent_ms: int = 0,
     client_uuid: uuid.UUID,
+    label_names: Sequence[str] | None = None,
 ) -> SubmitResult:
     """Store an annotator's answer for an item, exactly once per `client_uuid`.
 
@@ -76,17 +93,16 @@ def annotation_submit(
     """
     project = item.project
     # Not list(labels): that would split a bare string into letters instead of refusing it.
-    labels = validate_labels(project, labels, skipped=skipped)
+    labels = validate_labels(project, labels, skipped=skipped, names=label_names)
     time_spent_ms = max(0, min(int(time_spent_ms or 0), 24 * 3600 * 1000))
     with transaction.atomic():
         locked = Item.objects.select_for_update().get(pk=item.pk)
-        replay = _find_submission(client_uuid)
+        replay, existing = _find_submission(client_uuid, locked, annotator)
         if replay is not None:
             if replay.item_id != locked.pk or replay.annotator_id != annotator.pk:
                 raise ValidationError({"client_uuid": "This submission id was already used."})
             return SubmitResult(annotation=replay, created=False, changed=False)
 
-        existing = Annotation.objects.filter(item=locked, annotator=annotator).first()
         if existing is None:
             annotation = Annotation.objects.create(
                 project=project,
@@ -122,16 +138,28 @@ def annotation_submit(
     return SubmitResult(annotation=annotation, created=created, changed=True)
 
 
-def _find_submission(client_uuid: uuid.UUID) -> Annotation | None:
-    found = Annotation.objects.filter(client_uuid=client_uuid).first()
-    if found is not None:
-        return found
-    revision = (
+def _find_submission(
+    client_uuid: uuid.UUID, item: Item, annotator
+) -> tuple[Annotation | None, Annotation | None]:
+    """(the answer already stored under `client_uuid`, directly or through an edit; the
+    annotator's current answer to `item`), in one query, as this runs on every submission.
+    The edit is looked up as a scalar subquery so PostgreSQL ORs three index lookups."""
+    via_edit = Subquery(
         AnnotationRevision.objects.filter(client_uuid=client_uuid)
-        .select_related("annotation")
-        .first()
+        .order_by()
+        .values("annotation_id")[:1]
     )
-    return revision.annotation if revision else None
+    resend = Q(client_uuid=client_uuid) | Q(pk=via_edit)
+    rows = list(
+        Annotation.objects.filter(resend | Q(item=item, annotator=annotator))
+        .annotate(_resend=resend)
+        .order_by()
+    )
+    replay = next((a for a in rows if a._resend), None)
+    existing = next(
+        (a for a in rows if a.item_id == item.pk and a.annotator_id == annotator.pk), None
+    )
+    return replay, existing
 
 
 def _count_answer(project: Project, item: Item, delta: int) -> None:
@@ -235,3 +263,43 @@ def project_create(
 def add_items_counted(project: Project, created: int) -> None:
     """Record `created` new (open) items in the project's counters."""
     Project.objects.filter(pk=project.pk).update(item_count=F("item_count") + created)
+
+
+def projects_recount(project_ids: Iterable[int]) -> None:
+    """`project_recount` for each of these projects."""
+    for project in Project.objects.filter(pk__in=set(project_ids)):
+        project_recount(project)
+
+
+def _delete_items_bottom_up(items: QuerySet[Item]) -> None:
+    """One DELETE per table. Django's collector would load every row and its dependents into
+    memory first, which does not finish for a project of a million items; nothing listens to
+    delete signals for these models, so the set-wise delete does the same (image files stay on
+    disk, as with Django's own delete)."""
+    AnnotationRevision.objects.filter(annotation__item__in=items).delete()
+    ItemLease.objects.filter(item__in=items).delete()
+    answers = Annotation.objects.filter(item__in=items)
+    answers._raw_delete(answers.db)
+    items._raw_delete(items.db)
+
+
+def items_delete(items: QuerySet[Item]) -> None:
+    """Delete items with their annotations, edits and leases; the projects' progress follows."""
+    with transaction.atomic():
+        project_ids = set(items.order_by().values_list("project_id", flat=True).distinct())
+        _delete_items_bottom_up(Item.objects.filter(pk__in=items.values("pk")))
+        projects_recount(project_ids)
+
+
+def annotations_delete(annotations: QuerySet[Annotation]) -> None:
+    """Delete answers; the items go back to the queue when they need more answers again."""
+    with transaction.atomic():
+        project_ids = set(annotations.order_by().values_list("project_id", flat=True).distinct())
+        annotations.delete()
+        projects_recount(project_ids)
+
+
+def projects_delete(projects: QuerySet[Project]) -> None:
+    with transaction.atomic():
+        _delete_items_bottom_up(Item.objects.filter(project__in=projects))
+        projects.delete()

@@ -7,12 +7,13 @@ new connection or a script using one-shot requests would), so the numbers includ
 connect and the whole Django request cycle: session, permission check, queue query, lease
 write, template rendering.
 
-    /tmp/venv/bin/python benchmarks/next_item.py                    # defaults, ~5 min
-    /tmp/venv/bin/python benchmarks/next_item.py --server uvicorn,daphne \\
-        --db-connections new,persistent,pool                        # compare set-ups
+    python benchmarks/next_item.py                    # defaults: ~2 min (+15 s the first time)
+    python benchmarks/next_item.py --sizes 100000 --server uvicorn,daphne \\
+        --db-connections new,persistent,pool          # compare server set-ups
 
 Items are bulk-loaded with COPY once and reused by later runs (their labels and leases are
-reset); `--reload` loads them again. Results go to stdout and benchmarks/results/next_item.md.
+reset); `--reload` loads them again. Only the script's own projects (bench-items-*) and users
+(bench-annotator-*) are touched. Results go to stdout and benchmarks/results/next_item.md.
 See benchmarks/README.md.
 """
 
@@ -95,7 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--output", default=str(RESULTS / "next_item.md"))
     args = p.parse_args(argv)
-    args.size_list = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    try:
+        args.size_list = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--sizes: {args.sizes!r} is not a comma list of item counts")
+    if not args.size_list or min(args.size_list) < 1:
+        p.error("--sizes: give at least one item count, each at least 1")
     args.server_list = [s.strip() for s in args.server.split(",") if s.strip()]
     args.db_list = [s.strip() for s in args.db_connections.split(",") if s.strip()]
     for s in args.server_list:
@@ -786,14 +792,24 @@ def targets(runs: list[Run]) -> list[str]:
     return notes
 
 
-def load_average() -> str:
+def idle_percent(seconds: float = 2.0) -> float | None:
+    """How idle the CPUs were over the next `seconds` (Linux), before we add any load: other
+    work on a 2-core machine shows straight up in the tail latencies."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
     try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 100.0 * (idle1 - idle0) / max(1, total1 - total0)
 
 
-def machine_info(args: argparse.Namespace, loads: tuple[str, str]) -> str:
+def machine_info(args: argparse.Namespace, idle: str) -> str:
     from django.db import connection
 
     with connection.cursor() as cur:
@@ -812,7 +828,7 @@ def machine_info(args: argparse.Namespace, loads: tuple[str, str]) -> str:
     return (
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
         f"- machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}; "
-        f"load average (1/5/15 min) at start {loads[0]}, at end {loads[1]}\n"
+        f"CPUs {idle}% idle just before the run\n"
         f"- Python {platform.python_version()}, Django {django.get_version()}, "
         f"PostgreSQL {pg}, channel layer: {'Redis' if args.redis_url else 'in-memory'}\n"
         f"- {args.requests} measured requests of each kind after {args.warmup} warm-up "
@@ -899,25 +915,23 @@ def comparison_table(setups: list[Setup]) -> str:
         "|---|---:|---:|---:|---:|---:|\n"
     )
     for setup in setups:
-        if setup.error:
-            out += f"| {setup.label} | | failed: {setup.error[:80]} | | | |\n"
         for r in setup.runs:
             n50, _, n99 = percentiles(r.next_ms)
             s50, _, s99 = percentiles(r.submit_ms)
             out += (
                 f"| {setup.label} | {r.size:,} | {ms(n50)} | {ms(n99)} | {ms(s50)} | {ms(s99)} |\n"
             )
+        if setup.error:
+            out += f"| {setup.label} | | failed: {setup.error[:80]} | | | |\n"
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    load_at_start = load_average()
-    if os.cpu_count() and float(load_at_start.split()[0]) > 0.5 * os.cpu_count():
-        print(
-            f"warning: the machine is busy (load average {load_at_start}); latencies will be high"
-        )
+    idle = idle_percent()
+    if idle is not None and idle < 80:
+        print(f"warning: the CPUs are only {idle:.0f}% idle; latencies will be higher than usual")
     env = base_env(args, secrets.token_urlsafe(48))
     ensure_database(args.database_url)
     migrate(env)
@@ -951,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (
         "# Next item and submission latency\n\n"
         "Written by `benchmarks/next_item.py`; see `benchmarks/README.md`.\n\n"
-        + machine_info(args, (load_at_start, load_average()))
+        + machine_info(args, "unknown" if idle is None else f"{idle:.0f}")
         + "\n"
     )
     if len(setups) > 1:

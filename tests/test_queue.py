@@ -307,3 +307,40 @@ def test_the_next_item_query_is_one_walk_of_the_partial_queue_index(db, overlap)
     assert "Index Scan using item_queue_idx" in plan, plan
     assert not re.search(rf"Seq Scan on {item_table}\b", plan), plan
     assert "Sort" not in plan, plan
+
+
+@pytest.mark.parametrize("overlap", [1, 2])
+def test_the_plain_sql_queue_returns_exactly_what_the_orm_definition_does(db, overlap):
+    """`queue._open_items_sql` is the fast copy of `queue.open_items_for`; they must agree."""
+    project = project_create(name=f"Spec {overlap}", classes=["positive", "b"], overlap=overlap)
+    items = add_text_items(project, [f"text {i}" for i in range(12)])
+    me, other, third = (member(project, name) for name in ("me", "other", "third"))
+    now = timezone.now()
+    label(items[0], me)
+    label(items[1], me, skipped=True)
+    label(items[2], other)
+    label(items[3], other)
+    label(items[3], third)
+    for item, user, delta in [
+        (items[4], other, 60),
+        (items[5], other, -60),  # expired
+        (items[6], me, 60),  # my own lease
+        (items[7], other, 60),
+        (items[7], third, 60),
+        (items[8], third, 60),
+    ]:
+        ItemLease.objects.create(
+            project=project,
+            item=item,
+            user=user,
+            created_at=now,
+            expires_at=now + timedelta(seconds=delta),
+        )
+    for user in (me, other, third):
+        sql, params = queue._open_items_sql(project, user, now, "i.id")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            plain = {row[0] for row in cursor.fetchall()}
+        orm = set(queue.open_items_for(project, user, now).values_list("pk", flat=True))
+        assert plain == orm, user.username
+        assert len(orm) >= 3

@@ -121,6 +121,7 @@ def annotate_submit(request: HttpRequest, pk: int) -> HttpResponse:
             skipped=data["skipped"],
             time_spent_ms=data["time_spent_ms"] or 0,
             client_uuid=data["client_uuid"],
+            label_names=names,
         )
     except ValidationError as exc:
         return _error(exc.message_dict)
