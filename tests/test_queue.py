@@ -344,3 +344,27 @@ def test_the_plain_sql_queue_returns_exactly_what_the_orm_definition_does(db, ov
         orm = set(queue.open_items_for(project, user, now).values_list("pk", flat=True))
         assert plain == orm, user.username
         assert len(orm) >= 3
+
+
+def test_answering_an_item_drops_its_expired_leases_but_not_live_ones(project, annotator):
+    other, third = member(project, "other"), member(project, "third")
+    item = queue.next_items(project=project, user=annotator, count=1)[0]
+    now = timezone.now()
+    ItemLease.objects.create(
+        project=project,
+        item=item,
+        user=other,
+        created_at=now,
+        expires_at=now - timedelta(seconds=1),
+    )
+    ItemLease.objects.create(
+        project=project,
+        item=item,
+        user=third,
+        created_at=now,
+        expires_at=now + timedelta(seconds=60),
+    )
+    label(item, annotator)
+    assert list(ItemLease.objects.filter(item=item).values_list("user__username", flat=True)) == [
+        "third"
+    ]
