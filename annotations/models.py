@@ -232,6 +232,12 @@ class Annotation(models.Model):
             models.Index(
                 fields=["project", "annotator", "-updated_at"], name="annotation_hist_idx"
             ),
+            # "How many have I answered" on every submission: an index-only count.
+            models.Index(
+                fields=["project", "annotator"],
+                condition=Q(skipped=False),
+                name="annotation_answered_idx",
+            ),
         ]
 
     def __str__(self) -> str:
