@@ -261,7 +261,8 @@ def deserialize(blob: bytes, *, n_features: int | None = None) -> np.ndarray:
     blob = bytes(blob)
     if len(blob) < _HEADER.size:
         raise ValueError(
-            f"feature blob truncated: {len(blob)} bytes, shorter than the {_HEADER.size}-byte header"
+            f"feature blob truncated: {len(blob)} bytes, "
+            f"shorter than the {_HEADER.size}-byte header"
         )
     magic, version, length, crc = _HEADER.unpack_from(blob)
     if magic != _MAGIC:

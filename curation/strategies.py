@@ -48,7 +48,8 @@ def _as_proba(proba: ArrayLike, *, multi_label: bool) -> np.ndarray:
     bad = ~np.isfinite(p) | (p < 0.0) | (p > 1.0)
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"proba[{row}, {col}] = {p[row, col]!r} is not a probability in [0, 1]")
+        value = float(p[row, col])
+        raise ValueError(f"proba[{row}, {col}] = {value} is not a probability in [0, 1]")
     if not multi_label:
         sums = p.sum(axis=1)
         off = np.flatnonzero(np.abs(sums - 1.0) > _ROW_SUM_ATOL)
@@ -288,7 +289,7 @@ def _greedy_diverse(weight: np.ndarray, X: np.ndarray | sp.csr_matrix, k: int) -
     is_picked[0] = True
     rank = np.arange(m)
     while len(picked) < k:
-        d = cosine_distances(X, X[picked[-1]]).ravel()
+        d = cosine_distances(X, X[picked[-1] : picked[-1] + 1]).ravel()
         nearest = np.minimum(nearest, np.clip(d, 0.0, 2.0))
         gain = weight * nearest
         # lexsort: last key is primary; -rank makes the lowest index win among full ties.
