@@ -1,1 +1,66 @@
-"""The curation app has no models yet, so nothing to register in the admin."""
+"""Django admin for the model in the loop: trained versions (read-only) and training settings.
+
+Versions are written by the trainer only, so their admin is read-only; the per-project training
+row lets a site admin pick the query strategy and exploration share and train on demand.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from curation.models import ModelVersion, ProjectTraining
+from curation.services import train_project_once
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["project", "version", "labels_used", "estimated_accuracy", "trained_at"]
+    list_display += ["duration_ms"]
+    list_filter = ["project"]
+    list_select_related = ["project"]
+    ordering = ["project", "-version"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
+        # Viewing is allowed through has_view_permission; nothing here may be edited.
+        return False
+
+
+@admin.register(ProjectTraining)
+class ProjectTrainingAdmin(admin.ModelAdmin):
+    list_display = ["project", "strategy", "exploration", "current_version", "labels_seen"]
+    list_display += ["trained_at"]
+    list_editable = ["strategy", "exploration"]
+    list_select_related = ["project", "current_version"]
+    fields = ["project", "strategy", "exploration", "current_version", "labels_seen", "trained_at"]
+    readonly_fields = ["current_version", "labels_seen", "trained_at"]
+    actions = ["train_now"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ProjectTraining | None = None):
+        # The project is chosen once, when the row is added; afterwards it identifies the row.
+        return [*self.readonly_fields, "project"] if obj else self.readonly_fields
+
+    @admin.action(description="Train now")
+    def train_now(self, request: HttpRequest, queryset: QuerySet[ProjectTraining]) -> None:
+        for training in queryset.select_related("project"):
+            version = train_project_once(training.project)
+            if version is None:
+                self.message_user(
+                    request,
+                    f"{training.project}: no new labels since the last model; nothing to train.",
+                    messages.INFO,
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"{training.project}: trained model version {version.version} on "
+                    f"{version.labels_used} labels.",
+                    messages.SUCCESS,
+                )
