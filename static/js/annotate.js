@@ -29,6 +29,7 @@
   let backDepth = -1; // how far back in the history strip Backspace has gone
   let pollTimer = null;
   let confirmNone = null; // multi-label: the card on which Enter with no label was pressed once
+  let prompting = false; // a question to the annotator is showing; a finished save must not hide it
 
   const cards = () => Array.from(queueEl.querySelectorAll(":scope > article.card"));
   const current = () => cards()[0] || null;
@@ -104,6 +105,7 @@
     shownCard = card;
     shownAt = performance.now();
     confirmNone = null;
+    prompting = false;
     if (statusEl.dataset.kind === "warn" && outbox.every((e) => !e.attempt)) setStatus("", "");
     setSelection(card && card.dataset.labels ? JSON.parse(card.dataset.labels) : []);
     if (card && !card.dataset.reopened) backDepth = -1;
@@ -165,11 +167,13 @@
     const labels = skipped ? [] : selected();
     if (!skipped && !multi && labels.length !== 1) {
       setStatus("Choose a label first (its key or 1–9), or press Space to skip.", "warn");
+      prompting = true;
       return;
     }
     if (!skipped && multi && !labels.length && confirmNone !== card) {
       // Also catches a double Enter, which would otherwise answer an item never looked at.
       confirmNone = card;
+      prompting = true;
       setStatus("No label chosen: press Enter again to answer “none of these”, or Space to skip.", "warn");
       return;
     }
@@ -261,7 +265,7 @@
       htmx.swap(queueEl, html, { swapStyle: "beforeend" });
       renderPendingHistory();
       show();
-      if (!outbox.length && statusEl.dataset.kind !== "error") setStatus("Saved.", "ok");
+      if (!outbox.length && statusEl.dataset.kind !== "error" && !prompting) setStatus("Saved.", "ok");
     }
     pump();
     if (!outbox.length && !current()) refill();
