@@ -33,6 +33,7 @@ from annotations.models import (
     LabelClass,
     Project,
 )
+from curation.worker import request_training_on_commit
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def annotation_submit(
             _count_answer(project, locked, delta)
         queue.release_lease(item=locked, user=annotator)
         publish_progress_on_commit(project.pk, locked.pk)
+        # The model in the loop learns from this answer once it is committed.
+        request_training_on_commit(project.pk)
     return SubmitResult(annotation=annotation, created=created, changed=True)
 
 

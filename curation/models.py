@@ -16,7 +16,11 @@ from django.db.models import Q
 
 from curation.strategies import DEFAULT_STRATEGY, STRATEGIES
 
+#: Per-item scorers, plus the batch-diverse variant: margin scores, then the head of the queue
+#: picked greedily so that it is not a run of near-duplicates (`strategies.batch_diverse`).
+BATCH_DIVERSE = "batch_diverse"
 STRATEGY_CHOICES = [(name, name.replace("_", " ").capitalize()) for name in STRATEGIES]
+STRATEGY_CHOICES.append((BATCH_DIVERSE, "Batch-diverse margin"))
 
 
 def models_dir() -> Path:
@@ -58,9 +62,15 @@ class ModelVersion(models.Model):
         return models_dir() / self.artifact
 
 
+class Suggestions(models.TextChoices):
+    OFF = "off", "Off"
+    HIGHLIGHT = "highlight", "Highlight the model's guess"
+    PRESELECT = "preselect", "Pre-select the model's guess"
+
+
 class ProjectTraining(models.Model):
     """Per-project training settings and state; also the row locked so one project trains in
-    one place at a time (`select_for_update` in `curation.services.train_project_once`)."""
+    one place at a time (`select_for_update` in `curation.trainer`)."""
 
     project = models.OneToOneField(
         "annotations.Project", on_delete=models.CASCADE, related_name="training"
@@ -76,8 +86,23 @@ class ProjectTraining(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Share of served items drawn at random, to avoid sampling bias.",
     )
+    eval_share = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of served items drawn uniformly at random and predicted before their "
+        "label arrives: the evaluation slice behind the accuracy the app shows.",
+    )
+    suggestions = models.CharField(
+        max_length=16,
+        choices=Suggestions.choices,
+        default=Suggestions.HIGHLIGHT,
+        help_text="How the annotate page shows the model's guess for the current item.",
+    )
     current_version = models.ForeignKey(
         ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    labels_until = models.DateTimeField(
+        null=True, blank=True, help_text="Latest annotation change the current model has seen."
     )
     labels_seen = models.PositiveIntegerField(
         default=0, help_text="Non-skipped annotations counted at the last training."
@@ -90,7 +115,47 @@ class ProjectTraining(models.Model):
                 condition=Q(exploration__gte=0.0) & Q(exploration__lte=1.0),
                 name="training_exploration_share",
             ),
+            models.CheckConstraint(
+                condition=Q(eval_share__gte=0.0) & Q(eval_share__lte=0.5),
+                name="training_eval_share",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"training of {self.project}"
+
+
+class EvalSample(models.Model):
+    """An item of the evaluation slice: drawn uniformly at random from the open items, served
+    like any other, and predicted by the model *before* its label arrives (test-then-train).
+
+    The prediction is refreshed by every model that has not seen the label, so it is always the
+    latest model's out-of-sample guess; once the label arrives the sample is resolved (`correct`)
+    and the item joins training like any other. Accuracy over resolved samples, with a Wilson
+    interval, is the honest accuracy the app shows: uncertainty sampling biases any accuracy
+    measured on the items it picked itself.
+    """
+
+    project = models.ForeignKey(
+        "annotations.Project", on_delete=models.CASCADE, related_name="eval_samples"
+    )
+    item = models.OneToOneField(
+        "annotations.Item", on_delete=models.CASCADE, related_name="eval_sample"
+    )
+    predicted = models.JSONField(default=list, help_text="Class names the model predicted.")
+    confidence = models.FloatField(null=True, blank=True)
+    predicted_by = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Model version that made the prediction."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    truth = models.JSONField(null=True, blank=True, help_text="The label it got (majority).")
+    correct = models.BooleanField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["project", "resolved_at"], name="evalsample_project_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"eval sample {self.item_id} of {self.project_id}"

@@ -1,0 +1,671 @@
+"""The model in the loop: what the training worker does when a label commits.
+
+`train(project_id)` brings a project's model and queue ranking up to date with the labels in the
+database, under a row lock on the project's `ProjectTraining` so one project trains in one place
+at a time. It always reads the labels from the database — the channel event only says "look" —
+so a lost event, a restart or a second worker never loses a label: the next run catches up.
+
+Each worker process keeps a `ProjectState` per project, so a run costs what changed, not the
+project's size:
+
+- the labelled rows (features plus majority label), caught up with one indexed query on
+  `annotation_changed_idx` for the answers changed since the state's watermark;
+- a *pool sample*: feature rows of up to `POOL_SAMPLE` open items drawn uniformly at random
+  (walking the queue index below a random priority: the unscored items' priorities are i.i.d.
+  uniform, so this is a uniform sample in one index range scan). Scoring a fixed-size sample
+  after every label keeps the cost flat from 10k to 1M items (random subsampling of the pool is
+  the standard way to scale uncertainty sampling). Answered items leave the sample and a slice is
+  replaced by fresh random items after each run, so over time the whole pool is visited.
+
+After every label the learner is refit on all labels (warm-started), the sample is scored with the
+project's strategy, and the top `RANKED` items — with the exploration share and the evaluation
+slice woven in — get priorities `1 + rank score`, above every unranked item (priorities in
+[0, 1)). The next-item query still walks one index. Items ranked before but not any more go back
+to a fresh random priority. Then a new model version is saved (atomic file + row) and the
+project's websocket group hears "model.updated".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from django.db import connection, transaction
+from django.db.models import Count, Max, Q
+from django.utils import timezone
+
+from annotations.events import project_group, publish
+from annotations.models import Annotation, Item, Project
+from curation import artifacts
+from curation.features import item_features
+from curation.featurizers import Featurizer, featurizer_for
+from curation.learner import IncrementalLearner, wilson_interval
+from curation.models import BATCH_DIVERSE, EvalSample, ModelVersion, ProjectTraining, models_dir
+from curation.strategies import batch_diverse, get_strategy, margin, select
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "POOL_SAMPLE",
+    "reseed",
+    "RANKED",
+    "TrainingResult",
+    "forget_states",
+    "model_status",
+    "train",
+]
+
+#: Open items whose features a worker keeps and scores after every label.
+POOL_SAMPLE = 20_000
+#: Items fetched into the sample per run (first runs grow it; later runs rotate it).
+SAMPLE_REFILL = 2_000
+#: Items written at the head of the queue after every label, in rank order.
+RANKED = 500
+#: Items picked greedily for diversity at the head of the queue by the batch-diverse strategy.
+DIVERSE_HEAD = 50
+#: Model files kept on disk per project (rows of older versions stay, with their metrics).
+KEEP_FILES = 10
+#: Cross-validated accuracy is recomputed when the labels grew by this share since the last
+#: estimate (it costs a few 5-fold refits: about a second on hashed text).
+CV_GROWTH = 0.2
+
+Label = str | list[str]
+
+
+@dataclass
+class TrainingResult:
+    """What one run did; `announced` is the message sent to the project's websocket group."""
+
+    version: ModelVersion
+    ranked: int
+    announced: dict[str, Any]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ProjectState:
+    """A worker's in-memory view of one project; rebuilt from the database whenever in doubt."""
+
+    project_id: int
+    schema: tuple
+    featurizer: Featurizer
+    learner: IncrementalLearner
+    labels: dict[int, Label] = field(default_factory=dict)
+    rows: dict[int, Any] = field(default_factory=dict)  # item id → feature row (1 × d)
+    answers: dict[int, int] = field(default_factory=dict)  # item id → non-skipped answers
+    watermark: datetime | None = None  # latest Annotation.updated_at consumed
+    sample_ids: list[int] = field(default_factory=list)
+    sample_X: Any = None
+    pending_eval: list[int] = field(default_factory=list)  # open evaluation items
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_states: dict[int, ProjectState] = {}
+_rng = np.random.default_rng()
+
+
+def reseed(seed: int | None) -> None:
+    """Make the trainer's random choices (exploration, samples) repeatable: tests, benchmarks."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+_states_lock = threading.Lock()
+
+
+def forget_states() -> None:
+    """Drop every cached project state (tests; a worker after a schema change rebuilds anyway)."""
+    with _states_lock:
+        _states.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def train(project_id: int, *, announce: bool = True, cache: bool = True) -> TrainingResult | None:
+    """Bring `project_id`'s model and ranking up to date; None when there was nothing to do.
+
+    Nothing to do: the project is gone, has no label yet, or its labels are unchanged since the
+    current model (whoever trained it). A second trainer of the same project waits on the row
+    lock, then sees the first one's model and returns None, so racing workers make one version.
+    """
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return None
+    ProjectTraining.objects.get_or_create(project=project)
+    state = _state_for(project) if cache else _new_state(project)
+    with state.lock:
+        result = _train_locked(project, state)
+    if result is not None and announce:
+        publish(project_group(project_id), result.announced)
+    return result
+
+
+def model_status(project: Project) -> dict[str, Any]:
+    """What the annotate page shows about the model before the websocket says more."""
+    training = (
+        ProjectTraining.objects.filter(project=project).select_related("current_version").first()
+    )
+    version = training.current_version if training else None
+    answered = Annotation.objects.filter(project=project, skipped=False).count()
+    if version is None:
+        return {
+            "version": None,
+            "labels_used": 0,
+            "since": answered,
+            "cold": True,
+            "estimated_accuracy": None,
+            "eval": _eval_summary(project),
+            "suggestions": training.suggestions if training else "highlight",
+        }
+    return _announcement(project, training, version) | {
+        "since": max(0, answered - (training.labels_seen or 0))
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------------------------
+
+
+def _schema(project: Project) -> tuple:
+    classes = tuple(project.label_classes.order_by("order", "id").values_list("name", flat=True))
+    return (classes, project.is_multi_label, project.item_kind)
+
+
+def _new_state(project: Project) -> ProjectState:
+    schema = _schema(project)
+    featurizer = featurizer_for(project.item_kind)
+    learner = IncrementalLearner(
+        list(schema[0]), multi_label=project.is_multi_label, n_features=featurizer.n_features
+    )
+    return ProjectState(project.pk, schema, featurizer, learner)
+
+
+def _state_for(project: Project) -> ProjectState:
+    with _states_lock:
+        state = _states.get(project.pk)
+        if state is None or state.schema != _schema(project):
+            state = _states[project.pk] = _new_state(project)
+        return state
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+def _train_locked(project: Project, state: ProjectState) -> TrainingResult | None:
+    clock = _Clock()
+    with transaction.atomic():
+        training = (
+            ProjectTraining.objects.select_for_update(of=("self",))
+            .select_related("current_version")
+            .get(project=project)
+        )
+        count, last_change = _fingerprint(project)
+        if count == 0:
+            # Only skips so far: nothing to learn, but nothing stale either.
+            if last_change != training.labels_until:
+                training.labels_until = last_change
+                training.save(update_fields=["labels_until"])
+            return None
+        if training.current_version_id is not None and (
+            count == training.labels_seen and last_change == training.labels_until
+        ):
+            return None
+        clock.lap("lock")
+        changed = _catch_up(project, state, count)
+        clock.lap("catch_up")
+        _resolve_eval(project, changed, state)
+        X, y = _training_set(state)
+        state.learner.fit(X, y)
+        clock.lap("fit")
+        ranked = _rank(project, training, state)
+        clock.lap("rank")
+        version = _save_version(project, training, state, (count, last_change, ranked), clock)
+        clock.lap("save")
+    announced = _announcement(project, training, version) | {"since": 0, "ranked": ranked}
+    return TrainingResult(version, ranked, announced, clock.laps)
+
+
+def _fingerprint(project: Project) -> tuple[int, datetime | None]:
+    """(non-skipped answers, latest change of any answer): a count alone would miss an edit."""
+    answered = Annotation.objects.filter(project=project, skipped=False).count()
+    last = Annotation.objects.filter(project=project).aggregate(m=Max("updated_at"))["m"]
+    return answered, last
+
+
+def _catch_up(project: Project, state: ProjectState, count: int) -> set[int]:
+    """Apply the answers changed since the state's watermark; return the items relabelled.
+
+    Only the changed items' answers are re-read. If the state and the database then disagree on
+    the number of answers (an answer was deleted, or this is a fresh state), it rebuilds from
+    all answers: the database is the source of truth.
+    """
+    changed: set[int] = set()
+    if state.watermark is not None:
+        recent = Annotation.objects.filter(project=project, updated_at__gte=state.watermark)
+        changed = set(recent.values_list("item_id", flat=True))
+        _relabel(project, state, changed)
+    if state.watermark is None or sum(state.answers.values()) != count:
+        state.labels.clear()
+        state.answers.clear()
+        changed = set(
+            Annotation.objects.filter(project=project, skipped=False).values_list(
+                "item_id", flat=True
+            )
+        )
+        _relabel(project, state, changed)
+    state.watermark = Annotation.objects.filter(project=project).aggregate(m=Max("updated_at"))["m"]
+    missing = [i for i in state.labels if i not in state.rows]
+    if missing:
+        X, kept = item_features(project, state.featurizer, missing)
+        for row, item_id in enumerate(kept):
+            state.rows[item_id] = X[row : row + 1]
+        for item_id in set(missing) - set(kept):  # unreadable image: cannot train on it
+            state.labels.pop(item_id, None)
+    return changed
+
+
+def _relabel(project: Project, state: ProjectState, item_ids: set[int]) -> None:
+    """Recompute the majority label of `item_ids` from all their non-skipped answers.
+
+    With overlap > 1 each item counts once, with its majority: single-label, the most common
+    class (ties to the class listed first); multi-label, each class more than half the item's
+    answers chose. Names no longer in the schema are ignored.
+    """
+    if not item_ids:
+        return
+    classes = state.schema[0]
+    rank = {name: i for i, name in enumerate(classes)}
+    given: dict[int, list[list[str]]] = {i: [] for i in item_ids}
+    ids = list(item_ids)
+    for start in range(0, len(ids), 5000):
+        rows = Annotation.objects.filter(
+            project=project, skipped=False, item_id__in=ids[start : start + 5000]
+        ).values_list("item_id", "labels")
+        for item_id, names in rows:
+            given[item_id].append([n for n in names if n in rank])
+    for item_id, answers in given.items():
+        state.answers.pop(item_id, None)
+        state.labels.pop(item_id, None)
+        if not answers:
+            continue
+        state.answers[item_id] = len(answers)
+        votes = Counter(name for names in answers for name in dict.fromkeys(names))
+        if project.is_multi_label:
+            state.labels[item_id] = [n for n in classes if 2 * votes[n] > len(answers)]
+        elif votes:
+            state.labels[item_id] = min(votes, key=lambda n: (-votes[n], rank[n]))
+
+
+def _training_set(state: ProjectState) -> tuple[Any, list[Label]]:
+    ids = sorted(i for i in state.labels if i in state.rows)
+    if not ids:
+        return np.zeros((0, state.featurizer.n_features)), []
+    rows = [state.rows[i] for i in ids]
+    X = sp.vstack(rows, format="csr") if sp.issparse(rows[0]) else np.vstack(rows)
+    return X, [state.labels[i] for i in ids]
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation slice
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_eval(project: Project, changed: set[int], state: ProjectState) -> None:
+    """Score the stored predictions of evaluation items whose label just arrived.
+
+    The stored prediction was made by a model that had not seen the label (test-then-train);
+    right after this the item joins training like any other.
+    """
+    if not changed:
+        return
+    pending = EvalSample.objects.filter(project=project, item_id__in=changed, resolved_at=None)
+    now = timezone.now()
+    resolved = []
+    for sample in pending:
+        truth = state.labels.get(sample.item_id)
+        if truth is None:  # skipped: stays pending; it may still be answered
+            continue
+        truth_set = sorted([truth] if isinstance(truth, str) else truth)
+        sample.truth = truth_set
+        sample.correct = sorted(sample.predicted) == truth_set
+        sample.resolved_at = now
+        resolved.append(sample)
+    EvalSample.objects.bulk_update(resolved, ["truth", "correct", "resolved_at"])
+
+
+def _eval_summary(project: Project) -> dict[str, Any]:
+    row = EvalSample.objects.filter(project=project, resolved_at__isnull=False).aggregate(
+        total=Count("id"), correct=Count("id", filter=Q(correct=True))
+    )
+    total, correct = row["total"], row["correct"]
+    low, high = wilson_interval(correct, total)
+    return {
+        "total": total,
+        "correct": correct,
+        "accuracy": correct / total if total else None,
+        "low": low if total else None,
+        "high": high if total else None,
+    }
+
+
+def _draw_eval_items(project: Project, training: ProjectTraining, exclude: set[int]) -> list[int]:
+    """The open evaluation items, topped up with uniformly random open items to the slice's
+    share of the ranked head (`eval_share` of `RANKED`)."""
+    wanted = math.ceil(training.eval_share * RANKED) if training.eval_share > 0 else 0
+    open_samples = list(
+        EvalSample.objects.filter(
+            project=project, resolved_at=None, item__needs_annotation=True
+        ).values_list("item_id", flat=True)[:wanted]
+    )
+    missing = wanted - len(open_samples)
+    if missing > 0:
+        fresh = [
+            i
+            for i in _random_open_items(project, missing + len(exclude))
+            if i not in exclude and i not in open_samples
+        ][:missing]
+        EvalSample.objects.bulk_create(
+            [EvalSample(project=project, item_id=i) for i in fresh], ignore_conflicts=True
+        )
+        open_samples += fresh
+    return open_samples
+
+
+def _predict_eval(project: Project, state: ProjectState, ids: list[int], version: int) -> None:
+    """Record the current model's out-of-sample guess for each open evaluation item."""
+    if not ids or state.learner.n_labels == 0:
+        return
+    X, kept = item_features(project, state.featurizer, ids)
+    if not kept:
+        return
+    proba = state.learner.predict_proba(X)
+    samples = {s.item_id: s for s in EvalSample.objects.filter(item_id__in=kept)}
+    for row, item_id in enumerate(kept):
+        sample = samples.get(item_id)
+        if sample is None:
+            continue
+        p = proba[row]
+        if state.learner.multi_label:
+            sample.predicted = [c for c, q in zip(state.schema[0], p, strict=True) if q >= 0.5]
+            sample.confidence = float(np.prod(np.where(p >= 0.5, p, 1 - p)))
+        else:
+            sample.predicted = [state.schema[0][int(p.argmax())]]
+            sample.confidence = float(p.max())
+        sample.predicted_by = version
+    EvalSample.objects.bulk_update(
+        list(samples.values()), ["predicted", "confidence", "predicted_by"]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Ranking the queue
+# --------------------------------------------------------------------------------------------
+
+
+def _random_open_items(project: Project, n: int) -> list[int]:
+    """Up to n open, unranked items drawn uniformly at random, in one walk of item_queue_idx.
+
+    Unranked items keep the uniform random priority they got at import (or when they left the
+    ranked head), independent of their content, so the items just below a random threshold are
+    a uniform random sample. Wraps around when the threshold is near 0.
+    """
+    if n <= 0:
+        return []
+    cut = float(_rng.random())
+    open_items = Item.objects.filter(project=project, needs_annotation=True)
+    below = list(
+        open_items.filter(priority__lt=cut)
+        .order_by("-priority", "id")
+        .values_list("id", flat=True)[:n]
+    )
+    if len(below) < n:
+        above = open_items.filter(priority__gte=cut, priority__lt=1.0)
+        below += list(
+            above.order_by("-priority", "id").values_list("id", flat=True)[: n - len(below)]
+        )
+    return below
+
+
+def _refresh_sample(project: Project, state: ProjectState) -> None:
+    """Drop answered items from the pool sample and add a slice of fresh random open items."""
+    if state.sample_ids:
+        still_open = set(
+            Item.objects.filter(pk__in=state.sample_ids, needs_annotation=True).values_list(
+                "id", flat=True
+            )
+        )
+        keep = [r for r, i in enumerate(state.sample_ids) if i in still_open]
+        if len(keep) < len(state.sample_ids):
+            state.sample_ids = [state.sample_ids[r] for r in keep]
+            state.sample_X = state.sample_X[keep]
+    room = POOL_SAMPLE - len(state.sample_ids)
+    rotate = SAMPLE_REFILL if room < SAMPLE_REFILL else 0
+    if rotate and state.sample_ids:
+        # A full sample: replace its oldest slice, so the whole pool gets visited over time.
+        state.sample_ids = state.sample_ids[rotate:]
+        state.sample_X = state.sample_X[rotate:]
+        room += rotate
+    have = set(state.sample_ids)
+    fresh = [i for i in _random_open_items(project, min(room, SAMPLE_REFILL)) if i not in have]
+    if not fresh:
+        return
+    X, kept = item_features(project, state.featurizer, fresh)
+    if not kept:
+        return
+    if state.sample_X is None or not state.sample_ids:
+        state.sample_ids, state.sample_X = list(kept), X
+    else:
+        stack = sp.vstack if sp.issparse(X) else np.vstack
+        state.sample_X = stack([state.sample_X, X])
+        if sp.issparse(state.sample_X):
+            state.sample_X = state.sample_X.tocsr()
+        state.sample_ids += kept
+
+
+def _rank(project: Project, training: ProjectTraining, state: ProjectState) -> int:
+    """Write the ranked head of the queue; return its length (0 while the model is cold).
+
+    Cold (some class has fewer than a few labels): the queue keeps its random order, a diverse
+    random sample, because a model that has not seen every class ranks by noise.
+    """
+    _refresh_sample(project, state)
+    if state.learner.is_cold() or not state.sample_ids:
+        _write_ranking(project, [])
+        return 0
+    proba = state.learner.predict_proba(state.sample_X)
+    rng = _rng
+    multi = state.learner.multi_label
+    if training.strategy == BATCH_DIVERSE:
+        scores = margin(proba, multi_label=multi)
+        k = min(RANKED, len(scores))
+        head = batch_diverse(
+            scores, state.sample_X, min(DIVERSE_HEAD, k), exploration=training.exploration, rng=rng
+        )
+        rest = select(scores, k, exploration=training.exploration, rng=rng)
+        order = list(dict.fromkeys([*head.tolist(), *rest.tolist()]))[:k]
+    else:
+        scores = get_strategy(training.strategy)(proba, multi_label=multi, rng=rng)
+        order = select(scores, min(RANKED, len(scores)), exploration=training.exploration, rng=rng)
+        order = order.tolist()
+    ranked = [state.sample_ids[r] for r in order]
+    evals = _draw_eval_items(project, training, set(ranked))
+    if evals:
+        ranked = [i for i in ranked if i not in set(evals)]
+        step = max(1, round(1 / training.eval_share))
+        for n, item_id in enumerate(evals):
+            ranked.insert(min(len(ranked), (n + 1) * step - 1), item_id)
+    _write_ranking(project, ranked)
+    state.pending_eval = evals
+    return len(ranked)
+
+
+def _write_ranking(project: Project, ranked: Sequence[int]) -> None:
+    """Give `ranked` priorities 2 → 1 in order; send other ranked items back to random [0, 1)."""
+    n = len(ranked)
+    priorities = [1.0 + (n - pos) / (n + 1) for pos in range(n)]
+    table = connection.ops.quote_name(Item._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"UPDATE {table} i SET priority = random() WHERE i.project_id = %s "
+                "AND i.needs_annotation AND i.priority >= 1 AND NOT (i.id = ANY(%s))",
+                [project.pk, list(ranked)],
+            )
+            if n:
+                cursor.execute(
+                    f"UPDATE {table} i SET priority = v.p FROM unnest(%s::bigint[], "
+                    "%s::float8[]) AS v(id, p) WHERE i.id = v.id AND i.project_id = %s",
+                    [list(ranked), priorities, project.pk],
+                )
+            return
+    keep = set(ranked)
+    demoted = [
+        Item(pk=pk, priority=float(p))
+        for pk, p in zip(
+            (
+                pk
+                for pk in Item.objects.filter(
+                    project=project, needs_annotation=True, priority__gte=1.0
+                ).values_list("id", flat=True)
+                if pk not in keep
+            ),
+            _rng.random(RANKED * 4),
+            strict=False,
+        )
+    ]
+    promoted = [Item(pk=pk, priority=p) for pk, p in zip(ranked, priorities, strict=True)]
+    Item.objects.bulk_update(demoted + promoted, ["priority"], batch_size=500)
+
+
+# --------------------------------------------------------------------------------------------
+# Versions
+# --------------------------------------------------------------------------------------------
+
+
+def _save_version(
+    project: Project,
+    training: ProjectTraining,
+    state: ProjectState,
+    facts: tuple[int, datetime | None, int],
+    clock: _Clock,
+) -> ModelVersion:
+    count, last_change, ranked = facts
+    learner = state.learner
+    previous = training.current_version
+    accuracy = previous.estimated_accuracy if previous else None
+    cv_labels = (previous.metrics or {}).get("cv_labels", 0) if previous else 0
+    if learner.n_labels >= max(10, math.ceil(cv_labels * (1 + CV_GROWTH))) or (
+        accuracy is None and learner.n_labels >= 10
+    ):
+        accuracy = learner.estimated_accuracy()
+        cv_labels = learner.n_labels
+        clock.lap("cv")
+    number = (project.model_versions.aggregate(v=Max("version"))["v"] or 0) + 1
+    artifact = Path(f"project-{project.pk}") / f"v{number}.dpmodel"
+    classes = list(state.schema[0])
+    balance = {name: int(n) for name, n in zip(classes, learner.label_counts, strict=True)}
+    metrics = {
+        "labels_used": int(learner.n_labels),
+        "class_balance": balance,
+        "estimated_accuracy": accuracy,
+        "cv_labels": cv_labels,
+        "annotations_counted": count,
+        "last_label_at": last_change.isoformat() if last_change else None,
+        "cold": learner.is_cold(),
+        "pool_sample": len(state.sample_ids),
+        "ranked": ranked,
+    }
+    path = models_dir() / artifact
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.save_learner(
+        learner,
+        path,
+        featurizer_name=state.featurizer.name,
+        featurizer_version=state.featurizer.version,
+        metrics=metrics,
+    )
+    now = timezone.now()
+    version = ModelVersion.objects.create(
+        project=project,
+        version=number,
+        artifact=artifact.as_posix(),
+        featurizer_name=state.featurizer.name,
+        featurizer_version=state.featurizer.version,
+        labels_used=learner.n_labels,
+        class_balance=balance,
+        estimated_accuracy=accuracy,
+        metrics=metrics,
+        strategy=training.strategy,
+        trained_at=now,
+        duration_ms=int(clock.total()),
+    )
+    _predict_eval(project, state, state.pending_eval, number)
+    training.current_version = version
+    training.labels_seen = count
+    training.labels_until = last_change
+    training.trained_at = now
+    training.save(update_fields=["current_version", "labels_seen", "labels_until", "trained_at"])
+    transaction.on_commit(lambda: _prune_files(project.pk, number))
+    return version
+
+
+def _prune_files(project_id: int, newest: int) -> None:
+    """Keep the newest KEEP_FILES model files; older versions keep their row and metrics."""
+    folder = models_dir() / f"project-{project_id}"
+    for path in folder.glob("v*.dpmodel"):
+        try:
+            number = int(path.stem[1:])
+        except ValueError:
+            continue
+        if number <= newest - KEEP_FILES:
+            path.unlink(missing_ok=True)
+
+
+def _announcement(
+    project: Project, training: ProjectTraining, version: ModelVersion
+) -> dict[str, Any]:
+    """The "model.updated" event: everything the annotate page shows about the model."""
+    metrics = version.metrics or {}
+    return {
+        "type": "model.updated",
+        "project_id": project.pk,
+        "version": version.version,
+        "labels_used": version.labels_used,
+        "estimated_accuracy": version.estimated_accuracy,
+        "cold": bool(metrics.get("cold", False)),
+        "eval": _eval_summary(project),
+        "strategy": version.strategy,
+        "suggestions": training.suggestions,
+        "trained_at": version.trained_at.isoformat(),
+    }
+
+
+class _Clock:
+    """Milliseconds per step of a run, kept in the version's metrics and the benchmark."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round((now - self.last) * 1000, 2)
+        self.last = now
+
+    def total(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
