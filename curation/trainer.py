@@ -515,41 +515,34 @@ def _rank(project: Project, training: ProjectTraining, state: ProjectState) -> i
 
 
 def _write_ranking(project: Project, ranked: Sequence[int]) -> None:
-    """Give `ranked` priorities 2 → 1 in order; send other ranked items back to random [0, 1)."""
+    """Give `ranked` priorities 2 → 1 in order; send other ranked items back to random [0, 1).
+
+    The items ranked before are found on item_queue_idx (priority >= 1 is its head), so this
+    costs the size of the head, not of the project.
+    """
     n = len(ranked)
-    priorities = [1.0 + (n - pos) / (n + 1) for pos in range(n)]
-    table = connection.ops.quote_name(Item._meta.db_table)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"UPDATE {table} i SET priority = random() WHERE i.project_id = %s "
-                "AND i.needs_annotation AND i.priority >= 1 AND NOT (i.id = ANY(%s))",
-                [project.pk, list(ranked)],
-            )
-            if n:
-                cursor.execute(
-                    f"UPDATE {table} i SET priority = v.p FROM unnest(%s::bigint[], "
-                    "%s::float8[]) AS v(id, p) WHERE i.id = v.id AND i.project_id = %s",
-                    [list(ranked), priorities, project.pk],
-                )
-            return
     keep = set(ranked)
-    demoted = [
-        Item(pk=pk, priority=float(p))
-        for pk, p in zip(
-            (
-                pk
-                for pk in Item.objects.filter(
-                    project=project, needs_annotation=True, priority__gte=1.0
-                ).values_list("id", flat=True)
-                if pk not in keep
-            ),
-            _rng.random(RANKED * 4),
-            strict=False,
-        )
-    ]
-    promoted = [Item(pk=pk, priority=p) for pk, p in zip(ranked, priorities, strict=True)]
-    Item.objects.bulk_update(demoted + promoted, ["priority"], batch_size=500)
+    previous = Item.objects.filter(project=project, needs_annotation=True, priority__gte=1.0)
+    demoted = [pk for pk in previous.values_list("id", flat=True) if pk not in keep]
+    ids = [*ranked, *demoted]
+    priorities = [1.0 + (n - pos) / (n + 1) for pos in range(n)]
+    priorities += [float(p) for p in _rng.random(len(demoted))]
+    if not ids:
+        return
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Item._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} i SET priority = v.p FROM unnest(%s::bigint[], %s::float8[]) "
+                "AS v(id, p) WHERE i.id = v.id AND i.project_id = %s",
+                [ids, priorities, project.pk],
+            )
+        return
+    Item.objects.bulk_update(
+        [Item(pk=pk, priority=p) for pk, p in zip(ids, priorities, strict=True)],
+        ["priority"],
+        batch_size=500,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,6 +607,7 @@ def _save_version(
         trained_at=now,
         duration_ms=int(clock.total()),
     )
+    version.metrics["timings_ms"] = dict(clock.laps)
     _predict_eval(project, state, state.pending_eval, number)
     training.current_version = version
     training.labels_seen = count

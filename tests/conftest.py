@@ -101,3 +101,13 @@ def image_project(db) -> Project:
     return project_create(
         name="Digits", item_kind=Project.ItemKind.IMAGE, classes=[str(d) for d in range(10)]
     )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_trainer_state():
+    """Each test starts with no cached training state (project ids can repeat across tests)."""
+    from curation import trainer
+
+    trainer.forget_states()
+    yield
+    trainer.forget_states()
