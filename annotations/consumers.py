@@ -1,4 +1,4 @@
-"""The project websocket: live progress (and, later, model updates) for open pages."""
+"""The project websocket: live progress and model updates for open pages."""
 
 from __future__ import annotations
 
@@ -36,4 +36,19 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
     async def project_progress(self, event: dict) -> None:
         await self.send_json(
             {"type": "progress", "total": event["total"], "complete": event["complete"]}
+        )
+
+    async def model_updated(self, event: dict) -> None:
+        """A new model version ranked the queue: the page shows its version and quality."""
+        await self.send_json(
+            {
+                "type": "model",
+                "version": event["version"],
+                "labels_used": event["labels_used"],
+                "since": event.get("since", 0),
+                "estimated_accuracy": event.get("estimated_accuracy"),
+                "cold": event.get("cold", False),
+                "eval": event.get("eval") or {},
+                "ranked": event.get("ranked", 0),
+            }
         )

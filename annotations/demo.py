@@ -38,6 +38,7 @@ from django.db import transaction
 
 from annotations.models import Item, LabelClass, Membership, Project
 from annotations.services import add_items_counted, project_create
+from curation.features import store_image_features
 
 Role = Membership.Role
 
@@ -294,6 +295,7 @@ def _seed_digits() -> tuple[Project, int]:
                 item.image.save(f"{index:04d}.png", ContentFile(pngs[index]), save=False)
                 items.append(item)
             Item.objects.bulk_create(items, batch_size=500)
+            store_image_features(items, contents=[pngs[index] for index in missing])
             add_items_counted(project, len(items))
         except BaseException:
             for item in items:

@@ -12,18 +12,28 @@ from django.http import HttpRequest
 
 from curation.models import ModelVersion, ProjectTraining
 from curation.services import train_project_once
+from curation.trainer import eval_summary
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["project", "version", "labels_used", "estimated_accuracy", "trained_at"]
-    list_display += ["duration_ms"]
+    list_display = ["project", "version", "labels_used", "estimated_accuracy", "evaluated"]
+    list_display += ["balance", "trained_at", "duration_ms"]
     list_filter = ["project"]
     list_select_related = ["project"]
     ordering = ["project", "-version"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None):
         return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="Class balance")
+    def balance(self, obj: ModelVersion) -> str:
+        return ", ".join(f"{name}: {n}" for name, n in (obj.class_balance or {}).items())
+
+    @admin.display(description="Accuracy on random items")
+    def evaluated(self, obj: ModelVersion) -> str:
+        ev = (obj.metrics or {}).get("eval") or {}
+        return f"{ev['accuracy']:.1%} (n={ev['total']})" if ev.get("total") else "—"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -35,17 +45,29 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(ProjectTraining)
 class ProjectTrainingAdmin(admin.ModelAdmin):
-    list_display = ["project", "strategy", "exploration", "current_version", "labels_seen"]
-    list_display += ["trained_at"]
-    list_editable = ["strategy", "exploration"]
+    list_display = ["project", "strategy", "exploration", "eval_share", "suggestions"]
+    list_display += ["current_version", "labels_seen", "evaluation", "trained_at"]
+    list_editable = ["strategy", "exploration", "eval_share", "suggestions"]
     list_select_related = ["project", "current_version"]
-    fields = ["project", "strategy", "exploration", "current_version", "labels_seen", "trained_at"]
-    readonly_fields = ["current_version", "labels_seen", "trained_at"]
+    fields = ["project", "strategy", "exploration", "eval_share", "suggestions"]
+    fields += ["current_version", "labels_seen", "evaluation", "trained_at"]
+    readonly_fields = ["current_version", "labels_seen", "evaluation", "trained_at"]
     actions = ["train_now"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ProjectTraining | None = None):
         # The project is chosen once, when the row is added; afterwards it identifies the row.
         return [*self.readonly_fields, "project"] if obj else self.readonly_fields
+
+    @admin.display(description="Accuracy on random items")
+    def evaluation(self, obj: ProjectTraining) -> str:
+        """Test-then-train accuracy on the evaluation slice, with its 95% Wilson interval."""
+        summary = eval_summary(obj.project)
+        if not summary["total"]:
+            return "not measured yet"
+        return (
+            f"{summary['accuracy']:.1%} ({summary['low']:.1%}–{summary['high']:.1%}, "
+            f"n={summary['total']})"
+        )
 
     @admin.action(description="Train now")
     def train_now(self, request: HttpRequest, queryset: QuerySet[ProjectTraining]) -> None:

@@ -13,7 +13,7 @@ from curation import artifacts, trainer
 from curation.learner import IncrementalLearner
 from curation.models import ModelVersion, ProjectTraining
 
-__all__ = ["current_model", "stale_projects", "train_project_once"]
+__all__ = ["current_model", "is_stale", "stale_projects", "train_project_once"]
 
 
 def train_project_once(project: Project) -> ModelVersion | None:
@@ -52,3 +52,16 @@ def stale_projects() -> list[int]:
         if last is not None and (trained.get(pid) is None or last > trained[pid]):
             stale.append(pid)
     return stale
+
+
+def is_stale(project: Project) -> bool:
+    """True when the project has an answer change its current model has not seen."""
+    last = Annotation.objects.filter(project=project).aggregate(m=Max("updated_at"))["m"]
+    if last is None:
+        return False
+    seen = (
+        ProjectTraining.objects.filter(project=project)
+        .values_list("labels_until", flat=True)
+        .first()
+    )
+    return seen is None or last > seen

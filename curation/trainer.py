@@ -61,6 +61,7 @@ __all__ = [
     "RANKED",
     "TrainingResult",
     "forget_states",
+    "eval_summary",
     "model_status",
     "train",
 ]
@@ -166,7 +167,7 @@ def model_status(project: Project) -> dict[str, Any]:
             "since": answered,
             "cold": True,
             "estimated_accuracy": None,
-            "eval": _eval_summary(project),
+            "eval": eval_summary(project),
             "suggestions": training.suggestions if training else "highlight",
         }
     return _announcement(project, training, version) | {
@@ -348,7 +349,7 @@ def _resolve_eval(project: Project, changed: set[int], state: ProjectState) -> N
     EvalSample.objects.bulk_update(resolved, ["truth", "correct", "resolved_at"])
 
 
-def _eval_summary(project: Project) -> dict[str, Any]:
+def eval_summary(project: Project) -> dict[str, Any]:
     row = EvalSample.objects.filter(project=project, resolved_at__isnull=False).aggregate(
         total=Count("id"), correct=Count("id", filter=Q(correct=True))
     )
@@ -582,6 +583,7 @@ def _save_version(
         "cold": learner.is_cold(),
         "pool_sample": len(state.sample_ids),
         "ranked": ranked,
+        "eval": eval_summary(project),
     }
     path = models_dir() / artifact
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -642,7 +644,7 @@ def _announcement(
         "labels_used": version.labels_used,
         "estimated_accuracy": version.estimated_accuracy,
         "cold": bool(metrics.get("cold", False)),
-        "eval": _eval_summary(project),
+        "eval": eval_summary(project),
         "strategy": version.strategy,
         "suggestions": training.suggestions,
         "trained_at": version.trained_at.isoformat(),

@@ -263,12 +263,18 @@ def test_admin_edits_the_strategy_and_refuses_an_exploration_outside_0_to_1(
     training = ProjectTraining.objects.create(project=project)
     url = reverse("admin:curation_projecttraining_change", args=[training.pk])
 
-    client.post(url, {"strategy": "least_confidence", "exploration": "0.25"})
-    bad = client.post(url, {"strategy": "margin", "exploration": "1.5"})
+    settings = {"eval_share": "0.1", "suggestions": "preselect"}
+    client.post(url, {"strategy": "batch_diverse", "exploration": "0.25", **settings})
+    bad = client.post(url, {"strategy": "margin", "exploration": "1.5", **settings})
+    bad_share = client.post(
+        url, {"strategy": "margin", "exploration": "0.1", "eval_share": "0.9", "suggestions": "off"}
+    )
 
     training.refresh_from_db()
-    assert (training.strategy, training.exploration) == ("least_confidence", 0.25)
+    assert (training.strategy, training.exploration) == ("batch_diverse", 0.25)
+    assert (training.eval_share, training.suggestions) == (0.1, "preselect")
     assert bad.status_code == 200 and "less than or equal to 1" in bad.content.decode()
+    assert bad_share.status_code == 200 and "less than or equal to 0.5" in bad_share.content.decode()
 
 
 def png(colour: str, shape: str) -> bytes:

@@ -36,8 +36,11 @@ from annotations.imports.storage import (
 )
 from annotations.models import Item, Project
 from annotations.services import add_items_counted
+from curation.features import store_image_features
 
 IMAGE_BATCH = 200
+#: Bytes of images held for a batch's features, whatever the count: 200 large photos would not fit.
+IMAGE_BATCH_BYTES = 64 * 1024 * 1024
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 
 
@@ -274,7 +277,8 @@ def _file_reader(path: Path) -> Callable[[int], bytes]:
 def _store_images(
     project: Project, name: str, sources: list[_ImageSource], progress: Progress | None
 ) -> ImportResult:
-    """Verify each image, write it to storage and insert the items, all or nothing."""
+    """Verify each image, write it to storage and insert the items with their features, all or
+    nothing."""
     if not sources:
         raise ImportFailed([f"{name}: no image files found."])
     max_bytes = settings.IMPORT_MAX_IMAGE_BYTES
@@ -286,6 +290,7 @@ def _store_images(
         taken = existing_ids(project, [s.path for s in sources])
         seen: set[str] = set()
         batch: list[Item] = []
+        contents: list[bytes] = []  # the batch's images, featurized once the items have ids
         for done, source in enumerate(sources, 1):
             where = f"{name}: {source.path}"
             if progress is not None and (done % 50 == 0 or done == total):
@@ -329,14 +334,19 @@ def _store_images(
             item.image.save(stem + IMAGE_FORMATS[info.format], ContentFile(data), save=False)
             written.append(item.image.name)
             batch.append(item)
-            if len(batch) >= IMAGE_BATCH:
-                Item.objects.bulk_create(batch)
-                created += len(batch)
-                batch = []
+            contents.append(data)
+            if len(batch) >= IMAGE_BATCH or sum(map(len, contents)) >= IMAGE_BATCH_BYTES:
+                created += _insert(batch, contents)
+                batch, contents = [], []
         if errors:
             errors.fail()
-        Item.objects.bulk_create(batch)
-        created += len(batch)
+        created += _insert(batch, contents)
         add_items_counted(project, created)
         refresh_statistics_after(created)
     return ImportResult(created=created, source=name)
+
+
+def _insert(batch: list[Item], contents: list[bytes]) -> int:
+    Item.objects.bulk_create(batch)
+    store_image_features(batch, contents=contents)
+    return len(batch)

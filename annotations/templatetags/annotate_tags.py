@@ -11,3 +11,11 @@ register = template.Library()
 def tojson(value) -> str:
     """JSON for an HTML attribute; left unsafe on purpose so autoescaping quotes it."""
     return json.dumps(value)
+
+
+@register.filter
+def percent(value) -> str:
+    """0.8234 → "82%"; None → "—" (not measured yet)."""
+    if value is None or value == "":
+        return "—"
+    return f"{round(float(value) * 100)}%"

@@ -19,6 +19,10 @@ from annotations import access, queue
 from annotations.forms import NextForm, SubmitForm
 from annotations.models import Annotation, Item, ItemLease, LabelClass, Project
 from annotations.services import annotation_submit
+from curation.services import is_stale
+from curation.suggest import suggestions_for
+from curation.trainer import model_status
+from curation.worker import request_training
 
 HISTORY_LENGTH = 10
 
@@ -48,9 +52,15 @@ def _history(project: Project, user) -> list[Annotation]:
 
 
 def _card_context(project: Project, items: list[Item], *, reopened: dict | None = None) -> dict:
-    """Cards to render; `reopened` maps an item id to the labels already given to it."""
+    """Cards to render, with the model's guess for each; `reopened` maps an item id to the
+    labels already given to it (a reopened answer gets no suggestion)."""
     reopened = reopened or {}
-    return {"project": project, "cards": [{"item": i, "labels": reopened.get(i.pk)} for i in items]}
+    fresh = [i for i in items if i.pk not in reopened]
+    mode, suggested = suggestions_for(project, fresh)
+    cards = [
+        {"item": i, "labels": reopened.get(i.pk), "suggest": suggested.get(i.pk)} for i in items
+    ]
+    return {"project": project, "cards": cards, "suggestion_mode": mode}
 
 
 @require_GET
@@ -70,6 +80,7 @@ def annotate(request: HttpRequest, pk: int) -> HttpResponse:
             "queue_target": 1 + settings.PREFETCH_ITEMS,
             "heartbeat_seconds": max(5, settings.LEASE_SECONDS // 3),
             "can_export": access.can(project, access.EXPORT),
+            "model": model_status(project),
         },
     )
 
@@ -187,6 +198,10 @@ def annotate_heartbeat(request: HttpRequest, pk: int) -> HttpResponse:
     """Keeps the leases of an open annotate page alive."""
     project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
     renewed = queue.renew_leases(project=project, user=request.user)
+    # Catch-up for labels whose training event was lost: while anyone labels, a lagging model
+    # is noticed within one heartbeat.
+    if is_stale(project):
+        request_training(project.pk)
     return HttpResponse(status=204, headers={"X-Leases-Renewed": str(renewed)})
 
 

@@ -15,6 +15,8 @@
   const form = document.getElementById("label-form");
   const statusEl = document.getElementById("save-status");
   const multi = root.dataset.multi === "true";
+  // "highlight" marks the model's guess on the label buttons; "preselect" also selects it.
+  const suggestions = root.dataset.suggestions || "highlight";
   const target = Math.max(1, parseInt(root.dataset.queueTarget || "2", 10));
   const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"];
   // How often an empty queue asks again (items come back when other annotators' leases expire).
@@ -108,6 +110,7 @@
     prompting = false;
     if (statusEl.dataset.kind === "warn" && outbox.every((e) => !e.attempt)) setStatus("", "");
     setSelection(card && card.dataset.labels ? JSON.parse(card.dataset.labels) : []);
+    showSuggestion(card);
     if (card && !card.dataset.reopened) backDepth = -1;
     clearTimeout(pollTimer);
     if (card && card.dataset.empty) pollTimer = setTimeout(refill, pollEmptyMs());
@@ -115,6 +118,46 @@
       setStatus("Loading the next item…", "");
       if (!sending) refill();
     }
+  }
+
+  // The model's guess for the card (absent for evaluation items and reopened answers).
+  function showSuggestion(card) {
+    const guess = card && card.dataset.suggest ? JSON.parse(card.dataset.suggest) : [];
+    for (const c of choices()) {
+      c.classList.toggle("suggested", guess.includes(c.querySelector("input").value));
+    }
+    if (suggestions === "preselect" && guess.length && !card.dataset.labels) setSelection(guess);
+  }
+
+  const pct = (x) => (x === null || x === undefined ? "—" : `${Math.round(100 * x)}%`);
+
+  function setText(selector, text) {
+    const el = document.querySelector(selector);
+    if (el) el.textContent = text;
+  }
+
+  // A new model version arrived over the websocket (textContent only: nothing here is HTML).
+  function showModel(msg) {
+    const panel = document.getElementById("model");
+    if (!panel) return;
+    panel.dataset.modelVersion = String(msg.version);
+    setText("[data-model-version]", String(msg.version));
+    setText("[data-model-labels]", String(msg.labels_used));
+    setText("[data-model-since]", String(msg.since || 0));
+    setText(
+      "[data-model-state]",
+      msg.cold
+        ? "Learning: the queue stays in random order until every class has a few labels."
+        : "Ranking the queue: most informative items first."
+    );
+    const ev = msg.eval || {};
+    setText(
+      "[data-model-eval]",
+      ev.total
+        ? `${pct(ev.accuracy)} (${pct(ev.low)}–${pct(ev.high)}, n=${ev.total})`
+        : "not measured yet"
+    );
+    setText("[data-model-cv]", pct(msg.estimated_accuracy));
   }
 
   function toggle(choice) {
@@ -390,7 +433,7 @@
     }
   });
 
-  // Live progress from other annotators over the project websocket; reconnects with backoff.
+  // Live progress and model versions over the project websocket; reconnects with backoff.
   function listen(delay) {
     if (!("WebSocket" in window)) return;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -410,7 +453,13 @@
       } catch (err) {
         return;
       }
+      if (msg.type === "model") {
+        showModel(msg);
+        return;
+      }
       if (msg.type !== "progress") return;
+      const since = document.querySelector("[data-model-since]");
+      if (since) since.textContent = String((parseInt(since.textContent, 10) || 0) + 1);
       const done = document.querySelector("[data-progress-complete]");
       const total = document.querySelector("[data-progress-total]");
       if (done) done.textContent = msg.complete;
