@@ -22,6 +22,9 @@ os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-not-for-production-us
 os.environ["SECURE_SSL_REDIRECT"] = "0"
 os.environ["SECURE_COOKIES"] = "0"
 os.environ["STATIC_MANIFEST"] = "0"
+# Tests run the training worker themselves when they need one (tests/test_worker.py), so that no
+# training thread outlives the test that caused it.
+os.environ.setdefault("TRAINING_WORKER", "external")
 os.environ.setdefault("DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "data", "test"))
 
 

@@ -1,0 +1,306 @@
+"""The loop over Channels: a committed label reaches the training worker through the channel
+layer, the worker trains from the database and the project's websocket hears the new version;
+lost events, a layer that is down and a crashed model write lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers, get_channel_layer
+from channels.testing import ApplicationCommunicator, WebsocketCommunicator
+from channels.worker import Worker
+from django.test import Client
+
+from annotations.models import Annotation, Item, Project
+from annotations.services import annotation_submit, project_create
+from curation import artifacts, services, trainer, worker
+from curation.models import ModelVersion, ProjectTraining
+from dataprep_site.env import channel_layers_for
+from tests import service_env
+from tests.conftest import add_text_items, make_user
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fast_passwords"),
+]
+
+WORDS = {
+    "positive": "good great excellent wonderful superb lovely",
+    "negative": "bad awful terrible horrible dreadful poor",
+}
+
+
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path):
+    settings.DATA_DIR = tmp_path
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return tmp_path
+
+
+@pytest.fixture
+def memory_layer(settings):
+    settings.CHANNEL_LAYERS = channel_layers_for(None)
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def texts(db) -> tuple[Project, dict[str, list[Item]]]:
+    project = project_create(name="Reviews", classes=list(WORDS))
+    by_class = {}
+    for name, words in WORDS.items():
+        vocab = words.split()
+        lines = [f"{vocab[i % 6]} {vocab[(i + 1) % 6]} thing {i}" for i in range(12)]
+        by_class[name] = add_text_items(project, lines, prefix=name)
+    return project, by_class
+
+
+@pytest.fixture
+def annie(texts):
+    from annotations.models import Membership
+
+    user = make_user("worker-annie")
+    Membership.objects.create(project=texts[0], user=user, role=Membership.Role.ANNOTATOR)
+    return user
+
+
+def label(item: Item, user, name: str) -> None:
+    annotation_submit(
+        item=item, annotator=user, labels=[name], skipped=False, client_uuid=uuid.uuid4()
+    )
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def receive_until(communicator, kind: str, timeout: float = 20.0) -> dict:
+    """The next message of `kind`, skipping others (progress events come first)."""
+    while True:
+        message = await communicator.receive_json_from(timeout=timeout)
+        if message.get("type") == kind:
+            return message
+
+
+async def test_a_committed_label_reaches_the_worker_and_the_page_hears_the_new_version(
+    settings, memory_layer, texts, annie
+):
+    """The whole loop on the in-memory layer, as in embedded mode: submit → on_commit → channel
+    → worker (trains from the DB) → group → the project websocket."""
+    settings.ALLOWED_HOSTS = ["testserver"]
+    import dataprep_site.asgi
+
+    app = importlib.reload(dataprep_site.asgi).application
+    project, by_class = texts
+    layer = get_channel_layer()
+    running = asyncio.ensure_future(
+        Worker(dataprep_site.asgi.channel_application, [worker.TRAINING_CHANNEL], layer).arun()
+    )
+    cookie = await database_sync_to_async(session_cookie)(annie)
+    page = WebsocketCommunicator(
+        app,
+        f"/ws/projects/{project.pk}/",
+        headers=[(b"origin", b"http://testserver"), (b"cookie", cookie)],
+    )
+    try:
+        connected, _ = await page.connect()
+        assert connected
+        await database_sync_to_async(label)(by_class["positive"][0], annie, "positive")
+        first = await receive_until(page, "model")
+        assert (first["version"], first["labels_used"], first["since"]) == (1, 1, 0)
+        await database_sync_to_async(label)(by_class["negative"][0], annie, "negative")
+        second = await receive_until(page, "model")
+        assert (second["version"], second["labels_used"]) == (2, 2)
+        assert (
+            await database_sync_to_async(ModelVersion.objects.filter(project=project).count)() == 2
+        )
+    finally:
+        await page.disconnect()
+        running.cancel()
+
+
+async def test_the_training_consumer_trains_the_project_it_is_asked_about(texts, annie):
+    """The consumer alone, through channels.testing, as `runworker training` runs it."""
+    project, by_class = texts
+    for name, items in by_class.items():
+        for item in items[:3]:
+            await database_sync_to_async(label)(item, annie, name)
+    consumer = ApplicationCommunicator(
+        worker.TrainingConsumer.as_asgi(), {"type": "channel", "channel": "training"}
+    )
+    await consumer.send_input({"type": "training.request", "project_id": project.pk})
+    training = None
+    for _ in range(200):
+        training = await database_sync_to_async(
+            lambda: (
+                ProjectTraining.objects.select_related("current_version")
+                .filter(project=project)
+                .first()
+            )
+        )()
+        if training and training.current_version_id:
+            break
+        await asyncio.sleep(0.05)
+    assert training.current_version.labels_used == 6
+    assert training.current_version.metrics["cold"] is False
+    assert training.current_version.metrics["ranked"] > 0
+    # A second request with nothing new makes no new version.
+    await consumer.send_input({"type": "training.request", "project_id": project.pk})
+    await asyncio.sleep(0.5)
+    assert await database_sync_to_async(ModelVersion.objects.filter(project=project).count)() == 1
+    consumer.stop()
+
+
+def test_labels_whose_event_was_lost_are_trained_by_the_next_run(texts, annie, monkeypatch):
+    project, by_class = texts
+    sent = []
+    monkeypatch.setattr(worker, "request_training", lambda pid: sent.append(pid) or False)
+    for name, items in by_class.items():
+        for item in items[:4]:
+            label(item, annie, name)
+    assert services.is_stale(project) and services.stale_projects() == [project.pk]
+
+    # The next label's event (or the sweep, or a heartbeat) trains on *all* of them.
+    trained = worker.sweep()
+
+    assert trained == [project.pk]
+    version = ModelVersion.objects.get(project=project)
+    assert version.labels_used == 8 and version.class_balance == {"positive": 4, "negative": 4}
+    assert not services.is_stale(project) and services.stale_projects() == []
+
+
+def test_a_submission_succeeds_when_the_channel_layer_is_down_and_training_catches_up(
+    settings, texts, annie
+):
+    """Redis unreachable: the answer is stored and acknowledged; the event is logged as lost."""
+    settings.CHANNEL_LAYERS = channel_layers_for("redis://127.0.0.1:1/0")  # nothing listens
+    channel_layers.backends.clear()
+    project, by_class = texts
+    try:
+        label(by_class["positive"][0], annie, "positive")
+        label(by_class["negative"][0], annie, "negative")
+    finally:
+        channel_layers.backends.clear()
+    assert Annotation.objects.filter(project=project).count() == 2
+    assert services.is_stale(project)
+    result = worker.handle_request(project.pk)
+    assert result is not None and result.version.labels_used == 2
+
+
+def test_the_heartbeat_asks_for_training_when_the_model_lags(client, memory_layer, texts, annie):
+    project, by_class = texts
+    label(by_class["positive"][0], annie, "positive")  # its event goes to the channel…
+    layer = get_channel_layer()
+    from asgiref.sync import async_to_sync
+
+    drained = async_to_sync(layer.receive)(worker.TRAINING_CHANNEL)  # …and is lost here
+    assert drained == {"type": "training.request", "project_id": project.pk}
+    client.force_login(annie)
+
+    client.post(f"/projects/{project.pk}/annotate/heartbeat/")
+
+    again = async_to_sync(layer.receive)(worker.TRAINING_CHANNEL)
+    assert again == {"type": "training.request", "project_id": project.pk}
+    trainer.train(project.pk)
+    client.post(f"/projects/{project.pk}/annotate/heartbeat/")  # up to date: nothing sent
+    assert layer.channels.get(worker.TRAINING_CHANNEL) is None or (
+        layer.channels[worker.TRAINING_CHANNEL].empty()
+    )
+
+
+def test_a_crash_while_writing_the_model_leaves_the_previous_version_whole(
+    texts, annie, monkeypatch
+):
+    project, by_class = texts
+    label(by_class["positive"][0], annie, "positive")
+    label(by_class["negative"][0], annie, "negative")
+    first = trainer.train(project.pk).version
+    before = first.path.read_bytes()
+    label(by_class["positive"][1], annie, "positive")
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifacts.os, "replace", crash)
+    with pytest.raises(OSError):
+        trainer.train(project.pk)
+    monkeypatch.undo()
+
+    training = ProjectTraining.objects.get(project=project)
+    assert training.current_version_id == first.pk and training.labels_seen == 2
+    assert ModelVersion.objects.filter(project=project).count() == 1
+    assert first.path.read_bytes() == before
+    assert [p.name for p in first.path.parent.iterdir()] == ["v1.dpmodel"]  # no temp file left
+    learner = services.current_model(project)
+    assert learner.n_labels == 2
+    # The next run catches up with the label the crashed run could not record.
+    assert trainer.train(project.pk).version.labels_used == 3
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_labels_wait_in_redis_while_no_worker_runs_and_are_trained_when_one_starts(
+    settings, texts, annie
+):
+    settings.CHANNEL_LAYERS = channel_layers_for(service_env.REDIS_URL)
+    channel_layers.backends.clear()
+    from asgiref.sync import async_to_sync
+
+    layer = get_channel_layer()
+    async_to_sync(layer.flush)()
+    project, by_class = texts
+    try:
+        label(by_class["positive"][0], annie, "positive")
+        label(by_class["negative"][0], annie, "negative")
+        assert not ModelVersion.objects.filter(project=project).exists()
+
+        async def one_worker_run() -> None:
+            consumer = ApplicationCommunicator(
+                worker.TrainingConsumer.as_asgi(), {"type": "channel", "channel": "training"}
+            )
+            for _ in range(2):  # both events are waiting in Redis
+                message = await layer.receive(worker.TRAINING_CHANNEL)
+                await consumer.send_input(message)
+            for _ in range(200):
+                if await database_sync_to_async(
+                    ModelVersion.objects.filter(project=project).exists
+                )():
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            consumer.stop()
+
+        async_to_sync(one_worker_run)()
+    finally:
+        async_to_sync(layer.flush)()
+        channel_layers.backends.clear()
+    versions = list(ModelVersion.objects.filter(project=project))
+    assert len(versions) == 1 and versions[0].labels_used == 2
+
+
+@pytest.mark.parametrize("mode", ["embedded", "external"])
+async def test_the_server_runs_the_worker_itself_only_in_embedded_mode(
+    settings, memory_layer, mode
+):
+    settings.TRAINING_WORKER = mode
+    import dataprep_site.asgi
+
+    app = worker.EmbeddedTrainingWorker(None, dataprep_site.asgi.channel_application)
+    server = ApplicationCommunicator(app, {"type": "lifespan"})
+    await server.send_input({"type": "lifespan.startup"})
+    assert (await server.receive_output())["type"] == "lifespan.startup.complete"
+    if mode == "external":
+        assert app.task is None
+        return
+    assert app.task is not None and not app.task.done()
+    await server.send_input({"type": "lifespan.shutdown"})
+    assert (await server.receive_output())["type"] == "lifespan.shutdown.complete"
+    await asyncio.sleep(0.05)
+    assert app.task.cancelled()
