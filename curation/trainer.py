@@ -364,10 +364,11 @@ def eval_summary(project: Project) -> dict[str, Any]:
     }
 
 
-def _draw_eval_items(project: Project, training: ProjectTraining, exclude: set[int]) -> list[int]:
+def _draw_eval_items(project: Project, training: ProjectTraining, head: int) -> list[int]:
     """The open evaluation items, topped up with uniformly random open items to the slice's
-    share of the ranked head (`eval_share` of `RANKED`)."""
-    wanted = math.ceil(training.eval_share * RANKED) if training.eval_share > 0 else 0
+    share of a ranked head of `head` items. Drawn whether or not the model would have picked
+    them: being random is the point."""
+    wanted = math.ceil(training.eval_share * head) if training.eval_share > 0 else 0
     open_samples = list(
         EvalSample.objects.filter(
             project=project, resolved_at=None, item__needs_annotation=True
@@ -375,14 +376,14 @@ def _draw_eval_items(project: Project, training: ProjectTraining, exclude: set[i
     )
     missing = wanted - len(open_samples)
     if missing > 0:
-        fresh = [
-            i
-            for i in _random_open_items(project, missing + len(exclude))
-            if i not in exclude and i not in open_samples
-        ][:missing]
-        EvalSample.objects.bulk_create(
-            [EvalSample(project=project, item_id=i) for i in fresh], ignore_conflicts=True
-        )
+        have = set(open_samples)
+        resolved = EvalSample.objects.filter(project=project).values_list("item_id", flat=True)
+        drawn = _random_open_items(project, missing + len(have), include_ranked=True)
+        fresh = [i for i in drawn if i not in have][:missing]
+        if fresh:
+            taken = set(resolved.filter(item_id__in=fresh))
+            fresh = [i for i in fresh if i not in taken]
+        EvalSample.objects.bulk_create([EvalSample(project=project, item_id=i) for i in fresh])
         open_samples += fresh
     return open_samples
 
@@ -418,17 +419,40 @@ def _predict_eval(project: Project, state: ProjectState, ids: list[int], version
 # --------------------------------------------------------------------------------------------
 
 
-def _random_open_items(project: Project, n: int) -> list[int]:
-    """Up to n open, unranked items drawn uniformly at random, in one walk of item_queue_idx.
+def _random_open_items(project: Project, n: int, *, include_ranked: bool = False) -> list[int]:
+    """Up to n open items drawn uniformly at random, in one walk of item_queue_idx.
 
     Unranked items keep the uniform random priority they got at import (or when they left the
     ranked head), independent of their content, so the items just below a random threshold are
-    a uniform random sample. Wraps around when the threshold is near 0.
+    a uniform random sample. Wraps around when the threshold is near 0. With `include_ranked`,
+    the ranked head takes part too: each of its items in place of a random unranked one.
     """
     if n <= 0:
         return []
     cut = float(_rng.random())
     open_items = Item.objects.filter(project=project, needs_annotation=True)
+    if include_ranked:
+        ranked = list(open_items.filter(priority__gte=1.0).values_list("id", flat=True))
+        unranked = _random_open_items(project, n)
+        pool = ranked + unranked
+        if not pool:
+            return []
+        # Every open item equally likely: a ranked item stands for itself among the unranked
+        # sample, whose size approximates the rest of the pool only when it is small; so weigh
+        # by the true counts.
+        total = Item.objects.filter(project=project, needs_annotation=True).count()
+        share_ranked = len(ranked) / total if total else 0.0
+        picks = []
+        r_iter, u_iter = iter(_rng.permutation(ranked).tolist()), iter(unranked)
+        for _ in range(n):
+            source = r_iter if _rng.random() < share_ranked else u_iter
+            chosen = next(source, None)
+            if chosen is None:
+                chosen = next(u_iter if source is r_iter else r_iter, None)
+            if chosen is None:
+                break
+            picks.append(int(chosen))
+        return picks
     below = list(
         open_items.filter(priority__lt=cut)
         .order_by("-priority", "id")
@@ -504,9 +528,10 @@ def _rank(project: Project, training: ProjectTraining, state: ProjectState) -> i
         order = select(scores, min(RANKED, len(scores)), exploration=training.exploration, rng=rng)
         order = order.tolist()
     ranked = [state.sample_ids[r] for r in order]
-    evals = _draw_eval_items(project, training, set(ranked))
+    evals = _draw_eval_items(project, training, len(ranked))
     if evals:
-        ranked = [i for i in ranked if i not in set(evals)]
+        held_out = set(evals)
+        ranked = [i for i in ranked if i not in held_out]
         step = max(1, round(1 / training.eval_share))
         for n, item_id in enumerate(evals):
             ranked.insert(min(len(ranked), (n + 1) * step - 1), item_id)
