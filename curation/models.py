@@ -159,3 +159,28 @@ class EvalSample(models.Model):
 
     def __str__(self) -> str:
         return f"eval sample {self.item_id} of {self.project_id}"
+
+
+class ItemFeatures(models.Model):
+    """An image item's feature vector, computed once (at import, or on first use for items
+    imported before) and stored, so training never decodes the same image twice.
+
+    One row per item: the vector is valid only for the featurizer name and version it records;
+    `curation.features.item_features` recomputes and overwrites a row made by another one.
+    Text items have no row: hashing a text on the fly costs less than storing its wide vector.
+    """
+
+    item = models.OneToOneField(
+        "annotations.Item", on_delete=models.CASCADE, primary_key=True, related_name="features"
+    )
+    featurizer_name = models.CharField(max_length=100)
+    featurizer_version = models.PositiveIntegerField()
+    vector = models.BinaryField(help_text="`curation.featurizers.serialize` output (float32).")
+
+    class Meta:
+        verbose_name_plural = "item features"
+
+    def __str__(self) -> str:
+        return (
+            f"features of item {self.item_id} ({self.featurizer_name} v{self.featurizer_version})"
+        )

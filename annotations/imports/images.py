@@ -291,6 +291,7 @@ def _store_images(
         seen: set[str] = set()
         batch: list[Item] = []
         contents: list[bytes] = []  # the batch's images, featurized once the items have ids
+        held = 0  # bytes in `contents`
         for done, source in enumerate(sources, 1):
             where = f"{name}: {source.path}"
             if progress is not None and (done % 50 == 0 or done == total):
@@ -335,9 +336,10 @@ def _store_images(
             written.append(item.image.name)
             batch.append(item)
             contents.append(data)
-            if len(batch) >= IMAGE_BATCH or sum(map(len, contents)) >= IMAGE_BATCH_BYTES:
+            held += len(data)
+            if len(batch) >= IMAGE_BATCH or held >= IMAGE_BATCH_BYTES:
                 created += _insert(batch, contents)
-                batch, contents = [], []
+                batch, contents, held = [], [], 0
         if errors:
             errors.fail()
         created += _insert(batch, contents)
