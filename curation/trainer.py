@@ -148,8 +148,13 @@ def train(project_id: int, *, announce: bool = True, cache: bool = True) -> Trai
     state = _state_for(project) if cache else _new_state(project)
     with state.lock:
         result = _train_locked(project, state)
-    if result is not None and announce:
-        publish(project_group(project_id), result.announced)
+        if result is None:
+            return None
+        if announce:
+            publish(project_group(project_id), result.announced)
+        # After the announcement: annotators need the new ranking, not this number, at once.
+        if _estimate_accuracy(state, result) and announce:
+            publish(project_group(project_id), result.announced)
     return result
 
 
@@ -364,11 +369,11 @@ def eval_summary(project: Project) -> dict[str, Any]:
     }
 
 
-def _draw_eval_items(project: Project, training: ProjectTraining, head: int) -> list[int]:
-    """The open evaluation items, topped up with uniformly random open items to the slice's
-    share of a ranked head of `head` items. Drawn whether or not the model would have picked
-    them: being random is the point."""
-    wanted = math.ceil(training.eval_share * head) if training.eval_share > 0 else 0
+def _draw_eval_items(project: Project, wanted: int) -> list[int]:
+    """`wanted` evaluation items: open ones first, then fresh uniformly random open items.
+    Drawn whether or not the model would have picked them: being random is the point."""
+    if wanted <= 0:
+        return []
     open_samples = list(
         EvalSample.objects.filter(
             project=project, resolved_at=None, item__needs_annotation=True
@@ -377,15 +382,39 @@ def _draw_eval_items(project: Project, training: ProjectTraining, head: int) -> 
     missing = wanted - len(open_samples)
     if missing > 0:
         have = set(open_samples)
-        resolved = EvalSample.objects.filter(project=project).values_list("item_id", flat=True)
         drawn = _random_open_items(project, missing + len(have), include_ranked=True)
         fresh = [i for i in drawn if i not in have][:missing]
-        if fresh:
-            taken = set(resolved.filter(item_id__in=fresh))
+        if fresh:  # an item is evaluated once: one that was resolved before is not drawn again
+            used = EvalSample.objects.filter(project=project, item_id__in=fresh)
+            taken = set(used.values_list("item_id", flat=True))
             fresh = [i for i in fresh if i not in taken]
         EvalSample.objects.bulk_create([EvalSample(project=project, item_id=i) for i in fresh])
         open_samples += fresh
     return open_samples
+
+
+def _weave_eval_items(
+    project: Project, training: ProjectTraining, ranked: list[int]
+) -> tuple[list[int], list[int]]:
+    """Put evaluation items at random places of the ranked head: each place, the top one
+    included, holds one with probability `eval_share`. The head is rewritten after every label,
+    so about that share of the items served are evaluation items."""
+    if training.eval_share <= 0 or not ranked:
+        return ranked, []
+    slots = np.flatnonzero(_rng.random(len(ranked)) < training.eval_share).tolist()
+    evals = _draw_eval_items(project, len(slots))
+    held_out = set(evals)
+    rest = iter([i for i in ranked if i not in held_out])
+    placed = iter(evals)
+    woven, slot_set = [], set(slots[: len(evals)])
+    for position in range(len(ranked)):
+        source = placed if position in slot_set else rest
+        item_id = next(source, None)
+        if item_id is None:
+            item_id = next(rest if source is placed else placed, None)
+        if item_id is not None:
+            woven.append(item_id)
+    return woven, evals
 
 
 def _predict_eval(project: Project, state: ProjectState, ids: list[int], version: int) -> None:
@@ -528,13 +557,7 @@ def _rank(project: Project, training: ProjectTraining, state: ProjectState) -> i
         order = select(scores, min(RANKED, len(scores)), exploration=training.exploration, rng=rng)
         order = order.tolist()
     ranked = [state.sample_ids[r] for r in order]
-    evals = _draw_eval_items(project, training, len(ranked))
-    if evals:
-        held_out = set(evals)
-        ranked = [i for i in ranked if i not in held_out]
-        step = max(1, round(1 / training.eval_share))
-        for n, item_id in enumerate(evals):
-            ranked.insert(min(len(ranked), (n + 1) * step - 1), item_id)
+    ranked, evals = _weave_eval_items(project, training, ranked)
     _write_ranking(project, ranked)
     state.pending_eval = evals
     return len(ranked)
@@ -586,14 +609,9 @@ def _save_version(
     count, last_change, ranked = facts
     learner = state.learner
     previous = training.current_version
+    # Carried over until `_estimate_accuracy` refreshes it, after the announcement.
     accuracy = previous.estimated_accuracy if previous else None
     cv_labels = (previous.metrics or {}).get("cv_labels", 0) if previous else 0
-    if learner.n_labels >= max(10, math.ceil(cv_labels * (1 + CV_GROWTH))) or (
-        accuracy is None and learner.n_labels >= 10
-    ):
-        accuracy = learner.estimated_accuracy()
-        cv_labels = learner.n_labels
-        clock.lap("cv")
     number = (project.model_versions.aggregate(v=Max("version"))["v"] or 0) + 1
     artifact = Path(f"project-{project.pk}") / f"v{number}.dpmodel"
     classes = list(state.schema[0])
@@ -609,6 +627,7 @@ def _save_version(
         "pool_sample": len(state.sample_ids),
         "ranked": ranked,
         "eval": eval_summary(project),
+        "timings_ms": dict(clock.laps),
     }
     path = models_dir() / artifact
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -634,7 +653,6 @@ def _save_version(
         trained_at=now,
         duration_ms=int(clock.total()),
     )
-    version.metrics["timings_ms"] = dict(clock.laps)
     _predict_eval(project, state, state.pending_eval, number)
     training.current_version = version
     training.labels_seen = count
@@ -643,6 +661,32 @@ def _save_version(
     training.save(update_fields=["current_version", "labels_seen", "labels_until", "trained_at"])
     transaction.on_commit(lambda: _prune_files(project.pk, number))
     return version
+
+
+def _estimate_accuracy(state: ProjectState, result: TrainingResult) -> bool:
+    """Refresh the cross-validated accuracy when the labels grew by CV_GROWTH since the last
+    estimate (a few 5-fold refits: about a second on hashed text); True if it did."""
+    version = result.version
+    learner = state.learner
+    cv_labels = (version.metrics or {}).get("cv_labels", 0)
+    if learner.n_labels < max(10, math.ceil(cv_labels * (1 + CV_GROWTH))) and not (
+        version.estimated_accuracy is None and learner.n_labels >= 10
+    ):
+        return False
+    started = time.perf_counter()
+    accuracy = learner.estimated_accuracy()
+    version.estimated_accuracy = accuracy
+    version.metrics = {
+        **(version.metrics or {}),
+        "estimated_accuracy": accuracy,
+        "cv_labels": learner.n_labels,
+        "cv_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    ModelVersion.objects.filter(pk=version.pk).update(
+        estimated_accuracy=accuracy, metrics=version.metrics
+    )
+    result.announced["estimated_accuracy"] = accuracy
+    return True
 
 
 def _prune_files(project_id: int, newest: int) -> None:
