@@ -193,6 +193,35 @@ class IncrementalLearner:
             else:
                 self._refit_single()
 
+    def _active_columns(self) -> np.ndarray | None:
+        """Columns some labelled row uses, for sparse features (None: use all columns).
+
+        With L2 regularisation a column no labelled row touches has weight exactly 0 at the
+        optimum, so fitting on the used columns only gives the same model. For hashed text that
+        is ~15k of 131k columns at 300 labels, and lbfgs's vector work shrinks in proportion.
+        """
+        if not sp.issparse(self._X):
+            return None
+        return np.unique(self._X.indices)
+
+    def _fit_compact(
+        self, previous: LogisticRegression | None, y: np.ndarray, classes: np.ndarray
+    ) -> LogisticRegression:
+        """Fit on the active columns, warm-started from `previous`, and return a model with
+        full-width coefficients (zeros elsewhere) so prediction needs no column mapping."""
+        cols = self._active_columns()
+        model = LogisticRegression(**self.params)
+        if previous is not None and np.array_equal(previous.classes_, classes):
+            # Warm start: the previous solution restricted to today's columns.
+            model.coef_ = previous.coef_ if cols is None else previous.coef_[:, cols]
+            model.intercept_ = previous.intercept_.copy()
+        model.fit(self._X if cols is None else self._X[:, cols], y)
+        if cols is None:
+            return model
+        coef = np.zeros((model.coef_.shape[0], self.n_features))
+        coef[:, cols] = model.coef_
+        return _frozen_lr(coef, model.intercept_, model.classes_, self.params)
+
     def _refit_single(self) -> None:
         y = self._Y.argmax(axis=1)
         seen = np.unique(y)
@@ -200,9 +229,7 @@ class IncrementalLearner:
             self._model = None
             return
         # Warm start needs the same set of classes; a newly seen class restarts from zero.
-        if self._model is None or not np.array_equal(self._model.classes_, seen):
-            self._model = LogisticRegression(**self.params)
-        self._model.fit(self._X, y)
+        self._model = self._fit_compact(self._model, y, seen)
 
     def _refit_ovr(self) -> None:
         n = self._Y.shape[0]
@@ -223,9 +250,7 @@ class IncrementalLearner:
                     )
                 )
                 continue
-            model = prev if prev is not None else LogisticRegression(**self.params)
-            model.fit(self._X, column)
-            models.append(model)
+            models.append(self._fit_compact(prev, column, np.array([0, 1])))
         self._ovr = models
 
     # -- prediction ------------------------------------------------------------------------------
