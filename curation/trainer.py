@@ -120,6 +120,7 @@ def reseed(seed: int | None) -> None:
     global _rng
     _rng = np.random.default_rng(seed)
 
+
 _states_lock = threading.Lock()
 
 
@@ -542,25 +543,48 @@ def _rank(project: Project, training: ProjectTraining, state: ProjectState) -> i
         _write_ranking(project, [])
         return 0
     proba = state.learner.predict_proba(state.sample_X)
-    rng = _rng
     multi = state.learner.multi_label
+    k = min(RANKED, len(state.sample_ids))
     if training.strategy == BATCH_DIVERSE:
         scores = margin(proba, multi_label=multi)
-        k = min(RANKED, len(scores))
-        head = batch_diverse(
-            scores, state.sample_X, min(DIVERSE_HEAD, k), exploration=training.exploration, rng=rng
-        )
-        rest = select(scores, k, exploration=training.exploration, rng=rng)
+        head = batch_diverse(scores, state.sample_X, min(DIVERSE_HEAD, k), exploration=0.0)
+        rest = select(scores, k, exploration=0.0)
         order = list(dict.fromkeys([*head.tolist(), *rest.tolist()]))[:k]
     else:
-        scores = get_strategy(training.strategy)(proba, multi_label=multi, rng=rng)
-        order = select(scores, min(RANKED, len(scores)), exploration=training.exploration, rng=rng)
-        order = order.tolist()
+        scores = get_strategy(training.strategy)(proba, multi_label=multi, rng=_rng)
+        order = select(scores, k, exploration=0.0).tolist()
+    order = _weave_exploration(order, len(state.sample_ids), training.exploration)
     ranked = [state.sample_ids[r] for r in order]
     ranked, evals = _weave_eval_items(project, training, ranked)
     _write_ranking(project, ranked)
     state.pending_eval = evals
     return len(ranked)
+
+
+def _weave_exploration(order: list[int], n: int, share: float) -> list[int]:
+    """Each place of the head, the first included, holds a random item of the sample with
+    probability `share` instead of the next best one. Since the head is rewritten after every
+    label, about that share of the items served are picked at random, which keeps the labelled
+    set from drifting into the model's own idea of its blind spots."""
+    if share <= 0 or not order:
+        return order
+    explore = _rng.random(len(order)) < share
+    if not explore.any():
+        return order
+    best = iter(order)
+    randoms = iter(_rng.permutation(n).tolist())
+    woven: list[int] = []
+    taken: set[int] = set()
+    for flagged in explore:
+        for source in (randoms, best) if flagged else (best, randoms):
+            pick = next((r for r in source if r not in taken), None)
+            if pick is not None:
+                break
+        if pick is None:
+            break
+        woven.append(pick)
+        taken.add(pick)
+    return woven
 
 
 def _write_ranking(project: Project, ranked: Sequence[int]) -> None:
