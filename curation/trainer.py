@@ -611,11 +611,13 @@ def _write_ranking(project: Project, ranked: Sequence[int]) -> None:
                 [ids, priorities, project.pk],
             )
         return
-    Item.objects.bulk_update(
-        [Item(pk=pk, priority=p) for pk, p in zip(ids, priorities, strict=True)],
-        ["priority"],
-        batch_size=500,
-    )
+    # SQLite: one prepared statement run per row (bulk_update's CASE WHEN costs ~10x more).
+    table = connection.ops.quote_name(Item._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET priority = %s WHERE id = %s",
+            list(zip(priorities, ids, strict=True)),
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,17 +2,25 @@
 server, with the database checked after every flow.
 
 pytest-django's live server is a plain threaded WSGI server, so the project websocket cannot
-connect there; the page has to work without it (it only adds live progress). The screenshots in
-docs/ for the README are written by these tests.
+connect there; the page has to work without it (it only adds live progress). The model-in-the-loop
+test runs the real ASGI application under uvicorn instead (`asgi_server`), with the training worker
+embedded, so a label trains a model whose version reaches the page over the websocket. The
+screenshots in docs/ for the README are written by these tests.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +28,7 @@ import pytest
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.core.files.base import ContentFile
+from django.db import connection
 from django.test import Client
 
 from annotations import queue
@@ -33,6 +42,7 @@ from annotations.models import (
     Project,
 )
 from annotations.services import add_items_counted, annotation_submit, project_create
+from curation.models import ModelVersion
 from tests.conftest import PASSWORD, add_text_items, make_user
 
 try:
@@ -110,21 +120,22 @@ def browser() -> Iterator[Browser]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture
-def open_page(browser, live_server) -> Iterator[Callable[..., Page]]:
-    """Opens a page in a fresh browser context, logged in as `user` when given. Any uncaught
-    JavaScript error on any page fails the test."""
+def _pages(browser, base_url: str, init_script: str | None = None) -> Iterator[Callable[..., Page]]:
+    """Opens pages on `base_url`, each in a fresh browser context, logged in as `user` when
+    given. Any uncaught JavaScript error on any page fails the test."""
 
     def _open(user=None, path: str | None = None, viewport: dict | None = None) -> Page:
-        context = browser.new_context(viewport=viewport or VIEWPORT, base_url=live_server.url)
+        context = browser.new_context(viewport=viewport or VIEWPORT, base_url=base_url)
         context.set_default_timeout(5000)
         contexts.append(context)
+        if init_script:
+            context.add_init_script(init_script)
         if user is not None:
             client = Client()
             client.force_login(user)
             session = client.cookies[settings.SESSION_COOKIE_NAME].value
             context.add_cookies(
-                [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+                [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": base_url}]
             )
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -145,6 +156,114 @@ def open_page(browser, live_server) -> Iterator[Callable[..., Page]]:
     for context in contexts:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def open_page(browser, live_server) -> Iterator[Callable[..., Page]]:
+    """Pages on pytest-django's live server (WSGI: no websocket)."""
+    yield from _pages(browser, live_server.url)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _database_url(db: dict) -> str:
+    quote = urllib.parse.quote
+    user = quote(db["USER"] or "")
+    if db["PASSWORD"]:
+        user += ":" + quote(db["PASSWORD"])
+    host = db["HOST"] or "127.0.0.1"
+    return f"postgres://{user}@{host}:{db['PORT'] or 5432}/{quote(db['NAME'])}"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer will do
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def asgi_server(transactional_db, tmp_path) -> Iterator[str]:
+    """The real ASGI application under uvicorn in a subprocess, on the test database, with the
+    training worker embedded (in-memory channel layer, started at lifespan startup); yields its
+    URL. Test data must be committed to be seen there (the module's transaction=True does so)."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = os.environ.copy()
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for Playwright in this process only
+    env.pop("REDIS_URL", None)
+    env.update(
+        DATABASE_URL=_database_url(connection.settings_dict),
+        TRAINING_WORKER="embedded",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DEBUG="0",  # static files come from WhiteNoise's finders (STATIC_MANIFEST=0)
+        DATA_DIR=str(tmp_path / "data"),
+        MEDIA_ROOT=str(tmp_path / "media"),
+        LOG_LEVEL="WARNING",
+    )
+    log_path = tmp_path / "uvicorn.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "dataprep_site.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--lifespan",
+                "on",
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60  # Django's start-up is slow on a loaded machine
+        while not _answers(f"{url}/accounts/login/"):
+            if server.poll() is not None:
+                raise AssertionError(
+                    f"uvicorn exited ({server.returncode}):\n{log_path.read_text()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"uvicorn did not answer at {url}:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        # Shown by pytest when the test failed: the server's side of the story.
+        print(f"--- uvicorn log ---\n{log_path.read_text()[-5000:]}")
+
+
+# Lists the page's websockets in `window.__sockets`, so a test can wait until one is open.
+TRACK_SOCKETS = """
+const Native = window.WebSocket;
+window.__sockets = [];
+window.WebSocket = class extends Native {
+  constructor(...args) { super(...args); window.__sockets.push(this); }
+};
+"""
+
+
+@pytest.fixture
+def open_asgi_page(browser, asgi_server) -> Iterator[Callable[..., Page]]:
+    """Pages on the ASGI server, where the project websocket works."""
+    yield from _pages(browser, asgi_server, init_script=TRACK_SOCKETS)
 
 
 def annotate_url(project: Project) -> str:
@@ -535,6 +654,53 @@ def test_the_next_item_shows_at_once_while_the_save_is_still_on_its_way(open_pag
     assert labels_by_external_id(project, annie) == {"t0": ["positive"], "t1": ["negative"]}
 
 
+# The page's fetch resolves once a response's headers are in; its body (the next cards) can take
+# longer, on a busy server. This stretches that moment so that a test can answer inside it.
+SLOW_SUBMIT_BODY = """
+const text = Response.prototype.text;
+Response.prototype.text = async function () {
+  const body = await text.call(this);
+  if (this.url.endsWith("/annotate/submit/") && window.__slowBodyMs) {
+    await new Promise((resolve) => setTimeout(resolve, window.__slowBodyMs));
+  }
+  return body;
+};
+"""
+
+
+def test_an_answer_given_while_a_save_response_is_still_arriving_never_comes_back(
+    open_page, project
+):
+    """An answer given while the previous save's body was still arriving used to start the next
+    save (and a refill) with exclude lists that did not yet name the cards in that body: the
+    server handed one of them out twice, and its second copy came back after the annotator had
+    answered it (the page "did not move on after Enter", now and then, on a busy machine)."""
+    annie = member(project, "annie")
+    page = open_page(annie)
+    page.add_init_script(SLOW_SUBMIT_BODY)
+    page.goto(annotate_url(project))
+    expect(current_ext_id(page)).to_have_text("t0")
+    page.evaluate("window.__slowBodyMs = 800")
+    page.keyboard.press("1")
+    with page.expect_response("**/annotate/submit/"):
+        page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("t1")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")  # while t0's response body is still on its way
+    page.evaluate("window.__slowBodyMs = 0")
+    for ext_id in ["t2", "t3", "t4"]:
+        expect(current_ext_id(page)).to_have_text(ext_id)
+        page.keyboard.press("3")
+        page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("t5")
+    wait_until(page, lambda: Annotation.objects.count() == 5, "every answer is saved")
+    expect(page.locator("#save-status")).to_have_text("Saved.", timeout=8000)
+    queued = page.locator("#queue > article.card .ext-id").all_inner_texts()
+    assert not set(queued) & {"t0", "t1", "t2", "t3", "t4"}, queued
+    expect(current_ext_id(page)).to_have_text("t5")
+    assert not AnnotationRevision.objects.exists()  # nothing was answered twice
+
+
 def test_a_save_whose_response_is_lost_is_retried_and_stored_once(open_page, project):
     annie = member(project, "annie")
     page = open_page(annie, annotate_url(project))
@@ -637,3 +803,103 @@ def test_the_annotate_page_is_usable_in_an_800_pixel_wide_window(open_page, revi
     choice(page, "neutral").click()
     page.click("#submit-btn")
     expect(current_ext_id(page)).to_have_text("review-1")
+
+
+# --- the model in the loop, over the websocket --------------------------------------------------
+
+WORDS = {
+    "positive": "good great excellent wonderful superb lovely",
+    "negative": "bad awful terrible horrible dreadful poor",
+}
+MODEL_EVENT_MS = 15_000  # a label → the worker trains → the page hears it; generous under load
+
+
+@pytest.fixture
+def two_word_families(db) -> Project:
+    """A text project whose classes are told apart by their words (as in test_worker.py)."""
+    project = project_create(name="Two word families", classes=list(WORDS))
+    for name, words in WORDS.items():
+        vocab = words.split()
+        lines = [f"{vocab[i % 6]} {vocab[(i + 1) % 6]} thing {i}" for i in range(12)]
+        add_text_items(project, lines, prefix=f"{name}-")
+    return project
+
+
+def test_each_label_trains_a_model_whose_version_the_page_shows_live_until_it_suggests(
+    open_asgi_page, two_word_families
+):
+    project = two_word_families
+    classes = list(WORDS)
+    annie = member(project, "annie")
+    page = open_asgi_page(annie, annotate_url(project))
+    model = page.locator("#model")
+    version = model.locator("[data-model-version]")
+    labels_used = model.locator("[data-model-labels]")
+    state = model.locator("[data-model-state]")
+    expect(version).to_have_text("none yet")
+    expect(labels_used).to_have_text("0")
+    expect(state).to_have_text("Trains after the first label.")
+    # The model event is a broadcast: the page hears it only if its socket is in the group.
+    page.wait_for_function(
+        "() => window.__sockets.some((ws) => ws.readyState === WebSocket.OPEN)",
+        timeout=MODEL_EVENT_MS,
+    )
+    page.evaluate("window.__notReloaded = true")
+    counts: Counter[str] = Counter()
+
+    def label_the_current_item() -> None:
+        ext_id = current_ext_id(page).inner_text()
+        name = ext_id.rsplit("-", 1)[0]
+        page.keyboard.press(str(classes.index(name) + 1))
+        page.keyboard.press("Enter")
+        expect(current_ext_id(page)).not_to_have_text(ext_id)
+        counts[name] += 1
+
+    label_the_current_item()
+    expect(version).to_have_text("1", timeout=MODEL_EVENT_MS)
+    expect(labels_used).to_have_text("1")
+    expect(model).to_have_attribute("data-model-version", "1")
+    expect(state).to_contain_text("Learning")  # one class seen: still cold
+    assert page.evaluate("window.__notReloaded") is True
+
+    while min(counts[name] for name in classes) < 3:  # the model warms up at 3 labels a class
+        label_the_current_item()
+        expect(labels_used).to_have_text(str(counts.total()), timeout=MODEL_EVENT_MS)
+    expect(state).to_have_text(
+        "Ranking the queue: most informative items first.", timeout=MODEL_EVENT_MS
+    )
+    warm_at = counts.total()
+
+    # Cards already on the page were served by the cold model; the next ones carry its guess.
+    suggestion = page.locator(f"{CURRENT} .suggest")
+    for _ in range(6):
+        if suggestion.is_visible():
+            break
+        label_the_current_item()
+        expect(labels_used).to_have_text(str(counts.total()), timeout=MODEL_EVENT_MS)
+    expect(suggestion).to_be_visible()
+    # Not necessarily right: the ranking serves the items the model is least sure about first.
+    guess = suggestion.locator("b").inner_text()
+    assert guess in classes
+    suggested = page.locator("label.choice.suggested")
+    expect(suggested).to_have_count(1)
+    expect(suggested.locator("input")).to_have_value(guess)
+    expect(page.locator("label.choice.on")).to_have_count(0)  # highlighted, not chosen
+    assert page.evaluate("window.__notReloaded") is True
+
+    wait_until(
+        page,
+        lambda: Annotation.objects.filter(project=project).count() == counts.total(),
+        "every answer is saved",
+    )
+    versions = list(
+        ModelVersion.objects.filter(project=project)
+        .order_by("version")
+        .values_list("version", "labels_used")
+    )
+    assert versions[0] == (1, 1)
+    assert [v for v, _ in versions] == list(range(1, len(versions) + 1))
+    assert versions[-1][1] == counts.total()
+    assert any(used == warm_at for _, used in versions)
+    assert ModelVersion.objects.get(project=project, version=len(versions)).metrics["cold"] is False
+    expect(version).to_have_text(str(len(versions)))

@@ -32,6 +32,7 @@
   let pollTimer = null;
   let confirmNone = null; // multi-label: the card on which Enter with no label was pressed once
   let prompting = false; // a question to the annotator is showing; a finished save must not hide it
+  const answered = new Set(); // items answered on this page: a new card for one is stale
 
   const cards = () => Array.from(queueEl.querySelectorAll(":scope > article.card"));
   const current = () => cards()[0] || null;
@@ -91,7 +92,8 @@
         if (all.some(usable) || c !== all[all.length - 1]) c.remove();
         continue;
       }
-      if (seen.has(c.dataset.itemId)) c.remove();
+      const stale = !c.dataset.reopened && answered.has(c.dataset.itemId);
+      if (stale || seen.has(c.dataset.itemId)) c.remove();
       else seen.add(c.dataset.itemId);
     }
   }
@@ -131,8 +133,9 @@
 
   const pct = (x) => (x === null || x === undefined ? "—" : `${Math.round(100 * x)}%`);
 
+  // Inside the panel only: the panel itself carries data-model-version too.
   function setText(selector, text) {
-    const el = document.querySelector(selector);
+    const el = document.getElementById("model").querySelector(selector);
     if (el) el.textContent = text;
   }
 
@@ -240,6 +243,7 @@
       uuid: uuid(),
       attempt: 0,
     });
+    answered.add(card.dataset.itemId);
     card.remove();
     renderPendingHistory();
     show();
@@ -265,6 +269,7 @@
     if (entry.attempt) setStatus(`Saving… (attempt ${entry.attempt + 1})`, "warn");
     else if (!statusEl.dataset.kind || statusEl.dataset.kind === "ok") setStatus("Saving…", "");
     let response = null;
+    let text = "";
     try {
       response = await fetch(root.dataset.submitUrl, {
         method: "POST",
@@ -272,8 +277,11 @@
         headers: { "X-CSRFToken": csrf, "HX-Request": "true" },
         credentials: "same-origin",
       });
+      // The whole body (the next cards) before `sending` is released: a send or refill started
+      // in between would not name these cards in its exclude list, and get them a second time.
+      text = await response.text();
     } catch (err) {
-      response = null; // network failure: retried below
+      response = null; // network failure, also mid-body: retried below
     }
     if (response && response.redirected) {
       halted = true;
@@ -294,9 +302,10 @@
     outbox.shift();
     sending = false;
     if (!response.ok) {
+      answered.delete(entry.itemId); // not stored: the server may hand it out again
       let detail = `HTTP ${response.status}`;
       try {
-        const errors = (await response.json()).errors;
+        const errors = JSON.parse(text).errors;
         detail = Object.values(errors).flat().map((e) => (e && e.message) || e).join(" ");
       } catch (e) {
         /* not JSON */
@@ -304,8 +313,7 @@
       renderPendingHistory();
       setStatus(`Item ${entry.extId} was not saved: ${detail}`, "error");
     } else {
-      const html = await response.text();
-      htmx.swap(queueEl, html, { swapStyle: "beforeend" });
+      htmx.swap(queueEl, text, { swapStyle: "beforeend" });
       renderPendingHistory();
       show();
       if (!outbox.length && statusEl.dataset.kind !== "error" && !prompting) setStatus("Saved.", "ok");
