@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,9 @@ KEEP_FILES = 10
 #: Cross-validated accuracy is recomputed when the labels grew by this share since the last
 #: estimate (it costs a few 5-fold refits: about a second on hashed text).
 CV_GROWTH = 0.2
+
+#: How far back each catch-up re-reads answers, for transactions that committed out of order.
+COMMIT_SKEW_SECONDS = 5
 
 Label = str | list[str]
 
@@ -263,7 +266,10 @@ def _catch_up(project: Project, state: ProjectState, count: int) -> set[int]:
     """
     changed: set[int] = set()
     if state.watermark is not None:
-        recent = Annotation.objects.filter(project=project, updated_at__gte=state.watermark)
+        # Answers commit out of order: one stamped before the watermark may have committed after
+        # the last run read. Re-reading a few seconds back catches it (relabelling is idempotent).
+        since = state.watermark - timedelta(seconds=COMMIT_SKEW_SECONDS)
+        recent = Annotation.objects.filter(project=project, updated_at__gte=since)
         changed = set(recent.values_list("item_id", flat=True))
         _relabel(project, state, changed)
     if state.watermark is None or sum(state.answers.values()) != count:

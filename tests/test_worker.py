@@ -304,3 +304,24 @@ async def test_the_server_runs_the_worker_itself_only_in_embedded_mode(
     assert (await server.receive_output())["type"] == "lifespan.shutdown.complete"
     await asyncio.sleep(0.05)
     assert app.task.cancelled()
+
+
+def test_an_answer_stamped_before_the_last_run_but_committed_after_it_is_trained(texts, annie):
+    """Two annotators' transactions commit out of order: the later commit carries the earlier
+    timestamp. The next run must still count it."""
+    from datetime import timedelta
+
+    project, by_class = texts
+    label(by_class["positive"][0], annie, "positive")
+    label(by_class["negative"][0], annie, "negative")
+    first = trainer.train(project.pk).version
+    watermark = ProjectTraining.objects.get(project=project).labels_until
+    label(by_class["positive"][1], annie, "positive")
+    late = Annotation.objects.filter(item=by_class["positive"][1])
+    late.update(updated_at=watermark - timedelta(seconds=1))
+
+    result = trainer.train(project.pk)
+
+    assert result is not None and result.version.version == first.version + 1
+    assert result.version.labels_used == 3
+    assert result.version.class_balance == {"positive": 2, "negative": 1}
