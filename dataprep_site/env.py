@@ -51,6 +51,15 @@ def channel_layers_for(redis_url: str | None) -> dict:
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "capacity": 1000, "expiry": 60},
+            "CONFIG": {
+                # redis-py 8 gives up reading after 5 s by default, exactly how long the layer's
+                # blocking receive waits for a message: an idle worker or websocket would then
+                # crash (django/channels_redis#422). Reads may block longer; connects may not.
+                "hosts": [
+                    {"address": redis_url, "socket_timeout": 30, "socket_connect_timeout": 3}
+                ],
+                "capacity": 1000,
+                "expiry": 60,
+            },
         }
     }

@@ -90,7 +90,9 @@ def test_without_redis_the_channel_layer_is_in_memory():
 def test_with_redis_the_channel_layer_is_channels_redis():
     layer = channel_layers_for("redis://cache.internal:6380/2")["default"]
     assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert layer["CONFIG"]["hosts"] == ["redis://cache.internal:6380/2"]
+    (host,) = layer["CONFIG"]["hosts"]
+    assert host["address"] == "redis://cache.internal:6380/2"
+    assert host["socket_timeout"] > 5  # longer than the layer's 5 s blocking receive
 
 
 # --- DATABASE_URL parsing --------------------------------------------------------------------
@@ -213,7 +215,7 @@ def test_production_settings_come_from_the_environment(tmp_path):
     )
     assert s["pool"] is False
     assert s["layer"] == "channels_redis.core.RedisChannelLayer"
-    assert s["layer_hosts"] == ["redis://cache.internal:6379/1"]
+    assert [h["address"] for h in s["layer_hosts"]] == ["redis://cache.internal:6379/1"]
     assert s["hosts"] == ["labels.example.com", "www.labels.example.com"]
     assert s["media"] == str(tmp_path / "media")
     assert s["lease"] == 45

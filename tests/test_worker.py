@@ -325,3 +325,26 @@ def test_an_answer_stamped_before_the_last_run_but_committed_after_it_is_trained
     assert result is not None and result.version.version == first.version + 1
     assert result.version.labels_used == 3
     assert result.version.class_balance == {"positive": 2, "negative": 1}
+
+
+@pytest.mark.redis
+def test_an_idle_worker_keeps_listening_on_redis_for_longer_than_five_seconds(settings):
+    """redis-py 8's default 5 s read timeout would end an idle `runworker` after 5 s."""
+    from asgiref.sync import async_to_sync
+
+    settings.CHANNEL_LAYERS = channel_layers_for(service_env.REDIS_URL)
+    channel_layers.backends.clear()
+    layer = get_channel_layer()
+
+    async def idle_then_message() -> dict:
+        listener = asyncio.ensure_future(layer.receive("idle-check"))
+        await asyncio.sleep(6.5)  # longer than one blocking receive on the server (5 s)
+        assert not listener.done(), "the receive ended while idle"
+        await layer.send("idle-check", {"type": "wake.up"})
+        return await asyncio.wait_for(listener, 5)
+
+    try:
+        assert async_to_sync(idle_then_message)() == {"type": "wake.up"}
+    finally:
+        async_to_sync(layer.flush)()
+        channel_layers.backends.clear()
