@@ -27,6 +27,7 @@ project's websocket group hears "model.updated".
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
@@ -64,12 +65,17 @@ __all__ = [
     "eval_summary",
     "model_status",
     "train",
+    "wait_for_background",
 ]
 
 #: Open items whose features a worker keeps and scores after every label.
 POOL_SAMPLE = 20_000
-#: Items fetched into the sample per run (first runs grow it; later runs rotate it).
-SAMPLE_REFILL = 2_000
+#: Items added to a growing sample per run, and replaced in a full one, after the announcement.
+SAMPLE_GROW = 1_000
+SAMPLE_ROTATE = 250
+#: Runs between two checks that every sampled item is still open (items answered through the
+#: trainer's own catch-up leave the sample at once; this catches deletions and the like).
+SAMPLE_CHECK_RUNS = 20
 #: Items written at the head of the queue after every label, in rank order.
 RANKED = 500
 #: Items picked greedily for diversity at the head of the queue by the batch-diverse strategy.
@@ -97,6 +103,15 @@ class TrainingResult:
 
 
 @dataclass
+class SampleBlock:
+    """Some items of the pool sample with their feature rows. Blocks let the sample rotate and
+    lose answered items without copying the whole matrix."""
+
+    ids: list[int]
+    X: Any
+
+
+@dataclass
 class ProjectState:
     """A worker's in-memory view of one project; rebuilt from the database whenever in doubt."""
 
@@ -108,13 +123,16 @@ class ProjectState:
     rows: dict[int, Any] = field(default_factory=dict)  # item id → feature row (1 × d)
     answers: dict[int, int] = field(default_factory=dict)  # item id → non-skipped answers
     watermark: datetime | None = None  # latest Annotation.updated_at consumed
-    sample_ids: list[int] = field(default_factory=list)
-    sample_X: Any = None
+    blocks: list[SampleBlock] = field(default_factory=list)  # the pool sample, oldest first
+    runs: int = 0
     pending_eval: list[int] = field(default_factory=list)  # open evaluation items
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _states: dict[int, ProjectState] = {}
+_background: list[threading.Thread] = []
+_estimating: set[int] = set()
+_background_lock = threading.Lock()
 _rng = np.random.default_rng()
 
 
@@ -156,10 +174,20 @@ def train(project_id: int, *, announce: bool = True, cache: bool = True) -> Trai
             return None
         if announce:
             publish(project_group(project_id), result.announced)
-        # After the announcement: annotators need the new ranking, not this number, at once.
-        if _estimate_accuracy(state, result) and announce:
-            publish(project_group(project_id), result.announced)
+        _after_announcement(project, state, result)
     return result
+
+
+def _after_announcement(project: Project, state: ProjectState, result: TrainingResult) -> None:
+    """Work the annotators need not wait for: predictions for the evaluation items just placed
+    (before any of their labels can be processed: this worker handles the next request only
+    after this), the pool sample's growth or rotation, and, now and then, the accuracy
+    estimate."""
+    started = time.perf_counter()
+    _predict_eval(project, state, state.pending_eval, result.version.version)
+    _grow_sample(project, state, check=state.runs % SAMPLE_CHECK_RUNS == 0)
+    result.timings_ms["after"] = round((time.perf_counter() - started) * 1000, 2)
+    _estimate_accuracy(project, state, result)
 
 
 def model_status(project: Project) -> dict[str, Any]:
@@ -237,17 +265,23 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
             return None
         clock.lap("lock")
         changed = _catch_up(project, state, count)
+        _drop_from_sample(state, changed)
         clock.lap("catch_up")
         _resolve_eval(project, changed, state)
         X, y = _training_set(state)
         state.learner.fit(X, y)
         clock.lap("fit")
-        ranked = _rank(project, training, state)
+        ranked, evals = _rank(project, training, state)
+        state.pending_eval = evals
         clock.lap("rank")
-        version = _save_version(project, training, state, (count, last_change, ranked), clock)
+        version = _save_version(project, training, state, (count, last_change, len(ranked)), clock)
         clock.lap("save")
-    announced = _announcement(project, training, version) | {"since": 0, "ranked": ranked}
-    return TrainingResult(version, ranked, announced, clock.laps)
+        # Last, so the head's rows are locked (and skipped by next_items) only until the commit.
+        _write_ranking(project, ranked)
+        clock.lap("write")
+    state.runs += 1
+    announced = _announcement(project, training, version) | {"since": 0, "ranked": len(ranked)}
+    return TrainingResult(version, len(ranked), announced, clock.laps)
 
 
 def _fingerprint(project: Project) -> tuple[int, datetime | None]:
@@ -350,6 +384,10 @@ def _resolve_eval(project: Project, changed: set[int], state: ProjectState) -> N
     now = timezone.now()
     resolved = []
     for sample in pending:
+        if sample.predicted_by is None:
+            # Labelled before any model predicted it: it cannot be scored honestly any more.
+            sample.delete()
+            continue
         truth = state.labels.get(sample.item_id)
         if truth is None:  # skipped: stays pending; it may still be answered
             continue
@@ -445,9 +483,15 @@ def _predict_eval(project: Project, state: ProjectState, ids: list[int], version
             sample.predicted = [state.schema[0][int(p.argmax())]]
             sample.confidence = float(p.max())
         sample.predicted_by = version
-    EvalSample.objects.bulk_update(
-        list(samples.values()), ["predicted", "confidence", "predicted_by"]
-    )
+    with transaction.atomic():
+        for sample in samples.values():
+            # Never overwrite a prediction that has been scored already (another worker may
+            # have processed the label meanwhile).
+            EvalSample.objects.filter(pk=sample.pk, resolved_at=None).update(
+                predicted=sample.predicted,
+                confidence=sample.confidence,
+                predicted_by=sample.predicted_by,
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,69 +546,108 @@ def _random_open_items(project: Project, n: int, *, include_ranked: bool = False
     return below
 
 
-def _refresh_sample(project: Project, state: ProjectState) -> None:
-    """Drop answered items from the pool sample and add a slice of fresh random open items."""
-    if state.sample_ids:
-        still_open = set(
-            Item.objects.filter(pk__in=state.sample_ids, needs_annotation=True).values_list(
-                "id", flat=True
+def _sample_size(state: ProjectState) -> int:
+    return sum(len(b.ids) for b in state.blocks)
+
+
+def _sample_ids(state: ProjectState) -> list[int]:
+    return [i for b in state.blocks for i in b.ids]
+
+
+def _drop_from_sample(state: ProjectState, item_ids: set[int]) -> None:
+    """Take items out of the sample (answered, deleted), touching only the blocks holding them."""
+    if not item_ids:
+        return
+    kept_blocks = []
+    for block in state.blocks:
+        keep = [r for r, i in enumerate(block.ids) if i not in item_ids]
+        if len(keep) == len(block.ids):
+            kept_blocks.append(block)
+        elif keep:
+            kept_blocks.append(SampleBlock([block.ids[r] for r in keep], block.X[keep]))
+    state.blocks = kept_blocks
+
+
+def _still_open(project: Project, ids: list[int]) -> set[int]:
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Item._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {table} WHERE id = ANY(%s) AND needs_annotation", [ids]
             )
+            return {row[0] for row in cursor.fetchall()}
+    found: set[int] = set()
+    for start in range(0, len(ids), 500):  # SQLite's limit on query parameters
+        chunk = ids[start : start + 500]
+        found.update(
+            Item.objects.filter(pk__in=chunk, needs_annotation=True).values_list("id", flat=True)
         )
-        keep = [r for r, i in enumerate(state.sample_ids) if i in still_open]
-        if len(keep) < len(state.sample_ids):
-            state.sample_ids = [state.sample_ids[r] for r in keep]
-            state.sample_X = state.sample_X[keep]
-    room = POOL_SAMPLE - len(state.sample_ids)
-    rotate = SAMPLE_REFILL if room < SAMPLE_REFILL else 0
-    if rotate and state.sample_ids:
-        # A full sample: replace its oldest slice, so the whole pool gets visited over time.
-        state.sample_ids = state.sample_ids[rotate:]
-        state.sample_X = state.sample_X[rotate:]
-        room += rotate
-    have = set(state.sample_ids)
-    fresh = [i for i in _random_open_items(project, min(room, SAMPLE_REFILL)) if i not in have]
+    return found
+
+
+def _grow_sample(project: Project, state: ProjectState, *, check: bool = False) -> None:
+    """Add fresh random open items to the sample: SAMPLE_GROW while it is below POOL_SAMPLE,
+    else replace its oldest SAMPLE_ROTATE items, so over time the whole pool gets visited."""
+    if check and state.blocks:
+        ids = _sample_ids(state)
+        _drop_from_sample(state, set(ids) - _still_open(project, ids))
+    size = _sample_size(state)
+    wanted = min(SAMPLE_GROW, POOL_SAMPLE - size)
+    if wanted <= 0:
+        dropped = 0
+        while state.blocks and dropped < SAMPLE_ROTATE:
+            dropped += len(state.blocks.pop(0).ids)
+        wanted = dropped
+    have = set(_sample_ids(state))
+    fresh = [i for i in _random_open_items(project, wanted) if i not in have]
     if not fresh:
         return
     X, kept = item_features(project, state.featurizer, fresh)
-    if not kept:
-        return
-    if state.sample_X is None or not state.sample_ids:
-        state.sample_ids, state.sample_X = list(kept), X
-    else:
-        stack = sp.vstack if sp.issparse(X) else np.vstack
-        state.sample_X = stack([state.sample_X, X])
-        if sp.issparse(state.sample_X):
-            state.sample_X = state.sample_X.tocsr()
-        state.sample_ids += kept
+    if kept:
+        state.blocks.append(SampleBlock(list(kept), X))
 
 
-def _rank(project: Project, training: ProjectTraining, state: ProjectState) -> int:
-    """Write the ranked head of the queue; return its length (0 while the model is cold).
+def _sample_proba(state: ProjectState) -> tuple[list[int], np.ndarray]:
+    """(sampled item ids, their class probabilities), block by block (no copy of the rows)."""
+    ids = _sample_ids(state)
+    parts = [state.learner.predict_proba(b.X) for b in state.blocks]
+    k = len(state.schema[0])
+    return ids, (np.vstack(parts) if parts else np.zeros((0, k)))
+
+
+def _sample_matrix(state: ProjectState) -> Any:
+    stack = sp.vstack if sp.issparse(state.blocks[0].X) else np.vstack
+    return stack([b.X for b in state.blocks])
+
+
+def _rank(
+    project: Project, training: ProjectTraining, state: ProjectState
+) -> tuple[list[int], list[int]]:
+    """(the ranked head of the queue, its evaluation items); both empty while the model is cold.
 
     Cold (some class has fewer than a few labels): the queue keeps its random order, a diverse
-    random sample, because a model that has not seen every class ranks by noise.
+    random sample, because a model that has not seen every class ranks by noise. Nothing is
+    written here; `_write_ranking` does that at the end of the transaction.
     """
-    _refresh_sample(project, state)
-    if state.learner.is_cold() or not state.sample_ids:
-        _write_ranking(project, [])
-        return 0
-    proba = state.learner.predict_proba(state.sample_X)
+    if state.learner.is_cold():
+        return [], []
+    if not state.blocks:  # a new worker's first warm run: it cannot rank an empty sample
+        _grow_sample(project, state)
+    if not state.blocks:
+        return [], []
+    ids, proba = _sample_proba(state)
     multi = state.learner.multi_label
-    k = min(RANKED, len(state.sample_ids))
+    k = min(RANKED, len(ids))
     if training.strategy == BATCH_DIVERSE:
         scores = margin(proba, multi_label=multi)
-        head = batch_diverse(scores, state.sample_X, min(DIVERSE_HEAD, k), exploration=0.0)
+        head = batch_diverse(scores, _sample_matrix(state), min(DIVERSE_HEAD, k), exploration=0.0)
         rest = select(scores, k, exploration=0.0)
         order = list(dict.fromkeys([*head.tolist(), *rest.tolist()]))[:k]
     else:
         scores = get_strategy(training.strategy)(proba, multi_label=multi, rng=_rng)
         order = select(scores, k, exploration=0.0).tolist()
-    order = _weave_exploration(order, len(state.sample_ids), training.exploration)
-    ranked = [state.sample_ids[r] for r in order]
-    ranked, evals = _weave_eval_items(project, training, ranked)
-    _write_ranking(project, ranked)
-    state.pending_eval = evals
-    return len(ranked)
+    order = _weave_exploration(order, len(ids), training.exploration)
+    return _weave_eval_items(project, training, [ids[r] for r in order])
 
 
 def _weave_exploration(order: list[int], n: int, share: float) -> list[int]:
@@ -656,7 +739,7 @@ def _save_version(
         "annotations_counted": count,
         "last_label_at": last_change.isoformat() if last_change else None,
         "cold": learner.is_cold(),
-        "pool_sample": len(state.sample_ids),
+        "pool_sample": _sample_size(state),
         "ranked": ranked,
         "eval": eval_summary(project),
         "timings_ms": dict(clock.laps),
@@ -685,7 +768,6 @@ def _save_version(
         trained_at=now,
         duration_ms=int(clock.total()),
     )
-    _predict_eval(project, state, state.pending_eval, number)
     training.current_version = version
     training.labels_seen = count
     training.labels_until = last_change
@@ -695,30 +777,72 @@ def _save_version(
     return version
 
 
-def _estimate_accuracy(state: ProjectState, result: TrainingResult) -> bool:
+def _estimate_accuracy(project: Project, state: ProjectState, result: TrainingResult) -> None:
     """Refresh the cross-validated accuracy when the labels grew by CV_GROWTH since the last
-    estimate (a few 5-fold refits: about a second on hashed text); True if it did."""
+    estimate, in a background thread: a few 5-fold refits take up to seconds on hashed text, and
+    the worker must not make the next label wait for them. One estimate per project at a time;
+    the result is stored on the version and announced as a second "model.updated"."""
     version = result.version
     learner = state.learner
     cv_labels = (version.metrics or {}).get("cv_labels", 0)
-    if learner.n_labels < max(10, math.ceil(cv_labels * (1 + CV_GROWTH))) and not (
+    due = learner.n_labels >= max(10, math.ceil(cv_labels * (1 + CV_GROWTH))) or (
         version.estimated_accuracy is None and learner.n_labels >= 10
-    ):
-        return False
-    started = time.perf_counter()
-    accuracy = learner.estimated_accuracy()
-    version.estimated_accuracy = accuracy
-    version.metrics = {
-        **(version.metrics or {}),
-        "estimated_accuracy": accuracy,
-        "cv_labels": learner.n_labels,
-        "cv_ms": round((time.perf_counter() - started) * 1000, 1),
-    }
-    ModelVersion.objects.filter(pk=version.pk).update(
-        estimated_accuracy=accuracy, metrics=version.metrics
     )
-    result.announced["estimated_accuracy"] = accuracy
-    return True
+    with _background_lock:
+        if not due or project.pk in _estimating:
+            return
+        _estimating.add(project.pk)
+    # A shallow copy: fit() replaces the learner's row matrices, it never changes them in place.
+    snapshot = copy.copy(learner)
+    thread = threading.Thread(
+        target=_estimate_in_background,
+        args=(project.pk, version.pk, snapshot, dict(result.announced)),
+        name=f"accuracy-{project.pk}",
+        daemon=True,
+    )
+    with _background_lock:
+        _background.append(thread)
+    thread.start()
+
+
+def _estimate_in_background(
+    project_id: int, version_pk: int, learner: IncrementalLearner, announced: dict
+) -> None:
+    try:
+        started = time.perf_counter()
+        accuracy = learner.estimated_accuracy()
+        version = ModelVersion.objects.filter(pk=version_pk).first()
+        if version is None:
+            return
+        metrics = {
+            **(version.metrics or {}),
+            "estimated_accuracy": accuracy,
+            "cv_labels": learner.n_labels,
+            "cv_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        ModelVersion.objects.filter(pk=version_pk).update(
+            estimated_accuracy=accuracy, metrics=metrics
+        )
+        current = ProjectTraining.objects.filter(
+            project_id=project_id, current_version_id=version_pk
+        ).exists()
+        if current:  # a newer version carries this estimate forward and announces itself
+            publish(project_group(project_id), announced | {"estimated_accuracy": accuracy})
+    except Exception:
+        logger.exception("accuracy estimate for project %s failed", project_id)
+    finally:
+        with _background_lock:
+            _estimating.discard(project_id)
+        connection.close()
+
+
+def wait_for_background(timeout: float = 30.0) -> None:
+    """Join the background accuracy estimates (tests and benchmarks, before the database goes)."""
+    with _background_lock:
+        threads = list(_background)
+        _background.clear()
+    for thread in threads:
+        thread.join(timeout)
 
 
 def _prune_files(project_id: int, newest: int) -> None:

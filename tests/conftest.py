@@ -110,4 +110,5 @@ def _fresh_trainer_state():
 
     trainer.forget_states()
     yield
+    trainer.wait_for_background()
     trainer.forget_states()
