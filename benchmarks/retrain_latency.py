@@ -38,9 +38,9 @@ rebuilds its state from the database: "after restart"). Last, `--breakdown` call
 `trainer.train` in this process give the trainer's step timings (`TrainingResult.timings_ms`,
 plus a few inner functions timed by wrapping them here; the trainer is not changed).
 
-Redis: with redis-py 8 the processes get `?socket_timeout=30` added to the Redis URL, because
-redis-py 8's default 5 s read timeout equals channels-redis's 5 s blocking receive and the
-training worker otherwise exits after 5 s without a message (see `layer_redis_url`).
+Redis: `channel_layers_for` sets a 30 s read timeout, since redis-py 8's default 5 s read
+timeout equals channels-redis's 5 s blocking receive and ended idle workers (see
+`layer_redis_url`).
 
 Results go to stdout and benchmarks/results/retrain_latency.md. See benchmarks/README.md for the
 loading helpers and settings this shares with benchmarks/next_item.py.
@@ -160,26 +160,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def layer_redis_url(url: str) -> tuple[str, str]:
-    """The Redis URL the processes get, and a note for the report when it had to change.
+    """The Redis URL the processes get, and a note for the report (none: used as given).
 
-    redis-py 8 reads with a 5 s socket timeout by default; channels-redis waits for messages
-    with a 5 s BZPOPMIN, so every receive that sees no message for 5 s raises TimeoutError:
-    the training worker exits and websocket consumers close (django/channels_redis#422).
-    `channel_layers_for` does not set the timeout, so the benchmark puts it in the URL, which
-    redis-py reads as a connection option.
+    redis-py 8 reads with a 5 s socket timeout by default while channels-redis waits for
+    messages with a 5 s blocking receive, which ended idle workers and websockets
+    (django/channels_redis#422); `dataprep_site.env.channel_layers_for` now sets a longer read
+    timeout itself, so the URL needs nothing added.
     """
-    import redis
-
-    if int(redis.__version__.split(".")[0]) < 8 or "socket_timeout=" in url:
-        return url, ""
-    fixed = url + ("&" if "?" in url else "?") + "socket_timeout=30"
-    note = (
-        f"redis-py {redis.__version__}: its default 5 s socket timeout makes the channel "
-        "layer's 5 s blocking receive fail, and `runworker training` exits after 5 s without "
-        "messages (django/channels_redis#422); the processes got "
-        f"REDIS_URL={fixed} instead"
-    )
-    return fixed, note
+    return url, ""
 
 
 # --------------------------------------------------------------------------- database and data
@@ -794,13 +782,14 @@ def _versions(result: SizeResult, pk: int) -> None:
 #: refresh, of the label catch-up and of the evaluation predictions).
 SUBSTEPS = (
     ("curation.trainer", "_fingerprint", "lock: fingerprint (2 queries)"),
-    ("curation.trainer", "_refresh_sample", "rank: refresh the pool sample"),
+    ("curation.trainer", "_sample_proba", "rank: score the pool sample"),
+    ("curation.trainer", "_grow_sample", "after: grow or rotate the pool sample"),
     ("curation.trainer", "item_features", "featurize (any caller)"),
     ("curation.learner", "IncrementalLearner.predict_proba", "predict_proba (any caller)"),
     ("curation.trainer", "_weave_eval_items", "rank: weave evaluation items"),
-    ("curation.trainer", "_write_ranking", "rank: write the ranking (UPDATE)"),
+    ("curation.trainer", "_write_ranking", "write: the ranking (UPDATE)"),
     ("curation.artifacts", "save_learner", "save: model file"),
-    ("curation.trainer", "_predict_eval", "save: predict evaluation items"),
+    ("curation.trainer", "_predict_eval", "after: predict evaluation items"),
     ("curation.trainer", "eval_summary", "eval summary (any caller)"),
     ("curation.learner", "IncrementalLearner.estimated_accuracy", "5-fold accuracy estimate"),
 )
