@@ -426,7 +426,9 @@ def _draw_eval_items(project: Project, wanted: int) -> list[int]:
     open_samples = list(
         EvalSample.objects.filter(
             project=project, resolved_at=None, item__needs_annotation=True
-        ).values_list("item_id", flat=True)[:wanted]
+        )
+        .order_by("id")
+        .values_list("item_id", flat=True)[:wanted]
     )
     missing = wanted - len(open_samples)
     if missing > 0:
