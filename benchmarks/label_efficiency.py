@@ -12,8 +12,9 @@ For each data set and seed, two annotators label the same pool of items, one lab
 - **random**: the annotator takes the items in the queue's order at import instead of asking
   the queue: items are imported with i.i.d. uniform random priorities, so that is a seeded
   uniform random permutation of the same pool the app draws from. Still through
-  `annotation_submit` and `handle_request`: the same learner, trained the same way. (`ProjectTraining.strategy = "random"` would not be random
-  order: the evaluation slice would still pick items.)
+  `annotation_submit` and `handle_request`: the same learner, trained the same way.
+  (`ProjectTraining.strategy = "random"` would not be random order: the evaluation slice would
+  still pick items.)
 
 After every label the project's current model file is loaded (`curation.services.current_model`)
 and scored on a held-out test split that never enters the project. Full-data accuracy is the
