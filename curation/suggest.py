@@ -46,9 +46,9 @@ def suggestions_for(project: Project, items: Sequence[Item]) -> tuple[str, dict[
     if learner is None:
         return mode, {}
     held_out = set(
-        EvalSample.objects.filter(
-            item_id__in=[i.pk for i in items], resolved_at=None
-        ).values_list("item_id", flat=True)
+        EvalSample.objects.filter(item_id__in=[i.pk for i in items], resolved_at=None).values_list(
+            "item_id", flat=True
+        )
     )
     wanted = [i.pk for i in items if i.pk not in held_out]
     X, kept = item_features(project, featurizer_for(project.item_kind), wanted)

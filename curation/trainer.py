@@ -424,9 +424,7 @@ def _draw_eval_items(project: Project, wanted: int) -> list[int]:
     if wanted <= 0:
         return []
     open_samples = list(
-        EvalSample.objects.filter(
-            project=project, resolved_at=None, item__needs_annotation=True
-        )
+        EvalSample.objects.filter(project=project, resolved_at=None, item__needs_annotation=True)
         .order_by("id")
         .values_list("item_id", flat=True)[:wanted]
     )
