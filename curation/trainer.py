@@ -28,6 +28,7 @@ project's websocket group hears "model.updated".
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import threading
@@ -73,7 +74,7 @@ __all__ = [
 POOL_SAMPLE = 20_000
 #: Items added to a growing sample per run, and replaced in a full one, after the announcement.
 SAMPLE_GROW = 1_000
-SAMPLE_ROTATE = 250
+SAMPLE_ROTATE = 100
 #: Runs between two checks that every sampled item is still open (items answered through the
 #: trainer's own catch-up leave the sample at once; this catches deletions and the like).
 SAMPLE_CHECK_RUNS = 20
@@ -87,8 +88,8 @@ COLD_CANDIDATES = 2_000
 #: Model files kept on disk per project (rows of older versions stay, with their metrics).
 KEEP_FILES = 10
 #: Cross-validated accuracy is recomputed when the labels grew by this share since the last
-#: estimate (it costs a few 5-fold refits: about a second on hashed text).
-CV_GROWTH = 0.2
+#: estimate (five refits, in a background thread that still takes CPU from the worker).
+CV_GROWTH = 0.5
 
 #: How far back each catch-up re-reads answers, for transactions that committed out of order.
 COMMIT_SKEW_SECONDS = 5
@@ -487,10 +488,26 @@ def _predict_eval(project: Project, state: ProjectState, ids: list[int], version
             sample.predicted = [state.schema[0][int(p.argmax())]]
             sample.confidence = float(p.max())
         sample.predicted_by = version
+    # Never overwrite a prediction that has been scored already (another worker may have
+    # processed the label meanwhile): every update is guarded by resolved_at IS NULL.
+    if connection.vendor == "postgresql":
+        rows = list(samples.values())
+        table = connection.ops.quote_name(EvalSample._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} e SET predicted = v.p::jsonb, confidence = v.c, "
+                "predicted_by = %s FROM unnest(%s::bigint[], %s::text[], %s::float8[]) "
+                "AS v(id, p, c) WHERE e.id = v.id AND e.resolved_at IS NULL",
+                [
+                    version,
+                    [r.pk for r in rows],
+                    [json.dumps(r.predicted) for r in rows],
+                    [r.confidence for r in rows],
+                ],
+            )
+        return
     with transaction.atomic():
         for sample in samples.values():
-            # Never overwrite a prediction that has been scored already (another worker may
-            # have processed the label meanwhile).
             EvalSample.objects.filter(pk=sample.pk, resolved_at=None).update(
                 predicted=sample.predicted,
                 confidence=sample.confidence,
