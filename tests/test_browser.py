@@ -885,6 +885,7 @@ def test_each_label_trains_a_model_whose_version_the_page_shows_live_until_it_su
     suggested = page.locator("label.choice.suggested")
     expect(suggested).to_have_count(1)
     expect(suggested.locator("input")).to_have_value(guess)
+    page.screenshot(path=str(DOCS / "annotate-model.png"))
     expect(page.locator("label.choice.on")).to_have_count(0)  # highlighted, not chosen
     assert page.evaluate("window.__notReloaded") is True
 
