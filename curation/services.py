@@ -9,11 +9,17 @@ from __future__ import annotations
 from django.db.models import Max
 
 from annotations.models import Annotation, Project
-from curation import artifacts, trainer
+from curation import agreement, artifacts, trainer
 from curation.learner import IncrementalLearner
 from curation.models import ModelVersion, ProjectTraining
 
-__all__ = ["current_model", "is_stale", "stale_projects", "train_project_once"]
+__all__ = [
+    "agreement_report",
+    "current_model",
+    "is_stale",
+    "stale_projects",
+    "train_project_once",
+]
 
 
 def train_project_once(project: Project) -> ModelVersion | None:
@@ -65,3 +71,47 @@ def is_stale(project: Project) -> bool:
         .first()
     )
     return seen is None or last > seen
+
+
+def agreement_report(project: Project) -> dict:
+    """The project's inter-annotator agreement, from its non-skipped answers.
+
+    Single-label projects are measured over the class each answer chose; multi-label projects
+    per class (each class a yes/no question), the numbers keyed by class. Answers naming a class
+    that is no longer in the project's schema are left out. Undefined coefficients are None.
+    """
+    classes = list(project.label_classes.order_by("order", "id").values_list("name", flat=True))
+    known = set(classes)
+    rows = Annotation.objects.filter(project=project, skipped=False).values_list(
+        "item_id", "annotator__username", "labels"
+    )
+    if project.is_multi_label:
+        answers = [(i, who, [n for n in names if n in known]) for i, who, names in rows]
+        return {
+            "annotations": len(answers),
+            "per_class": {
+                name: _coefficients(ratings)
+                for name, ratings in agreement.per_class(answers, classes).items()
+            },
+        }
+    answers = [(i, who, names[0]) for i, who, names in rows if names and names[0] in known]
+    ratings = agreement.Ratings.from_answers(answers, classes)
+    return {"annotations": len(answers), **_coefficients(ratings)}
+
+
+def _coefficients(ratings: agreement.Ratings) -> dict:
+    fleiss, fleiss_items = agreement.fleiss_kappa(ratings)
+    return {
+        "items": len(ratings.items),
+        "annotators": list(ratings.annotators),
+        "classes": list(ratings.classes),
+        "percent_agreement": agreement.percent_agreement(ratings),
+        "fleiss_kappa": fleiss,
+        "fleiss_items": fleiss_items,
+        "krippendorff_alpha": agreement.krippendorff_alpha(ratings),
+        "cohen_kappa": [
+            {"annotators": [a, b], "kappa": kappa, "shared_items": shared}
+            for (a, b), (kappa, shared) in agreement.pairwise_cohen_kappa(ratings).items()
+        ],
+        "confusion": agreement.annotator_confusion(ratings).tolist(),
+    }

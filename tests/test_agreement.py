@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
+from annotations.models import Project
+from annotations.services import annotation_submit, project_create
 from curation.agreement import (
     Ratings,
     annotator_confusion,
@@ -14,6 +18,8 @@ from curation.agreement import (
     per_class,
     percent_agreement,
 )
+from curation.services import agreement_report
+from tests.conftest import add_text_items, make_user
 
 
 def small() -> Ratings:
@@ -135,3 +141,57 @@ def test_multi_label_answers_are_measured_per_class():
 def test_an_unknown_class_is_refused_with_where_it_is():
     with pytest.raises(ValueError, match="item 7, annotator 'ann': unknown class 'zebra'"):
         Ratings.from_answers([(7, "ann", "zebra")], ["cat"])
+
+
+@pytest.fixture
+def three_annotators(db):
+
+    project = project_create(name="Agree", classes=["pos", "neg"])
+    project.overlap = 3
+    project.save(update_fields=["overlap"])
+    items = add_text_items(project, ["one", "two", "three"], prefix="t")
+    users = [make_user(name) for name in ("ann", "bob", "cy")]
+    return project, items, users
+
+
+def answer(item, user, labels, skipped=False):
+    annotation_submit(
+        item=item, annotator=user, labels=labels, skipped=skipped, client_uuid=uuid.uuid4()
+    )
+
+
+def test_the_project_report_reads_the_answers_from_the_database(three_annotators):
+
+    project, (one, two, three), (ann, bob, cy) = three_annotators
+    answer(one, ann, ["pos"])
+    answer(one, bob, ["pos"])
+    answer(one, cy, ["neg"])
+    answer(two, ann, ["pos"])
+    answer(two, bob, ["pos"])
+    answer(two, cy, [], skipped=True)  # a skip is not an answer
+    answer(three, cy, ["neg"])
+
+    report = agreement_report(project)
+
+    assert report["annotations"] == 6 and report["items"] == 3
+    assert report["annotators"] == ["ann", "bob", "cy"]
+    assert report["percent_agreement"] == pytest.approx((1 / 3 + 1) / 2)  # as in small()
+    assert report["confusion"] == [[4, 2], [2, 0]]
+    pairs = {tuple(p["annotators"]): (p["kappa"], p["shared_items"]) for p in report["cohen_kappa"]}
+    assert pairs[("ann", "bob")] == (None, 2) and pairs[("bob", "cy")][1] == 1
+
+
+def test_a_multi_label_project_is_reported_per_class(db):
+
+    project = project_create(
+        name="Tags", classes=["cat", "dog"], labeling_mode=Project.LabelingMode.MULTI
+    )
+    (item,) = add_text_items(project, ["a photo"], prefix="p")
+    answer(item, make_user("ann"), ["cat", "dog"])
+    answer(item, make_user("bob"), ["cat"])
+
+    report = agreement_report(project)
+
+    assert set(report["per_class"]) == {"cat", "dog"}
+    assert report["per_class"]["cat"]["percent_agreement"] == 1.0
+    assert report["per_class"]["dog"]["percent_agreement"] == 0.0
