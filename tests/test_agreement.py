@@ -195,3 +195,23 @@ def test_a_multi_label_project_is_reported_per_class(db):
     assert set(report["per_class"]) == {"cat", "dog"}
     assert report["per_class"]["cat"]["percent_agreement"] == 1.0
     assert report["per_class"]["dog"]["percent_agreement"] == 0.0
+
+
+def test_the_api_gives_reviewers_the_report_and_refuses_annotators(client, three_annotators):
+    from annotations.models import Membership
+
+    project, (one, _, _), (ann, bob, cy) = three_annotators
+    answer(one, ann, ["pos"])
+    answer(one, bob, ["neg"])
+    Membership.objects.create(project=project, user=ann, role=Membership.Role.ANNOTATOR)
+    Membership.objects.create(project=project, user=cy, role=Membership.Role.REVIEWER)
+    url = f"/api/projects/{project.pk}/agreement/"
+
+    client.force_login(cy)
+    report = client.get(url)
+    client.force_login(ann)
+    refused = client.get(url)
+
+    assert report.status_code == 200
+    assert report.json()["percent_agreement"] == 0.0 and report.json()["annotations"] == 2
+    assert refused.status_code == 403  # a member whose role does not allow it

@@ -82,6 +82,7 @@ EXPECT: dict[str, Rule] = {
     "api-item-image": Rule(GET, ANY_MEMBER),
     "api-next-items": Rule(GET, ANY_MEMBER),
     "api-annotation-list": Rule(GET_POST, ANY_MEMBER),
+    "api-agreement": Rule(GET, REVIEWER_UP),  # annotators never see each other's work
 }
 
 # Prefixes of routes tested elsewhere or not views of this app.

@@ -18,6 +18,7 @@ urlpatterns = [
         name="api-item-image",
     ),
     path("projects/<int:pk>/next/", views.NextItems.as_view(), name="api-next-items"),
+    path("projects/<int:pk>/agreement/", views.Agreement.as_view(), name="api-agreement"),
     path(
         "projects/<int:pk>/annotations/",
         views.AnnotationList.as_view(),

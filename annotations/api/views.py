@@ -25,6 +25,7 @@ from annotations.api.serializers import (
 )
 from annotations.models import Annotation, Item, LabelClass, Membership, Project
 from annotations.views.media import serve_item_image
+from curation.services import agreement_report
 
 
 class ByIdCursorPagination(CursorPagination):
@@ -56,6 +57,15 @@ class ProjectDetail(APIView):
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk)
         return Response(ProjectSerializer(project, context={"request": request}).data)
+
+
+class Agreement(APIView):
+    """Inter-annotator agreement of the project (reviewers and project admins): per-class for
+    multi-label projects; coefficients that are undefined for the answers so far are null."""
+
+    def get(self, request: Request, pk: int) -> Response:
+        project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
+        return Response(agreement_report(project))
 
 
 class ItemList(generics.ListAPIView):
