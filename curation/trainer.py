@@ -269,7 +269,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         ):
             return None
         clock.lap("lock")
-        changed = _catch_up(project, state, count)
+        changed = _catch_up(project, state, count, last_change)
         _drop_from_sample(state, changed)
         clock.lap("catch_up")
         _resolve_eval(project, changed, state)
@@ -296,7 +296,9 @@ def _fingerprint(project: Project) -> tuple[int, datetime | None]:
     return answered, last
 
 
-def _catch_up(project: Project, state: ProjectState, count: int) -> set[int]:
+def _catch_up(
+    project: Project, state: ProjectState, count: int, last_change: datetime | None
+) -> set[int]:
     """Apply the answers changed since the state's watermark; return the items relabelled.
 
     Only the changed items' answers are re-read. If the state and the database then disagree on
@@ -320,7 +322,7 @@ def _catch_up(project: Project, state: ProjectState, count: int) -> set[int]:
             )
         )
         _relabel(project, state, changed)
-    state.watermark = Annotation.objects.filter(project=project).aggregate(m=Max("updated_at"))["m"]
+    state.watermark = last_change  # read under the lock, moments ago
     missing = [i for i in state.labels if i not in state.rows]
     if missing:
         X, kept = item_features(project, state.featurizer, missing)
@@ -541,7 +543,7 @@ def _random_open_items(project: Project, n: int, *, include_ranked: bool = False
         # Every open item equally likely: a ranked item stands for itself among the unranked
         # sample, whose size approximates the rest of the pool only when it is small; so weigh
         # by the true counts.
-        total = Item.objects.filter(project=project, needs_annotation=True).count()
+        total = project.remaining_count  # the project's counters (read as this run began)
         share_ranked = len(ranked) / total if total else 0.0
         picks = []
         r_iter, u_iter = iter(_rng.permutation(ranked).tolist()), iter(unranked)
@@ -934,7 +936,8 @@ def _announcement(
         "labels_used": version.labels_used,
         "estimated_accuracy": version.estimated_accuracy,
         "cold": bool(metrics.get("cold", False)),
-        "eval": eval_summary(project),
+        # Evaluation items are scored only by training runs, so the version's copy is current.
+        "eval": metrics.get("eval") or eval_summary(project),
         "strategy": version.strategy,
         "suggestions": training.suggestions,
         "trained_at": version.trained_at.isoformat(),

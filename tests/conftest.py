@@ -112,3 +112,11 @@ def _fresh_trainer_state():
     yield
     trainer.wait_for_background()
     trainer.forget_states()
+
+
+@pytest.fixture
+def data_dir(settings, tmp_path):
+    """Model files and item files of the test land in a fresh folder."""
+    settings.DATA_DIR = tmp_path
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return tmp_path

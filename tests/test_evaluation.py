@@ -23,9 +23,8 @@ WORDS = {
 
 
 @pytest.fixture(autouse=True)
-def data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path
-    return tmp_path
+def _models_in_tmp(data_dir):
+    return data_dir
 
 
 @pytest.fixture

@@ -32,10 +32,8 @@ WORDS = {
 
 
 @pytest.fixture(autouse=True)
-def data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return tmp_path
+def _models_in_tmp(data_dir):
+    return data_dir
 
 
 def label(item: Item, user, labels: list[str], *, skipped: bool = False) -> None:
