@@ -7,7 +7,7 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -20,6 +20,10 @@ class Project(models.Model):
     class LabelingMode(models.TextChoices):
         SINGLE = "single", "Single-label classification"
         MULTI = "multi", "Multi-label classification"
+
+    class Consensus(models.TextChoices):
+        MAJORITY = "majority", "Unanimous, else majority"
+        CROWDLAB = "crowdlab", "Weighted by annotator quality and the model (CROWDLAB)"
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
@@ -35,6 +39,38 @@ class Project(models.Model):
         validators=[MinValueValidator(1)],
         help_text="How many annotators must label each item.",
     )
+    serve_partial_first = models.BooleanField(
+        default=True,
+        help_text="Serve items that already have some answers and need more before new ones, "
+        "so items get complete (and reviewable) sooner.",
+    )
+    # Review and gold labels (see `annotations.gold` and `annotations.review`).
+    review_threshold = models.FloatField(
+        default=0.66,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="A complete item goes to review when the share of its annotators who agree "
+        "with the majority is below this (0.66: a 2-of-3 majority passes, 1-of-2 does not).",
+    )
+    review_model_confidence = models.FloatField(
+        null=True,
+        blank=True,
+        default=0.9,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
+        help_text="An item goes to review when the model, before learning its label, gives "
+        "another class at least this probability. Blank: never.",
+    )
+    consensus = models.CharField(
+        max_length=10,
+        choices=Consensus,
+        default=Consensus.MAJORITY,
+        help_text="How an item's gold label is derived when no reviewer decided it.",
+    )
+    quality_threshold = models.FloatField(
+        default=0.7,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Annotators whose accuracy against gold labels is below this are listed "
+        "to project admins on the quality page.",
+    )
     # Progress counters, kept by the services that add items and answers (see `project_recount`).
     item_count = models.PositiveIntegerField(default=0, editable=False)
     complete_count = models.PositiveIntegerField(default=0, editable=False)
@@ -48,6 +84,10 @@ class Project(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_gte_1"),
+            models.CheckConstraint(
+                condition=Q(review_threshold__gte=0.0) & Q(review_threshold__lte=1.0),
+                name="project_review_threshold",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -160,6 +200,9 @@ class Item(models.Model):
     priority = models.FloatField(default=random_priority)
     annotation_count = models.PositiveIntegerField(default=0)
     needs_annotation = models.BooleanField(default=True)
+    # Set for items assigned to named annotators (`ItemAssignment`): only they get the item, and
+    # it is complete when all of them answered. None: the project's overlap, anyone may answer.
+    required_answers = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ItemQuerySet.as_manager()
@@ -178,10 +221,19 @@ class Item(models.Model):
                 condition=Q(needs_annotation=True),
                 name="item_queue_idx",
             ),
+            # Items that have answers and need more, served first when the project says so.
+            models.Index(
+                fields=["project", "-priority", "id"],
+                condition=Q(needs_annotation=True, annotation_count__gt=0),
+                name="item_partial_idx",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.project_id}:{self.external_id}"
+
+    def answers_wanted(self, project: Project) -> int:
+        return self.required_answers or project.overlap
 
 
 class ItemLease(models.Model):
@@ -266,3 +318,151 @@ class AnnotationRevision(models.Model):
 
     def __str__(self) -> str:
         return f"revision of {self.annotation_id}: {self.previous_labels} -> {self.labels}"
+
+
+class ItemAssignment(models.Model):
+    """An item given to a named annotator by a project admin (a calibration set everyone labels,
+    or a slice for one person). Assigned items go only to their assignees, ahead of the queue."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="item_assignments"
+    )
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "user", "item"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "user"], name="assignment_unique"),
+        ]
+        indexes = [models.Index(fields=["project", "user"], name="assignment_user_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.item} assigned to {self.user}"
+
+
+class GoldSource(models.TextChoices):
+    ADJUDICATED = "adjudicated", "Adjudicated by a reviewer"
+    UNANIMOUS = "unanimous", "Unanimous"
+    MAJORITY = "majority", "Majority"
+    CONSENSUS = "consensus", "Weighted consensus"
+    TIE = "tie", "Tie (no gold label)"
+
+
+class GoldLabel(models.Model):
+    """An item's final label, derived from its answers and any review decision
+    (`annotations.gold`). One row per item with at least one non-skipped answer; `labels` is
+    None when there is no gold label (a tie). Export and training read these rows."""
+
+    item = models.OneToOneField(
+        Item, on_delete=models.CASCADE, primary_key=True, related_name="gold"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    labels = models.JSONField(null=True, blank=True)
+    source = models.CharField(max_length=12, choices=GoldSource)
+    agreement = models.FloatField(
+        null=True, blank=True, help_text="Share of the answers equal to the majority answer."
+    )
+    answers = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # The trainer's catch-up: "which gold labels changed since the model I have".
+            models.Index(fields=["project", "updated_at"], name="gold_changed_idx"),
+            # "How many items have a gold label": an index-only count on every training run.
+            models.Index(
+                fields=["project"], condition=Q(labels__isnull=False), name="gold_labelled_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"gold of {self.item_id}: {self.labels} ({self.source})"
+
+
+class Review(models.Model):
+    """An item in (or through) review: why it is there, who holds it, and the decision."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Waiting for review"
+        DECIDED = "decided", "Decided"
+
+    class Reason(models.TextChoices):
+        DISAGREEMENT = "disagreement", "Annotators disagree"
+        MODEL = "model", "The model disagrees"
+        FLAG = "flag", "Flagged"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reviews")
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="review")
+    status = models.CharField(max_length=8, choices=Status, default=Status.OPEN)
+    reasons = models.JSONField(default=list, help_text="`Review.Reason` values, in order.")
+    model_labels = models.JSONField(default=list, blank=True)
+    model_confidence = models.FloatField(null=True, blank=True)
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    flag_note = models.TextField(blank=True)
+    # The reviewer holding the item; a claim stops counting when it expires, like a lease.
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    labels = models.JSONField(null=True, blank=True, help_text="The decided label(s).")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(
+                fields=["project", "created_at", "id"],
+                condition=Q(status="open"),
+                name="review_queue_idx",
+            ),
+            models.Index(fields=["project", "-decided_at"], name="review_decided_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"review of {self.item} ({self.status})"
+
+
+class ReviewEvent(models.Model):
+    """The review log: every flag, decision and reopening, with who, when and what."""
+
+    class Action(models.TextChoices):
+        FLAG = "flag", "Flagged"
+        DECIDE = "decide", "Decided"
+        REOPEN = "reopen", "Reopened"
+
+    review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="review_events"
+    )
+    action = models.CharField(max_length=8, choices=Action)
+    labels = models.JSONField(null=True, blank=True)
+    chosen = models.CharField(
+        max_length=160,
+        blank=True,
+        help_text='Where the decided label came from: "annotator:<name>", "model" or "new".',
+    )
+    candidates = models.JSONField(
+        default=list, blank=True, help_text="The answers and model guess the reviewer saw."
+    )
+    comment = models.TextField(blank=True)
+    client_uuid = models.UUIDField(unique=True, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.review.item_id}"

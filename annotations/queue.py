@@ -20,7 +20,7 @@ from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet,
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotations.models import Annotation, Item, ItemLease, Project
+from annotations.models import Annotation, Item, ItemAssignment, ItemLease, Project
 
 # Candidates locked per round beyond those asked for: some may turn out to be taken by a
 # lease that committed while we were looking.
@@ -52,7 +52,9 @@ def open_items_for(project: Project, user, now: datetime) -> QuerySet[Item]:
     """Items of `project` that `user` has not answered and that still have a free slot,
     in queue order."""
     answered = Annotation.objects.filter(item=OuterRef("pk"), annotator=user)
-    qs = Item.objects.filter(project=project, needs_annotation=True).filter(~Exists(answered))
+    qs = Item.objects.filter(
+        project=project, needs_annotation=True, required_answers__isnull=True
+    ).filter(~Exists(answered))
     others = ItemLease.objects.filter(item=OuterRef("pk"), expires_at__gt=now).exclude(user=user)
     if project.overlap == 1:
         qs = qs.filter(~Exists(others))
@@ -94,8 +96,10 @@ def _open_items_sql(project: Project, user, now: datetime, select: str) -> tuple
             "AND l.user_id <> %s) < %s - i.annotation_count"
         )
         free_params = [when, user.pk, project.overlap]
+    # Items assigned to named annotators (required_answers set) are served by `_assigned_new`.
     sql = (
-        f"SELECT {select} FROM {item} i WHERE i.project_id = %s AND i.needs_annotation AND NOT "
+        f"SELECT {select} FROM {item} i WHERE i.project_id = %s AND i.needs_annotation "
+        "AND i.required_answers IS NULL AND NOT "
         f"EXISTS (SELECT 1 FROM {answer} a WHERE a.item_id = i.id AND a.annotator_id = %s) "
         f"AND {free}"
     )
@@ -139,15 +143,23 @@ def next_items(
         items = [i for i in _my_leased_items(project, user, now) if i.pk not in exclude]
         items = items[:count]
         taken = set(exclude) | {i.pk for i in items}
-        for _ in range(_MAX_ROUNDS):
-            missing = count - len(items)
-            if missing <= 0:
-                break
-            fresh = _lease_new(project, user, now, missing, taken)
-            if fresh is None:  # nothing left
-                break
+        if len(items) < count:
+            fresh = _assigned_new(project, user, count - len(items), taken)
             items.extend(fresh)
             taken.update(i.pk for i in fresh)
+        # Items that already have answers and need more first, when the project says so: they
+        # become complete, and reviewable, sooner. Then the ranked queue.
+        phases = [_PARTIAL, ""] if project.serve_partial_first and project.overlap > 1 else [""]
+        for where in phases:
+            for _ in range(_MAX_ROUNDS):
+                missing = count - len(items)
+                if missing <= 0:
+                    break
+                fresh = _lease_new(project, user, now, missing, taken, where=where)
+                if fresh is None:  # nothing left in this phase
+                    break
+                items.extend(fresh)
+                taken.update(i.pk for i in fresh)
         expires = lease_expiry(now)
         ItemLease.objects.bulk_create(
             [
@@ -161,11 +173,34 @@ def next_items(
     return items
 
 
+_PARTIAL = " AND i.annotation_count > 0"
+
+
+def _assigned_new(project: Project, user, missing: int, taken: set[int]) -> list[Item]:
+    """Up to `missing` open items assigned to `user` that they have not answered, in queue
+    order. Each assignee must answer, so these need no exclusivity between annotators."""
+    item, _, answer = _tables()
+    assignment = connection.ops.quote_name(ItemAssignment._meta.db_table)
+    sql = (
+        f"SELECT i.* FROM {item} i JOIN {assignment} s ON s.item_id = i.id "
+        "WHERE s.project_id = %s AND s.user_id = %s AND i.needs_annotation AND NOT EXISTS "
+        f"(SELECT 1 FROM {answer} a WHERE a.item_id = i.id AND a.annotator_id = %s)"
+    )
+    params: list = [project.pk, user.pk, user.pk]
+    if taken:
+        sql += f" AND i.id NOT IN ({_placeholders(taken)})"
+        params += sorted(taken)
+    sql += f" ORDER BY i.priority DESC, i.id LIMIT {int(missing)}"
+    return list(Item.objects.raw(sql, params))
+
+
 def _lease_new(
-    project: Project, user, now: datetime, missing: int, taken: set[int]
+    project: Project, user, now: datetime, missing: int, taken: set[int], *, where: str = ""
 ) -> list[Item] | None:
-    """Lock up to `missing` open items not in `taken`; None when the queue has none left."""
+    """Lock up to `missing` open items not in `taken` (and matching `where`); None when the
+    queue has none left."""
     sql, params = _open_items_sql(project, user, now, "i.*")
+    sql += where
     if taken:
         sql += f" AND i.id NOT IN ({_placeholders(taken)})"
         params += sorted(taken)

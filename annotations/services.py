@@ -25,14 +25,20 @@ from django.db.models.functions import Coalesce
 
 from annotations import queue
 from annotations.events import publish_progress_on_commit
+from annotations.gold import gold_rebuild, gold_refresh
 from annotations.models import (
     Annotation,
     AnnotationRevision,
+    GoldLabel,
     Item,
+    ItemAssignment,
     ItemLease,
     LabelClass,
     Project,
+    Review,
+    ReviewEvent,
 )
+from curation.models import EvalSample, ItemFeatures
 from curation.worker import request_training_on_commit
 
 
@@ -134,6 +140,7 @@ def annotation_submit(
             created = False
         if delta:
             _count_answer(project, locked, delta)
+        gold_refresh(project, [locked.pk], classes=label_names)
         queue.release_lease(item=locked, user=annotator)
         publish_progress_on_commit(project.pk, locked.pk)
         # The model in the loop learns from this answer once it is committed.
@@ -169,7 +176,7 @@ def _count_answer(project: Project, item: Item, delta: int) -> None:
     """Apply +1/-1 answered annotation to the (locked) item and the project's counters."""
     count = item.annotation_count + delta
     was_open = item.needs_annotation
-    now_open = count < project.overlap
+    now_open = count < item.answers_wanted(project)
     Item.objects.filter(pk=item.pk).update(annotation_count=count, needs_annotation=now_open)
     if was_open != now_open:
         Project.objects.filter(pk=project.pk).update(
@@ -197,7 +204,10 @@ def project_recount(project: Project) -> Project:
         )
         items.update(
             needs_annotation=Case(
-                When(annotation_count__lt=project.overlap, then=Value(True)),
+                When(
+                    annotation_count__lt=Coalesce(F("required_answers"), Value(project.overlap)),
+                    then=Value(True),
+                ),
                 default=Value(False),
             )
         )
@@ -207,6 +217,7 @@ def project_recount(project: Project) -> Project:
         Project.objects.filter(pk=project.pk).update(
             item_count=totals["total"], complete_count=totals["complete"]
         )
+        gold_rebuild(project)
     project.refresh_from_db()
     return project
 
@@ -280,7 +291,9 @@ def _delete_items_bottom_up(items: QuerySet[Item]) -> None:
     delete signals for these models, so the set-wise delete does the same (image files stay on
     disk, as with Django's own delete)."""
     AnnotationRevision.objects.filter(annotation__item__in=items).delete()
-    ItemLease.objects.filter(item__in=items).delete()
+    ReviewEvent.objects.filter(review__item__in=items).delete()
+    for model in (ItemLease, ItemAssignment, GoldLabel, Review, EvalSample, ItemFeatures):
+        model.objects.filter(item__in=items)._raw_delete(model.objects.db)
     answers = Annotation.objects.filter(item__in=items)
     answers._raw_delete(answers.db)
     items._raw_delete(items.db)

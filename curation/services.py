@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.db.models import Max
 
-from annotations.models import Annotation, Project
+from annotations.models import Annotation, GoldLabel, Project
 from curation import agreement, artifacts, trainer
 from curation.learner import IncrementalLearner
 from curation.models import ModelVersion, ProjectTraining
@@ -48,21 +48,21 @@ def current_model(project: Project) -> IncrementalLearner | None:
 
 
 def stale_projects() -> list[int]:
-    """Projects with answers their current model has not seen: lost events, a worker that was
-    down, labels written while Redis was away. One index lookup (annotation_changed_idx) per
+    """Projects with gold labels their current model has not seen: lost events, a worker that
+    was down, labels written while Redis was away. One index lookup (gold_changed_idx) per
     project."""
     trained = dict(ProjectTraining.objects.values_list("project_id", "labels_until"))
     stale = []
     for pid in Project.objects.order_by("id").values_list("id", flat=True):
-        last = Annotation.objects.filter(project_id=pid).aggregate(m=Max("updated_at"))["m"]
+        last = GoldLabel.objects.filter(project_id=pid).aggregate(m=Max("updated_at"))["m"]
         if last is not None and (trained.get(pid) is None or last > trained[pid]):
             stale.append(pid)
     return stale
 
 
 def is_stale(project: Project) -> bool:
-    """True when the project has an answer change its current model has not seen."""
-    last = Annotation.objects.filter(project=project).aggregate(m=Max("updated_at"))["m"]
+    """True when the project has a gold label change its current model has not seen."""
+    last = GoldLabel.objects.filter(project=project).aggregate(m=Max("updated_at"))["m"]
     if last is None:
         return False
     seen = (

@@ -33,7 +33,6 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,7 +47,8 @@ from django.utils import timezone
 from sklearn.preprocessing import normalize
 
 from annotations.events import project_group, publish
-from annotations.models import Annotation, Item, Project
+from annotations.gold import reviews_for_model_disagreement
+from annotations.models import GoldLabel, Item, Project
 from curation import artifacts
 from curation.features import item_features
 from curation.featurizers import Featurizer, featurizer_for
@@ -127,7 +127,7 @@ class ProjectState:
     labels: dict[int, Label] = field(default_factory=dict)
     rows: dict[int, Any] = field(default_factory=dict)  # item id → feature row (1 × d)
     answers: dict[int, int] = field(default_factory=dict)  # item id → non-skipped answers
-    watermark: datetime | None = None  # latest Annotation.updated_at consumed
+    watermark: datetime | None = None  # latest GoldLabel.updated_at consumed
     blocks: list[SampleBlock] = field(default_factory=list)  # the pool sample, oldest first
     runs: int = 0
     pending_eval: list[int] = field(default_factory=list)  # open evaluation items
@@ -201,7 +201,7 @@ def model_status(project: Project) -> dict[str, Any]:
         ProjectTraining.objects.filter(project=project).select_related("current_version").first()
     )
     version = training.current_version if training else None
-    answered = Annotation.objects.filter(project=project, skipped=False).count()
+    answered = GoldLabel.objects.filter(project=project, labels__isnull=False).count()
     if version is None:
         return {
             "version": None,
@@ -273,9 +273,11 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         _drop_from_sample(state, changed)
         clock.lap("catch_up")
         _resolve_eval(project, changed, state)
+        disputed = _disputes(project, state, changed)
         X, y = _training_set(state)
         state.learner.fit(X, y)
         clock.lap("fit")
+        reviews_for_model_disagreement(project, disputed)
         ranked, evals = _rank(project, training, state)
         state.pending_eval = evals
         clock.lap("rank")
@@ -290,10 +292,11 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
 
 
 def _fingerprint(project: Project) -> tuple[int, datetime | None]:
-    """(non-skipped answers, latest change of any answer): a count alone would miss an edit."""
-    answered = Annotation.objects.filter(project=project, skipped=False).count()
-    last = Annotation.objects.filter(project=project).aggregate(m=Max("updated_at"))["m"]
-    return answered, last
+    """(items with a gold label, latest change of any gold row): a count alone would miss an
+    edit. Gold rows change with every answer and every review decision (`annotations.gold`)."""
+    labelled = GoldLabel.objects.filter(project=project, labels__isnull=False).count()
+    last = GoldLabel.objects.filter(project=project).aggregate(m=Max("updated_at"))["m"]
+    return labelled, last
 
 
 def _catch_up(
@@ -310,14 +313,14 @@ def _catch_up(
         # Answers commit out of order: one stamped before the watermark may have committed after
         # the last run read. Re-reading a few seconds back catches it (relabelling is idempotent).
         since = state.watermark - timedelta(seconds=COMMIT_SKEW_SECONDS)
-        recent = Annotation.objects.filter(project=project, updated_at__gte=since)
+        recent = GoldLabel.objects.filter(project=project, updated_at__gte=since)
         changed = set(recent.values_list("item_id", flat=True))
         _relabel(project, state, changed)
     if state.watermark is None or sum(state.answers.values()) != count:
         state.labels.clear()
         state.answers.clear()
         changed = set(
-            Annotation.objects.filter(project=project, skipped=False).values_list(
+            GoldLabel.objects.filter(project=project, labels__isnull=False).values_list(
                 "item_id", flat=True
             )
         )
@@ -334,35 +337,64 @@ def _catch_up(
 
 
 def _relabel(project: Project, state: ProjectState, item_ids: set[int]) -> None:
-    """Recompute the majority label of `item_ids` from all their non-skipped answers.
-
-    With overlap > 1 each item counts once, with its majority: single-label, the most common
-    class (ties to the class listed first); multi-label, each class more than half the item's
-    answers chose. Names no longer in the schema are ignored.
-    """
+    """Take the gold label of `item_ids` (`annotations.gold`: adjudicated, else unanimous, else
+    majority or weighted consensus). Each item counts once, however many answered it; items
+    without a gold label (a tie, or no answer left) leave training. Names no longer in the schema
+    are ignored."""
     if not item_ids:
         return
     classes = state.schema[0]
     rank = {name: i for i, name in enumerate(classes)}
-    given: dict[int, list[list[str]]] = {i: [] for i in item_ids}
     ids = list(item_ids)
+    gold: dict[int, list[str] | None] = {}
     for start in range(0, len(ids), 5000):
-        rows = Annotation.objects.filter(
-            project=project, skipped=False, item_id__in=ids[start : start + 5000]
-        ).values_list("item_id", "labels")
-        for item_id, names in rows:
-            given[item_id].append([n for n in names if n in rank])
-    for item_id, answers in given.items():
+        gold.update(
+            GoldLabel.objects.filter(
+                project=project, item_id__in=ids[start : start + 5000]
+            ).values_list("item_id", "labels")
+        )
+    for item_id in ids:
         state.answers.pop(item_id, None)
         state.labels.pop(item_id, None)
-        if not answers:
+        names = gold.get(item_id)
+        if names is None:
             continue
-        state.answers[item_id] = len(answers)
-        votes = Counter(name for names in answers for name in dict.fromkeys(names))
+        state.answers[item_id] = 1
+        names = [n for n in names if n in rank]
         if project.is_multi_label:
-            state.labels[item_id] = [n for n in classes if 2 * votes[n] > len(answers)]
-        elif votes:
-            state.labels[item_id] = min(votes, key=lambda n: (-votes[n], rank[n]))
+            state.labels[item_id] = names
+        elif names:
+            state.labels[item_id] = names[0]
+
+
+def _disputes(
+    project: Project, state: ProjectState, changed: set[int]
+) -> dict[int, tuple[list[str], float]]:
+    """Newly labelled items whose gold label the model, *before* learning it, contradicts with
+    at least the project's review confidence: likely label errors, sent to review. Predicted by
+    the model of the previous run, so the prediction is out of sample (test-then-train)."""
+    threshold = project.review_model_confidence
+    learner = state.learner
+    ids = [i for i in changed if i in state.labels and i in state.rows]
+    if threshold is None or not ids or learner.is_cold():
+        return {}
+    rows = [state.rows[i] for i in ids]
+    X = sp.vstack(rows, format="csr") if sp.issparse(rows[0]) else np.vstack(rows)
+    proba = learner.predict_proba(X)
+    found = {}
+    for row, item_id in enumerate(ids):
+        p = proba[row]
+        gold = state.labels[item_id]
+        if learner.multi_label:
+            guess = [c for c, q in zip(learner.classes, p, strict=True) if q >= 0.5]
+            sure = min((float(q) if q >= 0.5 else 1 - float(q)) for q in p)
+            if sorted(guess) != sorted(gold) and sure >= threshold:
+                found[item_id] = (guess, round(sure, 4))
+        else:
+            top = int(p.argmax())
+            if learner.classes[top] != gold and p[top] >= threshold:
+                found[item_id] = ([learner.classes[top]], round(float(p[top]), 4))
+    return found
 
 
 def _training_set(state: ProjectState) -> tuple[Any, list[Label]]:

@@ -15,7 +15,8 @@ from django.db import connection
 from django.urls import reverse
 from PIL import Image
 
-from annotations.models import Item, Project
+from annotations.models import Item, Project, Review
+from annotations.review import review_decide
 from annotations.services import add_items_counted, annotation_submit, project_create
 from curation import artifacts
 from curation.featurizers import featurizer_for
@@ -187,7 +188,7 @@ def test_a_cold_model_serves_a_diverse_sample_first(separable, user):
     assert {name for name in WORDS if any(h.startswith(name) for h in head)} == set(WORDS)
 
 
-def test_an_item_labelled_by_three_annotators_trains_on_the_majority(project, user):
+def test_an_item_trains_on_its_gold_label_and_a_tie_waits_for_review(project, user):
     project.overlap = 3
     project.save(update_fields=["overlap"])
     others = [make_user("bob"), make_user("cy")]
@@ -195,13 +196,21 @@ def test_an_item_labelled_by_three_annotators_trains_on_the_majority(project, us
     label(items[0], user, ["negative"])
     label(items[0], others[0], ["neutral"])
     label(items[0], others[1], ["neutral"])
-    label(items[1], user, ["positive"])  # a tie on items[1]: first class in the schema wins
+    label(items[1], user, ["positive"])  # a tie on items[1]: no gold label until a decision
     label(items[1], others[0], ["negative"])
+    label(items[1], others[1], ["neutral"])
 
     version = train_project_once(project)
 
+    assert version.labels_used == 1
+    assert version.class_balance == {"positive": 0, "negative": 0, "neutral": 1}
+
+    review = Review.objects.get(item=items[1])
+    review_decide(project=project, review_id=review.pk, reviewer=others[1], labels=["negative"])
+    version = train_project_once(project)
+
     assert version.labels_used == 2
-    assert version.class_balance == {"positive": 1, "negative": 0, "neutral": 1}
+    assert version.class_balance == {"positive": 0, "negative": 1, "neutral": 1}
 
 
 def test_multi_label_items_train_on_the_classes_most_annotators_chose(db, user):
