@@ -17,6 +17,7 @@ Role = Membership.Role
 ANNOTATE = frozenset({Role.ANNOTATOR, Role.REVIEWER, Role.ADMIN})
 VIEW = ANNOTATE
 EXPORT = frozenset({Role.REVIEWER, Role.ADMIN})
+REVIEW = frozenset({Role.REVIEWER, Role.ADMIN})
 MANAGE = frozenset({Role.ADMIN})
 
 

@@ -93,6 +93,12 @@ class Project(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        if self.consensus == self.Consensus.CROWDLAB and self.is_multi_label:
+            raise ValidationError(
+                {"consensus": "Weighted consensus (CROWDLAB) is for single-label projects only."}
+            )
+
     @property
     def is_multi_label(self) -> bool:
         return self.labeling_mode == self.LabelingMode.MULTI
