@@ -20,12 +20,14 @@ from typing import Any, NamedTuple
 from django.contrib.auth import get_user_model
 from django.utils.text import slugify
 
-from annotations.models import Annotation, Item, Project
+from annotations.models import Annotation, GoldLabel, Item, Project
 
 CHUNK_ITEMS = 1000
 CSV_COLUMNS = (
     "item_id",
     "external_id",
+    "gold_labels",
+    "gold_source",
     "annotator",
     "labels",
     "skipped",
@@ -53,6 +55,13 @@ class ExportItem(NamedTuple):
     image: str  # the stored file's name, for image projects
     metadata: Any
     answers: list[Answer]
+    gold: Gold | None
+
+
+class Gold(NamedTuple):
+    labels: list[str] | None  # None: no gold label yet (a tie waiting for review)
+    source: str
+    agreement: float | None
 
 
 class Answer(NamedTuple):
@@ -65,7 +74,7 @@ class Answer(NamedTuple):
 
 
 def export_items(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[ExportItem]:
-    """The project's items in id order with their annotations (oldest first).
+    """The project's items in id order with their annotations (oldest first) and gold label.
 
     One query walks the items (a server-side cursor on PostgreSQL, read `chunk_size` rows at a
     time); each chunk's annotations come in one more query over the chunk's id range. Plain
@@ -98,8 +107,16 @@ def _with_answers(project: Project, rows: list[tuple], username: str) -> Iterato
         )
     ):
         answers[item_id].append(Answer(*values))
+    gold = {
+        item_id: Gold(*values)
+        for item_id, *values in GoldLabel.objects.filter(
+            project=project, item_id__gte=first, item_id__lte=last
+        ).values_list("item_id", "labels", "source", "agreement")
+    }
     for item_id, external_id, text, image, metadata in rows:
-        yield ExportItem(item_id, external_id, text, image, metadata, answers.get(item_id, []))
+        yield ExportItem(
+            item_id, external_id, text, image, metadata, answers.get(item_id, []), gold.get(item_id)
+        )
 
 
 def export_filename(project: Project, fmt: str) -> str:
@@ -108,7 +125,9 @@ def export_filename(project: Project, fmt: str) -> str:
 
 
 def jsonl_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
-    """One JSON object a line: item_id, external_id, text (or image), metadata, annotations."""
+    """One JSON object a line: item_id, external_id, text (or image), metadata, gold (the final
+    label: labels, source — adjudicated, unanimous, majority, consensus or tie — and agreement;
+    null for an item nobody answered), annotations."""
     is_image = project.item_kind == Project.ItemKind.IMAGE
     lines: list[str] = []
     for item in export_items(project, chunk_size=chunk_size):
@@ -118,6 +137,7 @@ def jsonl_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator
         else:
             record["text"] = item.text
         record["metadata"] = item.metadata
+        record["gold"] = item.gold._asdict() if item.gold else None
         record["annotations"] = [
             {
                 "annotator": a.annotator,
@@ -138,21 +158,27 @@ def jsonl_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator
 
 
 def csv_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
-    """A header, then one row per (item, annotation); an item nobody labelled gets one row
-    with an empty annotator. Labels are joined by "|". Every user-controlled cell is
-    neutralised against formula injection."""
+    """A header, then one row per (item, annotation), each with the item's gold label; an item
+    nobody labelled gets one row with an empty annotator. Labels are joined by "|". Every
+    user-controlled cell is neutralised against formula injection."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     for count, item in enumerate(export_items(project, chunk_size=chunk_size), 1):
         external_id = safe_cell(item.external_id)
+        gold = item.gold
+        gold_cells = [
+            safe_cell("|".join(gold.labels)) if gold and gold.labels is not None else "",
+            gold.source if gold else "",
+        ]
         if not item.answers:
-            writer.writerow([item.id, external_id, "", "", "", "", ""])
+            writer.writerow([item.id, external_id, *gold_cells, "", "", "", "", ""])
         for a in item.answers:
             writer.writerow(
                 [
                     item.id,
                     external_id,
+                    *gold_cells,
                     safe_cell(a.annotator),
                     safe_cell("|".join(a.labels)),
                     "true" if a.skipped else "false",

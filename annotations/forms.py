@@ -43,3 +43,34 @@ def parse_ids(raw: str) -> frozenset[int]:
     if len(ids) > 50:
         raise forms.ValidationError("Too many item ids.")
     return frozenset(ids)
+
+
+class DecideForm(forms.Form):
+    """A reviewer's decision on the item under review. `client_uuid` is rendered with the form,
+    so a decision sent twice (a double Enter, a retry) is stored once."""
+
+    labels = forms.MultipleChoiceField(required=False, choices=())
+    comment = forms.CharField(required=False, max_length=2000, strip=True)
+    client_uuid = forms.UUIDField()
+    exclude = forms.CharField(required=False)
+
+    def __init__(self, *args, label_names: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["labels"].choices = [(n, n) for n in label_names]
+
+    def clean_exclude(self) -> frozenset[int]:
+        return parse_ids(self.cleaned_data.get("exclude") or "")
+
+
+class ReviewActionForm(forms.Form):
+    """Skip or reopen: the review queue state the page carries, and an optional comment."""
+
+    comment = forms.CharField(required=False, max_length=2000, strip=True)
+    exclude = forms.CharField(required=False)
+
+    def clean_exclude(self) -> frozenset[int]:
+        return parse_ids(self.cleaned_data.get("exclude") or "")
+
+
+class FlagForm(forms.Form):
+    note = forms.CharField(required=False, max_length=2000, strip=True)

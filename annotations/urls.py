@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations.views import annotate, data, media, projects
+from annotations.views import annotate, data, media, projects, review
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
@@ -11,6 +11,21 @@ urlpatterns = [
     path("<int:pk>/annotate/heartbeat/", annotate.annotate_heartbeat, name="annotate_heartbeat"),
     path("<int:pk>/annotate/items/<int:item_pk>/", annotate.annotate_item, name="annotate_item"),
     path("<int:pk>/items/<int:item_pk>/image/", media.item_image, name="item_image"),
+    path("<int:pk>/items/<int:item_pk>/flag/", review.item_flag, name="item_flag"),
+    path("<int:pk>/review/", review.review_page, name="review"),
+    path("<int:pk>/review/heartbeat/", review.review_heartbeat, name="review_heartbeat"),
+    path("<int:pk>/review/<int:review_pk>/", review.review_detail, name="review_detail"),
+    path(
+        "<int:pk>/review/<int:review_pk>/decide/",
+        review.review_decide_view,
+        name="review_decide",
+    ),
+    path("<int:pk>/review/<int:review_pk>/skip/", review.review_skip_view, name="review_skip"),
+    path(
+        "<int:pk>/review/<int:review_pk>/reopen/",
+        review.review_reopen_view,
+        name="review_reopen",
+    ),
     path("<int:pk>/import/", data.project_import, name="project_import"),
     path("<int:pk>/export.jsonl", data.project_export_jsonl, name="project_export_jsonl"),
     path("<int:pk>/export.csv", data.project_export_csv, name="project_export_csv"),

@@ -22,7 +22,7 @@ from curation.models import EvalSample, ProjectTraining, Suggestions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["suggestions_for"]
+__all__ = ["predictions_for", "suggestions_for"]
 
 _models: dict[int, tuple[int, IncrementalLearner]] = {}
 _lock = threading.Lock()
@@ -51,9 +51,33 @@ def suggestions_for(project: Project, items: Sequence[Item]) -> tuple[str, dict[
         )
     )
     wanted = [i.pk for i in items if i.pk not in held_out]
-    X, kept = item_features(project, featurizer_for(project.item_kind), wanted)
+    return mode, _predict(project, learner, wanted)
+
+
+def predictions_for(project: Project, items: Sequence[Item]) -> dict[int, dict]:
+    """The current model's prediction for each item, whatever the suggestion mode, with every
+    class's probability (`proba`), for reviewers. Empty while there is no model or it is cold."""
+    row = (
+        ProjectTraining.objects.filter(project=project)
+        .values("current_version__version", "current_version__metrics")
+        .first()
+    )
+    if not row or not items or row["current_version__version"] is None:
+        return {}
+    if (row["current_version__metrics"] or {}).get("cold", True):
+        return {}
+    learner = _learner(project, row["current_version__version"])
+    if learner is None:
+        return {}
+    return _predict(project, learner, [i.pk for i in items], with_proba=True)
+
+
+def _predict(
+    project: Project, learner: IncrementalLearner, ids: list[int], *, with_proba: bool = False
+) -> dict[int, dict[str, Any]]:
+    X, kept = item_features(project, featurizer_for(project.item_kind), ids)
     if not kept:
-        return mode, {}
+        return {}
     proba = learner.predict_proba(X)
     out: dict[int, dict[str, Any]] = {}
     for row_index, item_id in enumerate(kept):
@@ -65,7 +89,11 @@ def suggestions_for(project: Project, items: Sequence[Item]) -> tuple[str, dict[
             labels = [learner.classes[int(p.argmax())]]
             confidence = float(p.max())
         out[item_id] = {"labels": labels, "p": round(confidence, 3)}
-    return mode, out
+        if with_proba:
+            out[item_id]["proba"] = {
+                c: round(float(q), 3) for c, q in zip(learner.classes, p, strict=True)
+            }
+    return out
 
 
 def _learner(project: Project, number: int) -> IncrementalLearner | None:

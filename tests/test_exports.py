@@ -93,6 +93,8 @@ def test_jsonl_has_one_line_per_item_with_each_annotators_answer(project, labell
         }
     ]
     assert all(r["annotations"] == [] for r in records[2:])
+    assert first["gold"] == {"labels": None, "source": "tie", "agreement": 0.5}
+    assert records[1]["gold"] is None  # skipped only: no gold label
 
 
 def test_an_edited_answer_is_exported_as_it_stands_now(project, labelled, annotator):
@@ -112,12 +114,17 @@ def test_csv_has_a_row_per_answer_and_one_empty_row_per_unlabelled_item(project,
     ]
     assert t0_rows[0]["item_id"] == str(labelled["t0"].pk)
     assert t0_rows[0]["created_at"] == labelled["first"].created_at.isoformat()
+    # Two answers, two classes: a tie has no gold label until a reviewer decides.
+    assert {(r["gold_labels"], r["gold_source"]) for r in t0_rows} == {("", "tie")}
     [t1] = [r for r in rows if r["external_id"] == "t1"]
     assert (t1["annotator"], t1["labels"], t1["skipped"]) == ("annie", "", "true")
+    assert (t1["gold_labels"], t1["gold_source"]) == ("", "")
     [t5] = [r for r in rows if r["external_id"] == "t5"]
     assert t5 == {
         "item_id": str(Item.objects.get(project=project, external_id="t5").pk),
         "external_id": "t5",
+        "gold_labels": "",
+        "gold_source": "",
         "annotator": "",
         "labels": "",
         "skipped": "",
