@@ -23,7 +23,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from PIL import Image
 
-from annotations.models import Item, Membership, Project
+from annotations.models import Item, Membership, Project, Review
+from annotations.review import review_flag
 from annotations.services import annotation_submit
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
@@ -72,8 +73,14 @@ EXPECT: dict[str, Rule] = {
     "item_image": Rule(GET, ANY_MEMBER),
     # Import and export
     "project_import": Rule(GET_POST, ADMIN_ONLY),
+    # Managing the project: settings, members, item assignments
+    "project_settings": Rule(GET_POST, ADMIN_ONLY),
+    "project_members": Rule(GET_POST, ADMIN_ONLY),
+    "project_assignments": Rule(GET_POST, ADMIN_ONLY),
     "project_export_jsonl": Rule(GET, REVIEWER_UP),
     "project_export_csv": Rule(GET, REVIEWER_UP),
+    # Quality: agreement and annotator accuracy
+    "project_quality": Rule(GET, REVIEWER_UP),
     # The API (DRF): anonymous gets 401/403 instead of a login redirect
     "api-token": Rule(POST, PUBLIC),  # username + password in, token out
     "api-project-list": Rule(GET, LOGGED_IN),  # lists only the caller's projects
@@ -83,6 +90,21 @@ EXPECT: dict[str, Rule] = {
     "api-next-items": Rule(GET, ANY_MEMBER),
     "api-annotation-list": Rule(GET_POST, ANY_MEMBER),
     "api-agreement": Rule(GET, REVIEWER_UP),  # annotators never see each other's work
+    "api-quality": Rule(GET, REVIEWER_UP),
+    # Review: reviewers and project admins
+    "item_flag": Rule(POST, REVIEWER_UP),
+    "review": Rule(GET, REVIEWER_UP),
+    "review_heartbeat": Rule(POST, REVIEWER_UP),
+    "review_detail": Rule(GET, REVIEWER_UP),
+    "review_decide": Rule(POST, REVIEWER_UP),
+    "review_skip": Rule(POST, REVIEWER_UP),
+    "review_reopen": Rule(POST, REVIEWER_UP),
+    "api-review-list": Rule(GET, REVIEWER_UP),
+    "api-review-next": Rule(POST, REVIEWER_UP),
+    "api-review-detail": Rule(GET, REVIEWER_UP),
+    "api-review-decision": Rule(POST, REVIEWER_UP),
+    "api-review-reopen": Rule(POST, REVIEWER_UP),
+    "api-item-flag": Rule(POST, REVIEWER_UP),
 }
 
 # Prefixes of routes tested elsewhere or not views of this app.
@@ -142,12 +164,14 @@ class World:
     item: Item  # an image item of `project` every member has answered
     other_item: Item  # an item of another project
     users: dict[str, object]
+    review: Review  # `item`, flagged for review
 
 
 KWARG_FILLERS: dict[str, Callable[[World], object]] = {
     "pk": lambda w: w.project.pk,
     "project_pk": lambda w: w.project.pk,
     "item_pk": lambda w: w.item.pk,
+    "review_pk": lambda w: w.review.pk,
     "fmt": lambda w: "csv",
     "format": lambda w: "json",  # DRF's format-suffix variants of API routes
 }
@@ -173,6 +197,8 @@ def world(settings, tmp_path, project, other_project, annotator, reviewer, proje
     item.save()
     for user in (annotator, reviewer, project_admin):
         annotation_submit(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
+    item.project = project
+    review = review_flag(item=item, user=project_admin, note="check the crop")
     return World(
         project=project,
         other_project=other_project,
@@ -185,6 +211,7 @@ def world(settings, tmp_path, project, other_project, annotator, reviewer, proje
             "reviewer": reviewer,
             "project_admin": project_admin,
         },
+        review=review,
     )
 
 

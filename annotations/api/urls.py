@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.authtoken.views import obtain_auth_token
 
-from annotations.api import views
+from annotations.api import review, views
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
@@ -19,6 +19,29 @@ urlpatterns = [
     ),
     path("projects/<int:pk>/next/", views.NextItems.as_view(), name="api-next-items"),
     path("projects/<int:pk>/agreement/", views.Agreement.as_view(), name="api-agreement"),
+    path("projects/<int:pk>/quality/", views.Quality.as_view(), name="api-quality"),
+    path("projects/<int:pk>/reviews/", review.ReviewList.as_view(), name="api-review-list"),
+    path("projects/<int:pk>/reviews/next/", review.ReviewNext.as_view(), name="api-review-next"),
+    path(
+        "projects/<int:pk>/reviews/<int:review_pk>/",
+        review.ReviewDetail.as_view(),
+        name="api-review-detail",
+    ),
+    path(
+        "projects/<int:pk>/reviews/<int:review_pk>/decision/",
+        review.ReviewDecision.as_view(),
+        name="api-review-decision",
+    ),
+    path(
+        "projects/<int:pk>/reviews/<int:review_pk>/reopen/",
+        review.ReviewReopen.as_view(),
+        name="api-review-reopen",
+    ),
+    path(
+        "projects/<int:pk>/items/<int:item_pk>/flag/",
+        review.ItemFlag.as_view(),
+        name="api-item-flag",
+    ),
     path(
         "projects/<int:pk>/annotations/",
         views.AnnotationList.as_view(),

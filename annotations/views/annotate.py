@@ -60,7 +60,12 @@ def _card_context(project: Project, items: list[Item], *, reopened: dict | None 
     cards = [
         {"item": i, "labels": reopened.get(i.pk), "suggest": suggested.get(i.pk)} for i in items
     ]
-    return {"project": project, "cards": cards, "suggestion_mode": mode}
+    return {
+        "project": project,
+        "cards": cards,
+        "suggestion_mode": mode,
+        "can_flag": access.can(project, access.REVIEW),
+    }
 
 
 @require_GET
