@@ -1,0 +1,98 @@
+"""Review in a real browser: three annotators disagree on an item, it appears in the review queue,
+a reviewer resolves it with the keyboard, and the export holds the gold label."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from annotations.models import Membership, Review, ReviewEvent
+from annotations.services import project_set_overlap
+from tests.test_browser import (  # noqa: F401 (fixtures)
+    CURRENT,
+    DOCS,
+    annotate_url,
+    browser,
+    current_ext_id,
+    expect,
+    labels_by_external_id,
+    member,
+    open_page,
+    reviews,
+    wait_until,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fast_passwords"),
+]
+
+
+def label_first_item(open_page, project, user, key: str) -> None:  # noqa: F811
+    page = open_page(user, annotate_url(project))
+    expect(current_ext_id(page)).to_have_text("review-0")
+    page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    expect(page.locator(f"{CURRENT} .ext-id")).not_to_have_text("review-0")
+    wait_until(page, lambda: "review-0" in labels_by_external_id(project, user), "saved")
+
+
+def test_three_annotators_disagree_and_a_reviewer_resolves_it_by_keyboard(open_page, reviews):  # noqa: F811
+    project = project_set_overlap(reviews, 3)
+    annotators = [member(project, name) for name in ("annie", "bo", "cy")]
+    rita = member(project, "rita", Membership.Role.REVIEWER)
+    # Each annotator gets review-0 first (the highest priority, then partly answered first),
+    # and each says something else: positive (1), negative (2), neutral (its own key u).
+    for user, key in zip(annotators, ["1", "2", "u"], strict=True):
+        label_first_item(open_page, project, user, key)
+    review = Review.objects.get(item__external_id="review-0")
+    assert review.reasons == ["disagreement"]
+
+    page = open_page(rita, f"/projects/{project.pk}/review/")
+    card = page.locator("#review-main")
+    expect(card.locator(".review-card .ext-id")).to_have_text("review-0")
+    expect(card.locator(".tag-warn")).to_have_text("annotators disagree")
+    expect(card.locator("li.candidate .candidate-who")).to_have_text(["annie", "bo", "cy"])
+    expect(page.locator("#review-counts")).to_contain_text("1 waiting")
+
+    page.keyboard.press("ArrowDown")  # annie's answer
+    page.keyboard.press("ArrowDown")  # bo's: negative
+    negative = page.locator("#decide-form label.choice").filter(
+        has=page.locator('input[value="negative"]')
+    )
+    expect(negative).to_have_class("choice on")
+    expect(card.locator("li.candidate.match .candidate-who")).to_have_text("bo")
+    page.keyboard.press("/")
+    page.keyboard.type("Ends on a complaint about support.")
+    page.keyboard.press("Escape")
+    page.screenshot(path=str(DOCS / "review.png"))
+    page.keyboard.press("Enter")
+
+    expect(page.locator("#review-main .alert-ok")).to_contain_text("review-0 → negative")
+    expect(page.locator("#review-main .card.empty")).to_contain_text("Nothing to review")
+    expect(page.locator("#recent-decisions")).to_contain_text("review-0")
+    review.refresh_from_db()
+    assert review.status == Review.Status.DECIDED
+    assert (review.labels, review.decided_by, review.comment) == (
+        ["negative"],
+        rita,
+        "Ends on a complaint about support.",
+    )
+    event = ReviewEvent.objects.get(review=review, action="decide")
+    assert event.chosen == "annotator:bo"
+    assert [c["labels"] for c in event.candidates] == [["positive"], ["negative"], ["neutral"]]
+
+    response = page.request.get(f"/projects/{project.pk}/export.jsonl")
+    assert response.ok
+    records = {
+        r["external_id"]: r for r in map(json.loads, response.text().strip().splitlines())
+    }
+    assert records["review-0"]["gold"] == {
+        "labels": ["negative"],
+        "source": "adjudicated",
+        "agreement": pytest.approx(1 / 3),
+    }
+    assert len(records["review-0"]["annotations"]) == 3
