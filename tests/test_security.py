@@ -21,6 +21,7 @@ from PIL import Image
 
 from annotations import queue
 from annotations.models import Item, Membership, Project
+from annotations.review import review_flag
 from annotations.services import add_items_counted, annotation_submit, project_create
 from tests.conftest import PASSWORD, make_user
 
@@ -348,3 +349,20 @@ def test_production_without_a_secret_key_refuses_to_start(tmp_path):
 def test_a_project_name_with_markup_is_stored_verbatim(evil):
     project, _, _ = evil
     assert Project.objects.get(pk=project.pk).name == f"Team {SCRIPT}"
+
+
+def test_the_review_pages_show_items_answers_flags_and_comments_as_text(client, evil):
+    project, user, first = evil
+    flagged = review_flag(item=first, user=user, note=f"look {SCRIPT}")
+    client.force_login(user)
+    html = client.get(reverse("review", args=[project.pk])).content.decode()
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; body 0" in html  # the item
+    assert "look &lt;script&gt;" in html  # the flag note
+    assert_shown_as_text(html, "review page")
+    client.post(
+        reverse("review_decide", args=[project.pk, flagged.pk]),
+        {"labels": [IMG], "comment": f"why {IMG}", "client_uuid": str(uuid.uuid4())},
+    )
+    detail = client.get(reverse("review_detail", args=[project.pk, flagged.pk])).content.decode()
+    assert "why &lt;img src=x onerror=alert(1)&gt;" in detail
+    assert_shown_as_text(detail, "review detail page")
