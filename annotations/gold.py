@@ -155,7 +155,8 @@ def _settle_disagreement(
     project: Project, item_id: int, review: Review | None, gold: Gold | None, *, complete: bool
 ) -> None:
     """Open a review for a disagreement, or drop the reason when the answers now agree (an
-    open review left with no reason, and no one holding it, is removed)."""
+    open review left with no reason and no history is removed, even while a reviewer holds it:
+    their decision is then answered "no longer needs review")."""
     disagree = needs_review_for_disagreement(project, gold, complete=complete)
     reason = Review.Reason.DISAGREEMENT
     if review is None:

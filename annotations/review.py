@@ -134,12 +134,10 @@ def review_release(*, review: Review, reviewer) -> None:
 
 
 def _locked(project: Project, review_id: int) -> Review:
-    review = (
-        Review.objects.select_for_update(of=("self",))
-        .select_related("decided_by", "claimed_by")
-        .filter(project=project, pk=review_id)
-        .first()
-    )
+    # No select_related: when the row was locked by a concurrent decision, PostgreSQL re-reads
+    # only the locked row, so joined users would be those of the old row (none): the conflict
+    # message would not name the reviewer who decided. The users load by id, when needed.
+    review = Review.objects.select_for_update().filter(project=project, pk=review_id).first()
     if review is None:
         raise Review.DoesNotExist("No such review in this project.")
     return review
@@ -258,12 +256,14 @@ def review_reopen(*, project: Project, review_id: int, user, comment: str = "") 
 
 
 def review_flag(*, item: Item, user, note: str = "") -> Review:
-    """Send an item to review by hand. A decided item is reopened (and the flag recorded)."""
+    """Send an item to review by hand. A decided item is reopened: its gold label is derived
+    from the answers again, and the flag event keeps the decision it undid."""
     project = item.project
     note = (note or "").strip()
     with transaction.atomic():
         Item.objects.select_for_update().filter(pk=item.pk).first()  # one flag at a time
         review = Review.objects.filter(item=item).first()
+        undone = None
         if review is None:
             review = Review.objects.create(
                 project=project,
@@ -273,7 +273,7 @@ def review_flag(*, item: Item, user, note: str = "") -> Review:
                 flag_note=note,
             )
         else:
-            was_decided = review.status == Review.Status.DECIDED
+            undone = review.labels if review.status == Review.Status.DECIDED else None
             if Review.Reason.FLAG not in review.reasons:
                 review.reasons = [*review.reasons, Review.Reason.FLAG]
             review.flagged_by = user
@@ -282,11 +282,29 @@ def review_flag(*, item: Item, user, note: str = "") -> Review:
             review.labels = None
             review.decided_by = None
             review.decided_at = None
-            review.save()
-            if was_decided:
+            review.comment = ""
+            review.save(
+                update_fields=[
+                    "reasons",
+                    "flagged_by",
+                    "flag_note",
+                    "status",
+                    "labels",
+                    "decided_by",
+                    "decided_at",
+                    "comment",
+                    "updated_at",
+                ]
+            )
+            if undone is not None:
                 gold_refresh(project, [item.pk])
                 request_training_on_commit(project.pk)
+        # A flag on a decided item undoes the decision: the event keeps the labels it undid.
         ReviewEvent.objects.create(
-            review=review, actor=user, action=ReviewEvent.Action.FLAG, comment=note
+            review=review,
+            actor=user,
+            action=ReviewEvent.Action.FLAG,
+            comment=note,
+            labels=undone,
         )
     return review

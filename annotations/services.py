@@ -109,6 +109,14 @@ def annotation_submit(
             if replay.item_id != locked.pk or replay.annotator_id != annotator.pk:
                 raise ValidationError({"client_uuid": "This submission id was already used."})
             return SubmitResult(annotation=replay, created=False, changed=False)
+        if (
+            existing is None
+            and locked.required_answers is not None
+            and not ItemAssignment.objects.filter(item=locked, user=annotator).exists()
+        ):
+            raise ValidationError(
+                {"item": "This item is assigned to named annotators, and you are not one of them."}
+            )
 
         if existing is None:
             annotation = Annotation.objects.create(

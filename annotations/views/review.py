@@ -177,6 +177,10 @@ def review_decide_view(request: HttpRequest, pk: int, review_pk: int) -> HttpRes
         return _after_action(
             request, project, data["exclude"], error=f"{review.item.external_id}: {exc}"
         )
+    except Review.DoesNotExist:
+        # Removed meanwhile: the answers were changed until they agree.
+        error = f"{review.item.external_id} no longer needs review: its answers now agree."
+        return _after_action(request, project, data["exclude"], error=error)
     except ValidationError as exc:
         problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
         return _after_action(request, project, data["exclude"], error=problems)
@@ -211,7 +215,7 @@ def review_reopen_view(request: HttpRequest, pk: int, review_pk: int) -> HttpRes
             user=request.user,
             comment=form.cleaned_data["comment"],
         )
-    except ReviewConflict as exc:
+    except (ReviewConflict, Review.DoesNotExist) as exc:
         error = f"{review.item.external_id}: {exc}"
         return _after_action(request, project, form.cleaned_data["exclude"], error=error)
     return _after_action(
