@@ -108,6 +108,22 @@ class ProjectTraining(models.Model):
         default=0, help_text="Non-skipped annotations counted at the last training."
     )
     trained_at = models.DateTimeField(null=True, blank=True)
+    # The last weighted consensus (`curation.consensus`), for projects that use it.
+    annotator_quality = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Per annotator, lowest quality first: id, username, quality, agreement with "
+        "the consensus, worst class and answers, as measured by the last weighted consensus.",
+    )
+    consensus_at = models.DateTimeField(null=True, blank=True)
+    consensus_answers = models.PositiveIntegerField(
+        default=0, help_text="Non-skipped annotations counted at the last weighted consensus."
+    )
+    consensus_note = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Why the last weighted consensus fell back to the majority, if it did.",
+    )
 
     class Meta:
         constraints = [

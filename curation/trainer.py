@@ -49,7 +49,7 @@ from sklearn.preprocessing import normalize
 from annotations.events import project_group, publish
 from annotations.gold import reviews_for_model_disagreement
 from annotations.models import GoldLabel, Item, Project
-from curation import artifacts
+from curation import artifacts, consensus
 from curation.features import item_features
 from curation.featurizers import Featurizer, featurizer_for
 from curation.learner import IncrementalLearner, wilson_interval
@@ -137,6 +137,7 @@ class ProjectState:
 _states: dict[int, ProjectState] = {}
 _background: list[threading.Thread] = []
 _estimating: set[int] = set()
+_consensus_running: set[int] = set()
 _background_lock = threading.Lock()
 _rng = np.random.default_rng()
 
@@ -187,12 +188,13 @@ def _after_announcement(project: Project, state: ProjectState, result: TrainingR
     """Work the annotators need not wait for: predictions for the evaluation items just placed
     (before any of their labels can be processed: this worker handles the next request only
     after this), the pool sample's growth or rotation, and, now and then, the accuracy
-    estimate."""
+    estimate and the weighted consensus (both in the background)."""
     started = time.perf_counter()
     _predict_eval(project, state, state.pending_eval, result.version.version)
     _grow_sample(project, state, check=state.runs % SAMPLE_CHECK_RUNS == 0)
     result.timings_ms["after"] = round((time.perf_counter() - started) * 1000, 2)
     _estimate_accuracy(project, state, result)
+    _consensus_later(project)
 
 
 def model_status(project: Project) -> dict[str, Any]:
@@ -935,8 +937,48 @@ def _estimate_in_background(
         connection.close()
 
 
+def _consensus_later(project: Project) -> None:
+    """Refresh a crowdlab project's weighted consensus (`curation.consensus`) in a background
+    thread when its answers grew enough since the last one: CROWDLAB over every answered item
+    takes seconds on large projects, and annotators must not wait for it. One per project at a
+    time. The gold rows it changes are newer than the model, so the next run (the next label,
+    or the worker's sweep) retrains on them."""
+    try:
+        due = consensus.consensus_due(project)
+    except Exception:
+        logger.exception("could not tell whether project %s needs a consensus", project.pk)
+        return
+    with _background_lock:
+        if not due or project.pk in _consensus_running:
+            return
+        _consensus_running.add(project.pk)
+    thread = threading.Thread(
+        target=_consensus_in_background,
+        args=(project.pk,),
+        name=f"consensus-{project.pk}",
+        daemon=True,
+    )
+    with _background_lock:
+        _background.append(thread)
+    thread.start()
+
+
+def _consensus_in_background(project_id: int) -> None:
+    try:
+        project = Project.objects.filter(pk=project_id).first()
+        if project is not None and consensus.consensus_due(project):  # still a crowdlab project
+            consensus.consensus_update(project)
+    except Exception:
+        logger.exception("weighted consensus for project %s failed", project_id)
+    finally:
+        with _background_lock:
+            _consensus_running.discard(project_id)
+        connection.close()
+
+
 def wait_for_background(timeout: float = 30.0) -> None:
-    """Join the background accuracy estimates (tests and benchmarks, before the database goes)."""
+    """Join the background accuracy estimates and consensus runs (tests and benchmarks, before
+    the database goes)."""
     with _background_lock:
         threads = list(_background)
         _background.clear()
