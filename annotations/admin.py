@@ -1,7 +1,9 @@
 """Django admin for projects, their schema and members, items, leases and annotations.
 
 Writes that touch progress go through the services (`project_set_overlap`, `project_recount`,
-`add_items_counted`) so the counters on Project and Item stay exact whatever the admin does.
+`add_items_counted`, `assignments_delete`) so the counters on Project and Item stay exact
+whatever the admin does; gold labels, reviews and their log are written by the review services
+only, so they are read-only here.
 Every value shown comes from user input somewhere, so HTML is only ever built with
 `format_html` (which escapes its arguments). The item pages stay fast at a million rows:
 no full counts, an estimated count for the unfiltered list, and summarised delete pages.
@@ -15,7 +17,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.forms import BaseInlineFormSet
 from django.http import FileResponse, Http404, HttpRequest
 from django.urls import NoReverseMatch, path, reverse
@@ -25,16 +27,24 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from annotations import services
+from annotations.assignments import assignment_remove, assignments_delete
+from annotations.gold import gold_rebuild
 from annotations.models import (
     Annotation,
     AnnotationRevision,
+    GoldLabel,
     Item,
+    ItemAssignment,
     ItemLease,
     LabelClass,
     Membership,
     Project,
+    Review,
+    ReviewEvent,
 )
+from annotations.review import review_flag
 from annotations.views.media import serve_item_image
+from curation.models import ProjectTraining
 
 admin.site.site_header = "dataprepops administration"
 admin.site.site_title = "dataprepops admin"
@@ -42,6 +52,8 @@ admin.site.site_title = "dataprepops admin"
 # Deleting more objects than this shows counts on the confirmation page instead of listing
 # every object (which would never finish rendering for a large project).
 _LIST_DELETED_UP_TO = 100
+# Items flagged by one admin action: each is a small transaction of its own.
+_FLAG_UP_TO = 1000
 
 
 def _link_if_route(label: str, name: str, *args) -> tuple[str, str] | None:
@@ -124,6 +136,22 @@ class MembershipInline(admin.TabularInline):
     extra = 0
 
 
+class ProjectTrainingInline(admin.StackedInline):
+    model = ProjectTraining
+    verbose_name = verbose_name_plural = "model in the loop"
+    fields = ["strategy", "exploration", "eval_share", "suggestions"]
+    can_delete = False
+    max_num = 1
+
+
+def _members_removed(memberships: Iterable[Membership]) -> None:
+    """Before memberships go: their assignments and leases, which only members may hold (an
+    item assigned to someone who left would wait for them forever)."""
+    for m in memberships:
+        assignment_remove(project=m.project, users=[m.user])
+        ItemLease.objects.filter(project=m.project, user=m.user).delete()
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = [
@@ -136,13 +164,24 @@ class ProjectAdmin(admin.ModelAdmin):
         "remaining",
         "progress",
     ]
-    list_filter = ["item_kind", "labeling_mode"]
+    list_filter = ["item_kind", "labeling_mode", "consensus"]
     search_fields = ["name", "description"]
-    inlines = [LabelClassInline, MembershipInline]
+    inlines = [LabelClassInline, MembershipInline, ProjectTrainingInline]
     readonly_fields = ["items", "labelled", "remaining", "progress", "links", "created_at"]
     fieldsets = [
         (None, {"fields": ["name", "description", "instructions"]}),
-        ("Labeling", {"fields": ["item_kind", "labeling_mode", "overlap"]}),
+        ("Labeling", {"fields": ["item_kind", "labeling_mode", "overlap", "serve_partial_first"]}),
+        (
+            "Review and gold labels",
+            {
+                "fields": [
+                    "review_threshold",
+                    "review_model_confidence",
+                    "consensus",
+                    "quality_threshold",
+                ]
+            },
+        ),
         ("Progress", {"fields": ["items", "labelled", "remaining", "progress", "links"]}),
         (None, {"fields": ["created_at"]}),
     ]
@@ -177,14 +216,19 @@ class ProjectAdmin(admin.ModelAdmin):
         if obj.pk is None:
             return "—"
         items = reverse("admin:annotations_item_changelist") + f"?project__id__exact={obj.pk}"
+        reviews = reverse("admin:annotations_review_changelist") + f"?project__id__exact={obj.pk}"
         return _links(
             [
                 ("Items", items),
+                ("Reviews", reviews),
                 _link_if_route("Overview", "project_detail", obj.pk),
                 _link_if_route("Annotate", "annotate", obj.pk),
                 _link_if_route("Import", "project_import", obj.pk),
                 _link_if_route("Export JSONL", "project_export_jsonl", obj.pk),
                 _link_if_route("Export CSV", "project_export_csv", obj.pk),
+                _link_if_route("Settings", "project_settings", obj.pk),
+                _link_if_route("Members", "project_members", obj.pk),
+                _link_if_route("Assignments", "project_assignments", obj.pk),
             ]
         )
 
@@ -202,8 +246,18 @@ class ProjectAdmin(admin.ModelAdmin):
         with transaction.atomic():
             obj.save(update_fields=fields)
             if "overlap" in form.changed_data:
-                services.project_set_overlap(obj, obj.overlap)
+                services.project_set_overlap(obj, obj.overlap)  # rebuilds gold labels too
+            elif {"review_threshold", "consensus"} & set(form.changed_data):
+                gold_rebuild(obj)  # the review queue follows the new rule at once
         obj.refresh_from_db(fields=["item_count", "complete_count", "overlap"])
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        if formset.model is Membership:
+            with transaction.atomic():
+                _members_removed(f.instance for f in formset.deleted_forms if f.instance.pk)
+                super().save_formset(request, form, formset, change)
+            return
+        super().save_formset(request, form, formset, change)
 
     @admin.action(description="Recount progress of the selected projects")
     def recount_progress(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
@@ -292,9 +346,10 @@ class ItemAdmin(admin.ModelAdmin):
         "image_height",
         "annotation_count",
         "needs_annotation",
+        "required_answers",
         "created_at",
     ]
-    actions = ["move_to_front", "recount_projects"]
+    actions = ["move_to_front", "send_to_review", "recount_projects"]
 
     def get_fields(self, request: HttpRequest, obj: Item | None = None) -> list[str]:
         # Images come in through the import, which verifies them; the admin never uploads one.
@@ -366,6 +421,19 @@ class ItemAdmin(admin.ModelAdmin):
             moved += queryset.filter(project_id=project_id).update(priority=(top or 0.0) + 1.0)
         self.message_user(request, f"Moved {moved} item(s) to the front.", messages.SUCCESS)
 
+    @admin.action(description="Send the selected items to review")
+    def send_to_review(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
+        if queryset.count() > _FLAG_UP_TO:
+            self.message_user(
+                request, f"Send at most {_FLAG_UP_TO} items to review at a time.", messages.ERROR
+            )
+            return
+        flagged = 0
+        for item in queryset.select_related("project"):
+            review_flag(item=item, user=request.user, note="Flagged from the admin")
+            flagged += 1
+        self.message_user(request, f"Sent {flagged} item(s) to review.", messages.SUCCESS)
+
     @admin.action(description="Recount the queue state of the selected items' projects")
     def recount_projects(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
         ids = _project_ids(queryset)
@@ -383,7 +451,10 @@ class ItemAdmin(admin.ModelAdmin):
                 ItemLease: ItemLease.objects.filter(item__in=objs).count(),
             }
             return _summarised_delete(request, counts)
-        return super().get_deleted_objects(objs, request)
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Read-only on their own pages, these go with their items through `items_delete`.
+        perms_needed -= {m._meta.verbose_name for m in (GoldLabel, Review, ReviewEvent)}
+        return deleted, model_count, perms_needed, protected
 
     def delete_model(self, request: HttpRequest, obj: Item) -> None:
         services.items_delete(Item.objects.filter(pk=obj.pk))
@@ -487,6 +558,14 @@ class MembershipAdmin(admin.ModelAdmin):
     list_select_related = ["user", "project"]
     autocomplete_fields = ["user", "project"]
 
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        self.delete_queryset(request, Membership.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        with transaction.atomic():
+            _members_removed(queryset.select_related("project", "user"))
+            queryset.delete()
+
 
 @admin.register(LabelClass)
 class LabelClassAdmin(admin.ModelAdmin):
@@ -541,3 +620,127 @@ class ItemLeaseAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+# --- Assignments, gold labels and reviews -----------------------------------------------------
+
+
+class _ReadOnly(admin.ModelAdmin):
+    """Rows written by the services only: listed and opened here, never edited."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(ItemAssignment)
+class ItemAssignmentAdmin(admin.ModelAdmin):
+    """Assignments are made on the project's assignments page (`assignment_create` keeps the
+    items' answer targets and the project's progress exact); here they are listed and removed."""
+
+    list_display = ["item", "user", "project", "answered", "assigned_by", "created_at"]
+    list_filter = ["project"]
+    search_fields = ["item__external_id", "user__username"]
+    list_select_related = ["item", "user", "project", "assigned_by"]
+    show_full_result_count = False
+    fields = ["project", "item", "user", "answered", "assigned_by", "created_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ItemAssignment]:
+        answer = Annotation.objects.filter(
+            item=OuterRef("item"), annotator=OuterRef("user"), skipped=False
+        )
+        return super().get_queryset(request).annotate(_answered=Exists(answer))
+
+    @admin.display(boolean=True, description="answered", ordering="_answered")
+    def answered(self, obj: ItemAssignment) -> bool:
+        return obj._answered
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: ItemAssignment) -> None:
+        assignments_delete(ItemAssignment.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ItemAssignment]) -> None:
+        assignments_delete(queryset)
+
+
+@admin.register(GoldLabel)
+class GoldLabelAdmin(_ReadOnly):
+    list_display = ["item", "project", "label_list", "source", "agreement", "answers"]
+    list_display += ["updated_at"]
+    list_filter = ["source", "project"]
+    search_fields = ["item__external_id"]
+    list_select_related = ["item", "project"]
+    show_full_result_count = False
+
+    @admin.display(description="labels")
+    def label_list(self, obj: GoldLabel) -> str:
+        return "—" if obj.labels is None else ", ".join(obj.labels) or "(none)"
+
+
+class ReviewReasonFilter(admin.SimpleListFilter):
+    title = "reason"
+    parameter_name = "reason"
+
+    def lookups(self, request, model_admin):
+        return Review.Reason.choices
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value not in Review.Reason.values:
+            return queryset
+        if connection.features.supports_json_field_contains:
+            return queryset.filter(reasons__contains=[value])
+        return queryset.filter(reasons__icontains=f'"{value}"')
+
+
+class ReviewEventInline(admin.TabularInline):
+    model = ReviewEvent
+    fields = ["created_at", "actor", "action", "labels", "chosen", "comment"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Review)
+class ReviewAdmin(_ReadOnly):
+    """The review queue and its decisions, with their log. Reviewers work on the review page;
+    decisions go through `annotations.review`, which keeps the gold labels in step."""
+
+    list_display = ["item", "project", "status", "reason_list", "claimed_by", "decided_by"]
+    list_display += ["decided_at", "created_at"]
+    list_filter = ["status", ReviewReasonFilter, "project"]
+    search_fields = ["item__external_id", "flag_note", "comment"]
+    list_select_related = ["item", "project", "claimed_by", "decided_by"]
+    show_full_result_count = False
+    inlines = [ReviewEventInline]
+
+    @admin.display(description="reasons")
+    def reason_list(self, obj: Review) -> str:
+        names = dict(Review.Reason.choices)
+        return ", ".join(names.get(r, r) for r in obj.reasons) or "—"
+
+
+@admin.register(ReviewEvent)
+class ReviewEventAdmin(_ReadOnly):
+    list_display = ["review", "actor", "action", "labels", "chosen", "created_at"]
+    list_filter = ["action", "review__project"]
+    search_fields = ["review__item__external_id", "actor__username", "comment"]
+    list_select_related = ["review__item", "actor"]
+    show_full_result_count = False

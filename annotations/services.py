@@ -24,6 +24,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from annotations import queue
+from annotations.assignments import required_answers
 from annotations.events import publish_progress_on_commit
 from annotations.gold import gold_rebuild, gold_refresh
 from annotations.models import (
@@ -210,6 +211,9 @@ def project_recount(project: Project) -> Project:
         items.update(
             annotation_count=Coalesce(Subquery(answered, output_field=IntegerField()), Value(0))
         )
+        # Assigned items: their targets follow the answers too (an answer of a non-assignee
+        # deleted or turned into a skip lowers it).
+        items.filter(required_answers__isnull=False).update(required_answers=required_answers())
         items.update(
             needs_annotation=Case(
                 When(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations.views import annotate, data, media, projects, review
+from annotations.views import annotate, data, manage, media, projects, quality, review
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
@@ -29,4 +29,8 @@ urlpatterns = [
     path("<int:pk>/import/", data.project_import, name="project_import"),
     path("<int:pk>/export.jsonl", data.project_export_jsonl, name="project_export_jsonl"),
     path("<int:pk>/export.csv", data.project_export_csv, name="project_export_csv"),
+    path("<int:pk>/quality/", quality.project_quality, name="project_quality"),
+    path("<int:pk>/settings/", manage.project_settings, name="project_settings"),
+    path("<int:pk>/members/", manage.project_members, name="project_members"),
+    path("<int:pk>/assignments/", manage.project_assignments, name="project_assignments"),
 ]

@@ -14,15 +14,21 @@ from PIL import Image
 
 from annotations import queue, services
 from annotations.admin import LargeTablePaginator
+from annotations.assignments import assignment_create
 from annotations.models import (
     Annotation,
     AnnotationRevision,
+    GoldLabel,
     Item,
+    ItemAssignment,
     ItemLease,
     LabelClass,
     Membership,
     Project,
+    Review,
+    ReviewEvent,
 )
+from annotations.review import review_flag
 from tests.conftest import add_text_items, make_user
 
 PAYLOAD = "<script>alert(1)</script>"
@@ -430,3 +436,78 @@ def test_the_project_page_links_to_its_items_annotate_import_and_export_pages(
         ("project_export_csv", "Export CSV"),
     ]:
         assert f'<a href="{reverse(name, args=[project.pk])}">{text}</a>' in html
+
+
+# --- Assignments, gold labels and reviews -----------------------------------------------------
+
+
+@pytest.fixture
+def reviewed(project, annotator, reviewer, superuser) -> Project:
+    """An item answered twice in disagreement (overlap 2: a review), one flagged, and an
+    assignment."""
+    services.project_set_overlap(project, 2)
+    first, second, third = Item.objects.filter(project=project).order_by("id")[:3]
+    label(first, annotator, ["positive"])
+    label(first, reviewer, ["negative"])
+    review_flag(item=second, user=superuser, note=PAYLOAD)
+    assignment_create(project=project, items=[third], users=[annotator], assigned_by=superuser)
+    return project
+
+
+def test_assignments_gold_labels_and_reviews_open_read_only_in_admin(admin_client_, reviewed):
+    for model in (ItemAssignment, GoldLabel, Review, ReviewEvent):
+        name = model._meta.model_name
+        obj = model.objects.first()
+        assert obj is not None, name
+        changelist = admin_client_.get(reverse(f"admin:annotations_{name}_changelist"))
+        assert changelist.status_code == 200, name
+        change = admin_client_.get(reverse(f"admin:annotations_{name}_change", args=[obj.pk]))
+        assert change.status_code == 200, name
+        assert admin_client_.get(reverse(f"admin:annotations_{name}_add")).status_code == 403
+    flagged = Review.objects.get(reasons=["flag"])
+    html = admin_client_.get(
+        reverse("admin:annotations_review_change", args=[flagged.pk])
+    ).content.decode()
+    assert ESCAPED in html and PAYLOAD not in html  # the flag note, in the event inline
+    by_reason = admin_client_.get(reverse("admin:annotations_review_changelist") + "?reason=flag")
+    assert [r.pk for r in by_reason.context["cl"].result_list] == [flagged.pk]
+
+
+def test_the_project_admin_page_shows_the_review_and_consensus_settings(admin_client_, project):
+    html = admin_client_.get(
+        reverse("admin:annotations_project_change", args=[project.pk])
+    ).content.decode()
+    for field in ("serve_partial_first", "review_threshold", "consensus", "quality_threshold"):
+        assert f'name="{field}"' in html
+    assert 'name="training-0-strategy"' in html
+
+
+def test_the_send_to_review_action_flags_items_with_a_note(admin_client_, project, superuser):
+    items = list(Item.objects.filter(project=project).order_by("id")[:2])
+    changelist_action(admin_client_, "item", "send_to_review", [i.pk for i in items])
+    reviews = Review.objects.filter(item__in=items)
+    assert reviews.count() == 2
+    assert all(r.reasons == ["flag"] and r.flagged_by == superuser for r in reviews)
+    assert set(ReviewEvent.objects.values_list("comment", flat=True)) == {"Flagged from the admin"}
+
+
+def test_deleting_an_assignment_in_admin_returns_the_item_to_the_shared_queue(
+    admin_client_, reviewed
+):
+    assignment = ItemAssignment.objects.get()
+    changelist_action(
+        admin_client_, "itemassignment", "delete_selected", [assignment.pk], post="yes"
+    )
+    assert not ItemAssignment.objects.exists()
+    assignment.item.refresh_from_db()
+    assert assignment.item.required_answers is None
+
+
+def test_removing_a_member_in_admin_removes_their_assignments(admin_client_, reviewed, annotator):
+    membership = Membership.objects.get(project=reviewed, user=annotator)
+    admin_client_.post(
+        reverse("admin:annotations_membership_delete", args=[membership.pk]), {"post": "yes"}
+    )
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+    assert not ItemAssignment.objects.exists()
+    assert not Item.objects.filter(project=reviewed, required_answers__isnull=False).exists()

@@ -87,9 +87,7 @@ def test_three_annotators_disagree_and_a_reviewer_resolves_it_by_keyboard(open_p
 
     response = page.request.get(f"/projects/{project.pk}/export.jsonl")
     assert response.ok
-    records = {
-        r["external_id"]: r for r in map(json.loads, response.text().strip().splitlines())
-    }
+    records = {r["external_id"]: r for r in map(json.loads, response.text().strip().splitlines())}
     assert records["review-0"]["gold"] == {
         "labels": ["negative"],
         "source": "adjudicated",

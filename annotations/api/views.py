@@ -25,7 +25,7 @@ from annotations.api.serializers import (
 )
 from annotations.models import Annotation, Item, LabelClass, Membership, Project
 from annotations.views.media import serve_item_image
-from curation.services import agreement_report
+from curation.services import agreement_report, quality_report
 
 
 class ByIdCursorPagination(CursorPagination):
@@ -66,6 +66,16 @@ class Agreement(APIView):
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
         return Response(agreement_report(project))
+
+
+class Quality(APIView):
+    """The project's quality report (reviewers and project admins): the agreement above, each
+    annotator's accuracy against adjudicated gold labels and leave-one-out agreement, who is
+    below the project's quality threshold, gold labels by source and review counts."""
+
+    def get(self, request: Request, pk: int) -> Response:
+        project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
+        return Response(quality_report(project))
 
 
 class ItemList(generics.ListAPIView):

@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from annotations import access
-from annotations.models import Membership
+from annotations.models import Membership, Review
 
 
 @require_GET
@@ -26,6 +26,7 @@ def project_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     project = access.get_project_for_user(request.user, pk)
+    can_review = access.can(project, access.REVIEW)
     return render(
         request,
         "annotations/project_detail.html",
@@ -34,5 +35,11 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "label_classes": project.label_classes.all(),
             "can_export": access.can(project, access.EXPORT),
             "can_manage": access.can(project, access.MANAGE),
+            "can_review": can_review,
+            "open_reviews": (
+                Review.objects.filter(project=project, status=Review.Status.OPEN).count()
+                if can_review
+                else 0
+            ),
         },
     )

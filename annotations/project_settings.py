@@ -1,0 +1,77 @@
+"""Saving a project's settings page: the project's own settings and those of its model in the
+loop (`curation.models.ProjectTraining`), in one transaction.
+
+A new overlap goes through `services.project_set_overlap`, which recounts progress; a new review
+threshold or consensus rebuilds the gold labels, so the review queue follows the new rule at
+once rather than only for items answered from now on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotations.gold import gold_rebuild
+from annotations.models import Project
+from annotations.services import project_set_overlap
+from curation.models import ProjectTraining
+
+PROJECT_FIELDS = (
+    "description",
+    "instructions",
+    "overlap",
+    "serve_partial_first",
+    "review_threshold",
+    "review_model_confidence",
+    "consensus",
+    "quality_threshold",
+)
+TRAINING_FIELDS = ("strategy", "exploration", "eval_share", "suggestions")
+# Changing these changes which items go to review and what their gold label is.
+_GOLD_RULES = {"review_threshold", "consensus"}
+
+
+def project_settings_update(
+    *,
+    project: Project,
+    values: Mapping[str, Any],
+    training: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Apply `values` (project fields) and `training` (ProjectTraining fields); returns the
+    names of the settings that changed."""
+    training = training or {}
+    unknown = (set(values) - set(PROJECT_FIELDS)) | (set(training) - set(TRAINING_FIELDS))
+    if unknown:
+        raise ValidationError(f"Not a project setting: {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        changed = [f for f, v in values.items() if getattr(locked, f) != v]
+        for name in changed:
+            setattr(locked, name, values[name])
+        locked.full_clean()
+        plain = [f for f in changed if f != "overlap"]
+        if plain:
+            locked.save(update_fields=[*plain, "updated_at"])
+
+        row = ProjectTraining.objects.filter(project=locked).first() or ProjectTraining(
+            project=locked
+        )
+        training_changed = [f for f, v in training.items() if getattr(row, f) != v]
+        for name in training_changed:
+            setattr(row, name, training[name])
+        if training_changed:
+            row.full_clean(exclude=["project"])
+            if row.pk is None:
+                row.save()
+            else:
+                row.save(update_fields=training_changed)
+
+        if "overlap" in changed:
+            project_set_overlap(locked, locked.overlap)  # recounts and rebuilds gold labels
+        elif _GOLD_RULES & set(changed):
+            gold_rebuild(locked)
+    project.refresh_from_db()
+    return changed + training_changed
