@@ -94,3 +94,9 @@ def test_three_annotators_disagree_and_a_reviewer_resolves_it_by_keyboard(open_p
         "agreement": pytest.approx(1 / 3),
     }
     assert len(records["review-0"]["annotations"]) == 3
+
+    # The quality page a reviewer sees next: the kappa heat map and the annotator table.
+    page.goto(f"/projects/{project.pk}/quality/")
+    expect(page.locator("h1")).to_contain_text("Quality")
+    expect(page.locator("body")).to_contain_text("annie")
+    page.screenshot(path=str(DOCS / "quality.png"), full_page=True)
