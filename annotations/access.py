@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Exists, QuerySet
 from django.http import Http404
 
-from annotations.models import Item, Membership, Project
+from annotations.models import Item, ItemAssignment, Membership, Project
 
 Role = Membership.Role
 
@@ -37,13 +37,18 @@ def role_in(project: Project, user: AbstractBaseUser | AnonymousUser) -> str | N
 
 def get_project_for_user(user, pk: int, *, allowed: frozenset[str] = VIEW) -> Project:
     """The project `pk` if `user` is a member (else 404) whose role is in `allowed` (else 403).
-    The role is attached as `project.user_role`."""
+    The role is attached as `project.user_role`, and whether the user has items assigned in it
+    as `project.has_assignments`."""
     if not user.is_authenticated:
         raise Http404("No such project.")
+    # Whether the user has items assigned in the project rides along (an index probe), so the
+    # queue skips looking for assigned items in the common case of none, at no extra query.
+    assigned = ItemAssignment.objects.filter(project_id=pk, user=user)
     row = (
         Membership.objects.filter(project_id=pk, user=user)
         .select_related("project")
         .only("role", "project")
+        .annotate(has_assignments=Exists(assigned))
         .first()
     )
     if row is None:
@@ -52,6 +57,7 @@ def get_project_for_user(user, pk: int, *, allowed: frozenset[str] = VIEW) -> Pr
         raise PermissionDenied("Your role in this project does not allow this.")
     project = row.project
     project.user_role = row.role
+    project.has_assignments = row.has_assignments
     return project
 
 

@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -82,7 +83,8 @@ def gold_refresh(
     if classes is None:
         classes = list(project.label_classes.order_by("order", "id").values_list("name", flat=True))
     now = timezone.now()
-    with transaction.atomic():
+    # No savepoint: callers are already in the transaction that changed the answers.
+    with transaction.atomic(savepoint=False):
         for start in range(0, len(ids), _BATCH):
             _refresh_batch(project, ids[start : start + _BATCH], classes, now)
 
@@ -93,11 +95,20 @@ def _refresh_batch(project: Project, ids: list[int], classes: Sequence[str], now
         "item_id", "labels"
     ):
         given[item_id].append(labels)
-    items = dict(
-        Item.objects.filter(pk__in=ids).values_list("pk", "needs_annotation")
-    )  # item id → still open
-    reviews = {r.item_id: r for r in Review.objects.filter(item_id__in=ids)}
-    current = {g.item_id: g for g in GoldLabel.objects.filter(item_id__in=ids)}
+    # One query for the items' state, review and gold row (this runs on every submission).
+    items: dict[int, bool] = {}  # item id → still open
+    reviews: dict[int, Review] = {}
+    current: dict[int, GoldLabel] = {}
+    for item in (
+        Item.objects.filter(pk__in=ids)
+        .select_related("review", "gold")
+        .only("id", "needs_annotation", "review", "gold")
+    ):
+        items[item.pk] = item.needs_annotation
+        if (review := _related(item, "review")) is not None:
+            reviews[item.pk] = review
+        if (gold := _related(item, "gold")) is not None:
+            current[item.pk] = gold
     write: list[GoldLabel] = []
     drop: list[int] = []
     for item_id in ids:
@@ -149,6 +160,14 @@ def _refresh_batch(project: Project, ids: list[int], classes: Sequence[str], now
             unique_fields=["item"],
             update_fields=["labels", "source", "agreement", "answers", "updated_at"],
         )
+
+
+def _related(item: Item, name: str):
+    """A reverse one-to-one loaded by select_related, or None when the item has none."""
+    try:
+        return getattr(item, name)
+    except ObjectDoesNotExist:
+        return None
 
 
 def _settle_disagreement(

@@ -143,7 +143,8 @@ def next_items(
         items = [i for i in _my_leased_items(project, user, now) if i.pk not in exclude]
         items = items[:count]
         taken = set(exclude) | {i.pk for i in items}
-        if len(items) < count:
+        # `has_assignments` is set by `access.get_project_for_user`; unknown means look.
+        if len(items) < count and getattr(project, "has_assignments", True):
             fresh = _assigned_new(project, user, count - len(items), taken)
             items.extend(fresh)
             taken.update(i.pk for i in fresh)
