@@ -109,14 +109,51 @@ def _refresh_batch(project: Project, ids: list[int], classes: Sequence[str], now
             reviews[item.pk] = review
         if (gold := _related(item, "gold")) is not None:
             current[item.pk] = gold
+    _apply(project, given, items, reviews, current, classes, now)
+
+
+def gold_refresh_item(
+    project: Project,
+    item: Item,
+    *,
+    answers: list[list[str]],
+    complete: bool,
+    classes: Sequence[str],
+) -> None:
+    """`gold_refresh` for one item whose non-skipped answers the caller has just read, locked
+    with its review and gold row (`select_related("review", "gold")`): the submission's path,
+    one write and no read."""
+    reviews = {item.pk: r} if (r := _related(item, "review")) is not None else {}
+    current = {item.pk: g} if (g := _related(item, "gold")) is not None else {}
+    with transaction.atomic(savepoint=False):
+        _apply(
+            project,
+            {item.pk: answers},
+            {item.pk: not complete},
+            reviews,
+            current,
+            classes,
+            timezone.now(),
+        )
+
+
+def _apply(
+    project: Project,
+    given: dict[int, list[list[str]]],
+    items: dict[int, bool],
+    reviews: dict[int, Review],
+    current: dict[int, GoldLabel],
+    classes: Sequence[str],
+    now,
+) -> None:
+    """Derive and write the gold rows of `items` (item id → still open) from `given` answers,
+    their reviews and their current gold rows, settling disagreement reviews on the way."""
     write: list[GoldLabel] = []
     drop: list[int] = []
-    for item_id in ids:
-        if item_id not in items:
-            continue
+    for item_id, still_open in items.items():
         gold = derive(given.get(item_id, []), classes, multi_label=project.is_multi_label)
         review = reviews.get(item_id)
-        _settle_disagreement(project, item_id, review, gold, complete=not items[item_id])
+        _settle_disagreement(project, item_id, review, gold, complete=not still_open)
         if review is not None and review.status == Review.Status.DECIDED:
             write.append(
                 GoldLabel(

@@ -26,7 +26,7 @@ from django.db.models.functions import Coalesce
 from annotations import queue
 from annotations.assignments import required_answers
 from annotations.events import publish_progress_on_commit
-from annotations.gold import gold_rebuild, gold_refresh
+from annotations.gold import gold_rebuild, gold_refresh_item
 from annotations.models import (
     Annotation,
     AnnotationRevision,
@@ -82,6 +82,11 @@ def validate_labels(
     return [n for n in names if n in labels]
 
 
+def validate_names(project: Project) -> list[str]:
+    """The project's class names in schema order."""
+    return list(project.label_classes.values_list("name", flat=True))
+
+
 def annotation_submit(
     *,
     item: Item,
@@ -104,8 +109,13 @@ def annotation_submit(
     labels = validate_labels(project, labels, skipped=skipped, names=label_names)
     time_spent_ms = max(0, min(int(time_spent_ms or 0), 24 * 3600 * 1000))
     with transaction.atomic():
-        locked = Item.objects.select_for_update().get(pk=item.pk)
-        replay, existing = _find_submission(client_uuid, locked, annotator)
+        # The item's review and gold row come with the lock: the gold label is refreshed below.
+        locked = (
+            Item.objects.select_for_update(of=("self",))
+            .select_related("review", "gold")
+            .get(pk=item.pk)
+        )
+        replay, existing, others = _find_submission(client_uuid, locked, annotator)
         if replay is not None:
             if replay.item_id != locked.pk or replay.annotator_id != annotator.pk:
                 raise ValidationError({"client_uuid": "This submission id was already used."})
@@ -147,9 +157,17 @@ def annotation_submit(
             existing.save(update_fields=["labels", "skipped", "time_spent_ms", "updated_at"])
             annotation = existing
             created = False
-        if delta:
-            _count_answer(project, locked, delta)
-        gold_refresh(project, [locked.pk], classes=label_names)
+        still_open = _count_answer(project, locked, delta) if delta else locked.needs_annotation
+        answers = [a.labels for a in others if not a.skipped]
+        if not skipped:
+            answers.append(labels)
+        gold_refresh_item(
+            project,
+            locked,
+            answers=answers,
+            complete=not still_open,
+            classes=label_names or validate_names(project),
+        )
         queue.release_lease(item=locked, user=annotator)
         publish_progress_on_commit(project.pk, locked.pk)
         # The model in the loop learns from this answer once it is committed.
@@ -159,10 +177,11 @@ def annotation_submit(
 
 def _find_submission(
     client_uuid: uuid.UUID, item: Item, annotator
-) -> tuple[Annotation | None, Annotation | None]:
+) -> tuple[Annotation | None, Annotation | None, list[Annotation]]:
     """(the answer already stored under `client_uuid`, directly or through an edit; the
-    annotator's current answer to `item`), in one query, as this runs on every submission.
-    The edit is looked up as a scalar subquery so PostgreSQL ORs three index lookups."""
+    annotator's current answer to `item`; the other annotators' answers to `item`, for its gold
+    label), in one query, as this runs on every submission. The edit is looked up as a scalar
+    subquery so PostgreSQL ORs three index lookups."""
     via_edit = Subquery(
         AnnotationRevision.objects.filter(client_uuid=client_uuid)
         .order_by()
@@ -170,19 +189,19 @@ def _find_submission(
     )
     resend = Q(client_uuid=client_uuid) | Q(pk=via_edit)
     rows = list(
-        Annotation.objects.filter(resend | Q(item=item, annotator=annotator))
-        .annotate(_resend=resend)
-        .order_by()
+        Annotation.objects.filter(resend | Q(item=item)).annotate(_resend=resend).order_by()
     )
     replay = next((a for a in rows if a._resend), None)
     existing = next(
         (a for a in rows if a.item_id == item.pk and a.annotator_id == annotator.pk), None
     )
-    return replay, existing
+    others = [a for a in rows if a.item_id == item.pk and a.annotator_id != annotator.pk]
+    return replay, existing, others
 
 
-def _count_answer(project: Project, item: Item, delta: int) -> None:
-    """Apply +1/-1 answered annotation to the (locked) item and the project's counters."""
+def _count_answer(project: Project, item: Item, delta: int) -> bool:
+    """Apply +1/-1 answered annotation to the (locked) item and the project's counters; returns
+    whether the item still needs answers."""
     count = item.annotation_count + delta
     was_open = item.needs_annotation
     now_open = count < item.answers_wanted(project)
@@ -191,6 +210,7 @@ def _count_answer(project: Project, item: Item, delta: int) -> None:
         Project.objects.filter(pk=project.pk).update(
             complete_count=F("complete_count") + (1 if was_open else -1)
         )
+    return now_open
 
 
 def project_recount(project: Project) -> Project:
