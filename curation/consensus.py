@@ -50,6 +50,7 @@ from curation.features import item_features
 from curation.featurizers import featurizer_for
 from curation.learner import IncrementalLearner
 from curation.models import ProjectTraining
+from curation.training_requests import request_training
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,8 @@ def consensus_update(project: Project) -> ConsensusResult:
         result.method, result.reason = "majority", reason
     result.changed, result.adjudicated, result.busy = _write(current, targets)
     _record(project, result)
+    if result.changed:
+        request_training(project.pk)  # the model learns the new gold labels now, not at the sweep
     result.duration_ms = round((time.perf_counter() - started) * 1000, 1)
     logger.info(
         "consensus of project %s: %s%s, %d items, %d rows changed, %.0f ms",

@@ -26,15 +26,20 @@ import threading
 import time
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
 from channels.worker import Worker
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections
 from threadpoolctl import threadpool_limits
 
 from curation import services, trainer
+from curation.training_requests import (
+    TRAINING_CHANNEL,
+    request_training,
+    request_training_on_commit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,32 +51,12 @@ __all__ = [
     "request_training_on_commit",
 ]
 
-TRAINING_CHANNEL = "training"
 #: How often a worker looks for projects whose model lags behind their labels.
 SWEEP_SECONDS = 30.0
 
 _last_sweep = 0.0
 _blas_limited = False
 _sweep_lock = threading.Lock()
-
-
-def request_training(project_id: int) -> bool:
-    """Ask a worker to train `project_id`; False (logged) when the channel layer is down."""
-    layer = get_channel_layer()
-    if layer is None:
-        return False
-    try:
-        async_to_sync(layer.send)(
-            TRAINING_CHANNEL, {"type": "training.request", "project_id": int(project_id)}
-        )
-    except Exception:  # Redis down or channel full: the database still holds the label.
-        logger.warning("training request for project %s not sent", project_id, exc_info=True)
-        return False
-    return True
-
-
-def request_training_on_commit(project_id: int) -> None:
-    transaction.on_commit(lambda: request_training(project_id))
 
 
 def _one_blas_thread() -> None:

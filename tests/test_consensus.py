@@ -4,11 +4,14 @@ leave reviewers' decisions alone, write nothing twice, and run from the training
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 
 import numpy as np
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import channel_layers, get_channel_layer
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
@@ -19,6 +22,8 @@ from curation import trainer
 from curation.consensus import ConsensusRefused, consensus_due, consensus_update
 from curation.models import ProjectTraining
 from curation.services import train_project_once
+from curation.training_requests import TRAINING_CHANNEL
+from dataprep_site.env import channel_layers_for
 from tests.conftest import add_text_items, make_user
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
@@ -210,3 +215,19 @@ def test_the_training_worker_runs_the_consensus_in_the_background_once():
     assert train_project_once(project) is not None
     trainer.wait_for_background()
     assert ProjectTraining.objects.get(project=project).consensus_at == training.consensus_at
+
+
+@pytest.mark.django_db
+def test_a_consensus_that_changes_gold_labels_asks_for_training_at_once(settings):
+    settings.CHANNEL_LAYERS = channel_layers_for(None)
+    channel_layers.backends.clear()
+    project, _ = make_project()
+    train_project_once(project)
+
+    result = consensus_update(project)
+
+    assert result.changed > 0
+    layer = get_channel_layer()
+    message = async_to_sync(asyncio.wait_for)(layer.receive(TRAINING_CHANNEL), timeout=2)
+    assert message == {"type": "training.request", "project_id": project.pk}
+    channel_layers.backends.clear()
