@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from annotations.events import publish_progress_on_commit
@@ -81,7 +81,8 @@ def _claim_expiry(now=None):
 
 def review_next(*, project: Project, reviewer, exclude: Collection[int] = ()) -> Review | None:
     """The open review `reviewer` should work on, claimed for them: the one they hold already,
-    else the oldest open review no one holds. None when the queue is empty (for them)."""
+    else the oldest open review no one holds, those of items they answered themselves last.
+    None when the queue is empty (for them)."""
     now = timezone.now()
     with transaction.atomic():
         mine = (
@@ -99,11 +100,13 @@ def review_next(*, project: Project, reviewer, exclude: Collection[int] = ()) ->
             Review.objects.filter(pk=mine.pk).update(claimed_until=_claim_expiry(now))
             return mine
         free = Q(claimed_until__isnull=True) | Q(claimed_until__lte=now) | Q(claimed_by=reviewer)
+        # Items the reviewer answered themselves come last: a second pair of eyes first.
+        answered = Annotation.objects.filter(item_id=OuterRef("item_id"), annotator=reviewer)
         candidates = (
             Review.objects.filter(project=project, status=Review.Status.OPEN)
             .filter(free)
             .exclude(pk__in=exclude)
-            .order_by("created_at", "id")
+            .order_by(Exists(answered).asc(), "created_at", "id")
         )
         if connection.features.has_select_for_update_skip_locked:
             # PostgreSQL re-checks the WHERE clause on a row another transaction claimed while we

@@ -519,3 +519,21 @@ def test_two_reviewers_deciding_the_same_review_at_once_make_one_decision(
         assert stored.decided_by_id == winners[0]
         assert stored.labels == [{reviewer.pk: "positive"}.get(winners[0], "negative")]
         assert ReviewEvent.objects.filter(review=review, action="decide").count() == 1
+
+
+def test_a_reviewer_gets_items_they_did_not_answer_themselves_first(
+    project, reviewer, project_admin
+):
+    items = list(project.items.order_by("id")[:2])
+    for item in items:
+        item.project = project
+    review_flag(item=items[0], user=reviewer)  # older
+    review_flag(item=items[1], user=reviewer)
+    annotation_submit(
+        item=items[0], annotator=reviewer, labels=["positive"], client_uuid=uuid.uuid4()
+    )
+
+    first = review_next(project=project, reviewer=reviewer)
+
+    assert first.item_id == items[1].pk
+    assert review_next(project=project, reviewer=project_admin).item_id == items[0].pk
