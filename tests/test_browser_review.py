@@ -4,11 +4,13 @@ a reviewer resolves it with the keyboard, and the export holds the gold label.""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
 from annotations.models import Membership, Review, ReviewEvent
-from annotations.services import project_set_overlap
+from annotations.review import review_decide, review_flag
+from annotations.services import annotation_submit, project_set_overlap
 from tests.test_browser import (  # noqa: F401 (fixtures)
     CURRENT,
     DOCS,
@@ -95,8 +97,48 @@ def test_three_annotators_disagree_and_a_reviewer_resolves_it_by_keyboard(open_p
     }
     assert len(records["review-0"]["annotations"]) == 3
 
-    # The quality page a reviewer sees next: the kappa heat map and the annotator table.
-    page.goto(f"/projects/{project.pk}/quality/")
+
+def test_the_quality_page_shows_the_heat_maps_and_flags_the_careless_annotator_to_admins(
+    open_page,  # noqa: F811 (fixtures from tests.test_browser)
+    reviews,  # noqa: F811
+):
+    """Four annotators label 12 reviews (three careful, one always a class off), a reviewer
+    decides six of them; the project admin's quality page shows it at a glance."""
+    project = project_set_overlap(reviews, 4)
+    truth = ["positive", "negative", "neutral"]
+    careful = [member(project, name) for name in ("annie", "bo", "cy")]
+    careless = member(project, "dan")
+    rita = member(project, "rita", Membership.Role.REVIEWER)
+    boss = member(project, "boss", Membership.Role.ADMIN)
+    items = list(project.items.order_by("id"))
+    for index, item in enumerate(items):
+        right = truth[index % 3]
+        for n, user in enumerate(careful):
+            # One careful slip each, on different items.
+            label = truth[(index + 1) % 3] if index == 4 * n + 1 else right
+            answer(item, user, label)
+        answer(item, careless, truth[(index * 7 + 1) % 3])
+    for index, item in enumerate(items[:6]):
+        review = review_flag(item=item, user=rita)
+        review_decide(
+            project=project, review_id=review.pk, reviewer=rita, labels=[truth[index % 3]]
+        )
+
+    page = open_page(boss, f"/projects/{project.pk}/quality/")
     expect(page.locator("h1")).to_contain_text("Quality")
-    expect(page.locator("body")).to_contain_text("annie")
+    kappa = page.locator("section.quality-maps table.heat").first
+    expect(kappa.locator("td.heat-cell")).to_have_count(12)  # 4 × 4 without the diagonal
+    below = page.locator(".quality-alert")
+    expect(below).to_contain_text("dan")
+    expect(below).not_to_contain_text("annie")
+    expect(page.locator("tr.quality-below")).to_have_count(1)
     page.screenshot(path=str(DOCS / "quality.png"), full_page=True)
+
+    reviewer_page = open_page(rita, f"/projects/{project.pk}/quality/")
+    expect(reviewer_page.locator("h1")).to_contain_text("Quality")
+    expect(reviewer_page.locator(".quality-alert")).to_have_count(0)  # admins only
+
+
+def answer(item, user, label: str) -> None:
+    item.refresh_from_db()
+    annotation_submit(item=item, annotator=user, labels=[label], client_uuid=uuid.uuid4())
