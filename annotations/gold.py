@@ -81,7 +81,7 @@ def gold_refresh(
     """
     ids = sorted(set(item_ids))
     if classes is None:
-        classes = list(project.label_classes.order_by("order", "id").values_list("name", flat=True))
+        classes = project.class_names()
     now = timezone.now()
     # No savepoint: callers are already in the transaction that changed the answers.
     with transaction.atomic(savepoint=False):

@@ -99,6 +99,10 @@ class Project(models.Model):
                 {"consensus": "Weighted consensus (CROWDLAB) is for single-label projects only."}
             )
 
+    def class_names(self) -> list[str]:
+        """The label class names, in schema order (one query)."""
+        return list(self.label_classes.order_by("order", "id").values_list("name", flat=True))
+
     @property
     def is_multi_label(self) -> bool:
         return self.labeling_mode == self.LabelingMode.MULTI

@@ -62,7 +62,7 @@ def validate_labels(
     if not isinstance(labels, list | tuple) or not all(isinstance(x, str) for x in labels):
         raise ValidationError({"labels": "Labels must be a list of class names."})
     if names is None:
-        names = list(project.label_classes.values_list("name", flat=True))
+        names = project.class_names()
     unknown = [x for x in labels if x not in names]
     if unknown:
         raise ValidationError(
@@ -80,11 +80,6 @@ def validate_labels(
     if not project.is_multi_label and len(labels) != 1:
         raise ValidationError({"labels": "Choose exactly one label (single-label project)."})
     return [n for n in names if n in labels]
-
-
-def validate_names(project: Project) -> list[str]:
-    """The project's class names in schema order."""
-    return list(project.label_classes.values_list("name", flat=True))
 
 
 def annotation_submit(
@@ -166,7 +161,7 @@ def annotation_submit(
             locked,
             answers=answers,
             complete=not still_open,
-            classes=label_names or validate_names(project),
+            classes=label_names or project.class_names(),
         )
         queue.release_lease(item=locked, user=annotator)
         publish_progress_on_commit(project.pk, locked.pk)

@@ -131,7 +131,7 @@ def consensus_update(project: Project) -> ConsensusResult:
             "choose the CROWDLAB consensus for the project first."
         )
     started = time.perf_counter()
-    classes = list(project.label_classes.order_by("order", "id").values_list("name", flat=True))
+    classes = project.class_names()
     # Gold rows first, answers second: a row that changes in between gets a newer updated_at
     # than the one read here, and `_write` leaves it alone.
     current = {

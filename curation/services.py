@@ -86,11 +86,7 @@ def agreement_report(project: Project) -> dict:
     per class (each class a yes/no question), the numbers keyed by class. Answers naming a class
     that is no longer in the project's schema are left out. Undefined coefficients are None.
     """
-    return _agreement(project, _class_names(project), _answer_rows(project))
-
-
-def _class_names(project: Project) -> list[str]:
-    return list(project.label_classes.order_by("order", "id").values_list("name", flat=True))
+    return _agreement(project, project.class_names(), _answer_rows(project))
 
 
 def _answer_rows(project: Project) -> list[tuple[int, str, list[str]]]:
@@ -152,7 +148,7 @@ def _coefficients(ratings: agreement.Ratings) -> dict:
 def annotator_quality(project: Project) -> list[dict]:
     """Each annotator's accuracy against adjudicated gold labels and leave-one-out agreement
     with the others (`curation.quality`), flagged below `project.quality_threshold`."""
-    return _annotator_quality(project, _class_names(project), _answer_rows(project))
+    return _annotator_quality(project, project.class_names(), _answer_rows(project))
 
 
 def _annotator_quality(project: Project, classes: list[str], rows: list) -> list[dict]:
@@ -168,7 +164,7 @@ def _annotator_quality(project: Project, classes: list[str], rows: list) -> list
 def quality_report(project: Project) -> dict:
     """What the quality page and API show: `agreement_report`, the annotator table, who is below
     the threshold, gold labels by source and reviews by status (every key present, 0 if none)."""
-    classes, rows = _class_names(project), _answer_rows(project)  # read once for both
+    classes, rows = project.class_names(), _answer_rows(project)  # read once for both
     annotators = _annotator_quality(project, classes, rows)
     # order_by(): the models' default orderings would split the groups.
     by_source = dict(

@@ -225,7 +225,7 @@ def model_status(project: Project) -> dict[str, Any]:
 
 
 def _schema(project: Project) -> tuple:
-    classes = tuple(project.label_classes.order_by("order", "id").values_list("name", flat=True))
+    classes = tuple(project.class_names())
     return (classes, project.is_multi_label, project.item_kind)
 
 

@@ -120,7 +120,7 @@ def annotate_next(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def annotate_submit(request: HttpRequest, pk: int) -> HttpResponse:
     project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
-    names = list(project.label_classes.values_list("name", flat=True))
+    names = project.class_names()
     form = SubmitForm(request.POST, label_names=names)
     if not form.is_valid():
         return _error(form.errors.get_json_data())

@@ -39,10 +39,6 @@ from curation.suggest import predictions_for
 RECENT = 10
 
 
-def _label_names(project: Project) -> list[str]:
-    return list(project.label_classes.values_list("name", flat=True))
-
-
 def _review_context(project: Project, review: Review | None) -> dict:
     """What the reviewer sees of one review: the item, the answers, the votes per class and the
     model's prediction with every class's probability."""
@@ -53,7 +49,7 @@ def _review_context(project: Project, review: Review | None) -> dict:
     candidates = review_candidates(review, model=prediction)
     answers = [c for c in candidates if c.source != "model"]
     votes = Counter(name for c in answers for name in c.labels)
-    names = _label_names(project)
+    names = project.class_names()
     return {
         "current": review,
         "item": item,
@@ -156,7 +152,7 @@ def _after_action(
 def review_decide_view(request: HttpRequest, pk: int, review_pk: int) -> HttpResponse:
     project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
     review = _review_of(project, review_pk)
-    names = _label_names(project)
+    names = project.class_names()
     form = DecideForm(request.POST, label_names=names)
     if not form.is_valid():
         problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
