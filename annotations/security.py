@@ -1,0 +1,75 @@
+"""Site-wide protections that are not about one project: the login lockout (django-axes) and
+`Cache-Control: no-store` on everything a logged-in user sees."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from axes.backends import AxesBackend
+from axes.helpers import get_cool_off, get_failure_limit
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+
+class LockoutBackend(AxesBackend):
+    """Axes' backend, refusing a locked-out username+address before any password is hashed.
+
+    Every login over HTTP (the login page, the admin's, the API token endpoint) passes its
+    request. Only code without a client (the shell, the test client's `login()`) authenticates
+    without one: there is nobody to lock out there, so the check is skipped instead of raising.
+    """
+
+    def authenticate(self, request: HttpRequest | None, *args, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, *args, **kwargs)
+
+
+def _minutes(request: HttpRequest) -> int:
+    cool_off = get_cool_off(request)
+    return max(1, round(cool_off.total_seconds() / 60)) if cool_off else 0
+
+
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: dict | None
+) -> HttpResponse:
+    """What a locked-out login gets: JSON for the API, a page for people. Status 429."""
+    minutes = _minutes(request)
+    message = (
+        f"Too many failed logins for this account from your address. "
+        f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+    )
+    status = settings.AXES_HTTP_RESPONSE_CODE
+    if request.path.startswith("/api/"):
+        response = JsonResponse({"detail": message, "retry_after_minutes": minutes}, status=status)
+    else:
+        context = {
+            "message": message,
+            "minutes": minutes,
+            "failure_limit": get_failure_limit(request, credentials),
+        }
+        response = render(request, "registration/locked_out.html", context, status=status)
+    if minutes:
+        response["Retry-After"] = str(minutes * 60)
+    return response
+
+
+class NoStoreMiddleware:
+    """`Cache-Control: no-store` on every response to a logged-in user (pages, API, item images):
+    nothing a project shows may stay in a shared or browser cache after logout. Static files
+    (public, hashed) keep their own caching. Token clients count too: DRF sets `request.user`
+    on the underlying request when it authenticates one."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.static_prefix = "/" + settings.STATIC_URL.lstrip("/")
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.path.startswith(self.static_prefix):
+            return response
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            response["Cache-Control"] = "no-store"
+        return response
