@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from django.urls import path
-from knox.views import LogoutView
 
 from annotations.api import review, tokens, views
 
 urlpatterns = [
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
-    path("auth/logout/", LogoutView.as_view(), name="api-logout"),
     path("projects/", views.ProjectList.as_view(), name="api-project-list"),
     path("projects/<int:pk>/", views.ProjectDetail.as_view(), name="api-project-detail"),
     path("projects/<int:pk>/items/", views.ItemList.as_view(), name="api-item-list"),
