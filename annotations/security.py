@@ -5,22 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from axes.backends import AxesBackend
+from axes.backends import AxesStandaloneBackend
 from axes.helpers import get_cool_off, get_failure_limit
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 
-class LockoutBackend(AxesBackend):
-    """Axes' backend, refusing a locked-out username+address before any password is hashed.
+class LockoutBackend(AxesStandaloneBackend):
+    """Axes' check, refusing a locked-out username+address before any password is hashed
+    (standalone: ModelBackend, next in the list, authenticates and answers permissions).
 
     Every login over HTTP (the login page, the admin's, the API token endpoint) passes its
     request. Only code without a client (the shell, the test client's `login()`) authenticates
     without one: there is nobody to lock out there, so the check is skipped instead of raising.
     """
 
-    def authenticate(self, request: HttpRequest | None, *args, **kwargs):
+    def authenticate(self, request: HttpRequest | None, *args, **kwargs) -> None:
         if request is None:
             return None
         return super().authenticate(request, *args, **kwargs)

@@ -33,7 +33,7 @@ class TokenRefused(exceptions.APIException):
 class ExpiringTokenAuthentication(TokenAuthentication):
     """Knox's token authentication with a clear answer for an expired token."""
 
-    def authenticate_credentials(self, token: bytes):
+    def authenticate_credentials(self, token: bytes) -> tuple:
         try:
             raw = token.decode("utf-8")
         except UnicodeDecodeError:
