@@ -1,5 +1,6 @@
-"""Site-wide protections that are not about one project: the login lockout (django-axes) and
-`Cache-Control: no-store` on everything a logged-in user sees."""
+"""Site-wide protections that are not about one project: the login lockout (django-axes), a
+per-address rate of login attempts, and `Cache-Control: no-store` on everything a logged-in user
+sees."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from axes.helpers import get_cool_off, get_failure_limit
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
+from rest_framework.throttling import SimpleRateThrottle
 
 
 class LockoutBackend(AxesStandaloneBackend):
@@ -74,3 +77,39 @@ class NoStoreMiddleware:
         if user is not None and user.is_authenticated:
             response["Cache-Control"] = "no-store"
         return response
+
+
+class LoginRateThrottle(SimpleRateThrottle):
+    """Login attempts per client address (rate `LOGIN_RATE`), whatever the username.
+
+    The lockout counts per username and address; this bounds what one address can make the
+    server hash by trying many usernames (each check costs ~0.4 s of CPU)."""
+
+    scope = "login"
+
+    def get_cache_key(self, request: HttpRequest, view: object) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class LoginRateMiddleware:
+    """Answers 429 to a login POST (site or admin login page) over the address's rate. (The API
+    token endpoint has the same limit as a DRF throttle.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "POST" and request.path in (reverse("login"), reverse("admin:login")):
+            throttle = LoginRateThrottle()
+            if not throttle.allow_request(request, None):
+                seconds = max(1, round(throttle.wait() or 60))
+                minutes = max(1, round(seconds / 60))
+                message = (
+                    "Too many login attempts from your address. "
+                    f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+                )
+                context = {"message": message, "minutes": minutes, "failure_limit": None}
+                response = render(request, "registration/locked_out.html", context, status=429)
+                response["Retry-After"] = str(seconds)
+                return response
+        return self.get_response(request)

@@ -205,16 +205,18 @@ LOGGING = {
 # --- Abuse resistance: login lockout, API throttles, expiring tokens, CSP, no-store ----------
 # (docs/security.md explains the choices.)
 INSTALLED_APPS += ["axes", "knox", "csp"]
-# CSP on every HTML page; no-store on every response for a logged-in user (after the session is
-# read); Axes last before WhiteNoise, so it turns a lockout anywhere into its lockout response.
+# CSP on every HTML page; no-store on every response for a logged-in user and the per-address
+# login rate (both after the session is read); Axes last before WhiteNoise, so it turns a lockout
+# anywhere into its lockout response.
 MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
     "csp.middleware.CSPMiddleware",
 )
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+_AFTER_AUTH = MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1
+MIDDLEWARE[_AFTER_AUTH:_AFTER_AUTH] = [
     "annotations.security.NoStoreMiddleware",
-)
+    "annotations.security.LoginRateMiddleware",
+]
 MIDDLEWARE.insert(
     MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware"), "axes.middleware.AxesMiddleware"
 )
@@ -252,10 +254,14 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
     "rest_framework.throttling.AnonRateThrottle",
     "rest_framework.throttling.UserRateThrottle",
 ]
+# Throttles count per REMOTE_ADDR, which the ASGI server already takes from a trusted proxy's
+# X-Forwarded-For; DRF's default (None) would believe any client's X-Forwarded-For header.
+REST_FRAMEWORK["NUM_PROXIES"] = 0
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     "anon": env_str("API_ANON_RATE", "60/min"),
     "user": env_str("API_USER_RATE", "1200/min"),
     "token": env_str("API_TOKEN_RATE", "10/min"),
+    "login": env_str("LOGIN_RATE", "20/min"),  # login page POSTs per address, any username
 }
 _TOKEN_TTL_HOURS = env_int("API_TOKEN_TTL_HOURS", 7 * 24)
 if _TOKEN_TTL_HOURS <= 0:

@@ -66,6 +66,7 @@ def test_defaults_without_redis(tmp_path):
     s = json.loads(done.stdout.strip().splitlines()[-1])
     assert (s["limit"], s["cooloff_s"], s["ttl_s"]) == (5, 900, 7 * 24 * 3600)
     assert s["cache"] == "django.core.cache.backends.locmem.LocMemCache"
+    assert s["rates"]["login"] == "20/min"
 
 
 def test_a_token_lifetime_that_is_not_positive_stops_the_settings(tmp_path):

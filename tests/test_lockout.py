@@ -15,6 +15,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
 
+from annotations.security import LoginRateThrottle
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
@@ -22,20 +23,21 @@ LIMIT = settings.AXES_FAILURE_LIMIT
 
 
 class CountingHasher(MD5PasswordHasher):
-    """MD5, counting every password check: the expensive step a lockout must not reach."""
+    """MD5, counting every hashing of a password (a check, or the dummy hash Django computes
+    for an unknown username): the expensive step a lockout must not reach."""
 
     algorithm = "md5"  # verifies the fixtures' MD5 hashes
-    verified = 0
+    hashed = 0
 
-    def verify(self, password, encoded):
-        CountingHasher.verified += 1
-        return super().verify(password, encoded)
+    def encode(self, password, salt):  # MD5's verify() calls encode() too
+        CountingHasher.hashed += 1
+        return super().encode(password, salt)
 
 
 @pytest.fixture
 def counting_hasher(settings):
     settings.PASSWORD_HASHERS = ["tests.test_lockout.CountingHasher"]
-    CountingHasher.verified = 0
+    CountingHasher.hashed = 0
     return CountingHasher
 
 
@@ -67,12 +69,13 @@ def test_the_right_password_is_refused_after_too_many_wrong_ones(client, annotat
 def test_a_locked_account_is_refused_before_its_password_is_hashed(
     client, annotator, counting_hasher
 ):
+    before = counting_hasher.hashed
     fail_until_locked(client)
-    checked = counting_hasher.verified
-    assert checked == LIMIT
+    checked = counting_hasher.hashed
+    assert checked - before == LIMIT
     for password in ("wrong", PASSWORD, "wrong again"):
         assert login(client, "annie", password).status_code == 429
-    assert counting_hasher.verified == checked, "a locked-out login still ran the hasher"
+    assert counting_hasher.hashed == checked, "a locked-out login still ran the hasher"
 
 
 def test_a_lockout_affects_only_that_username_from_that_address(client, annotator, reviewer):
@@ -109,6 +112,26 @@ def test_the_admin_login_locks_out_too(client, superuser):
     assert "Too many failed logins" in response.content.decode()
 
 
+def test_one_address_trying_many_usernames_is_slowed_down(
+    client, annotator, counting_hasher, monkeypatch
+):
+    monkeypatch.setitem(LoginRateThrottle.THROTTLE_RATES, "login", "5/min")
+    before = counting_hasher.hashed
+    for i in range(5):
+        assert login(client, f"guess{i}", "wrong").status_code == 200
+    assert counting_hasher.hashed - before == 5
+    for headers in ({}, {"HTTP_X_FORWARDED_FOR": "203.0.113.7"}):  # a made-up header is no escape
+        response = login(client, "annie", PASSWORD, **headers)
+        assert response.status_code == 429
+        assert "Too many login attempts from your address" in response.content.decode()
+        assert int(response["Retry-After"]) > 0
+    assert counting_hasher.hashed - before == 5, "a throttled login still hashed a password"
+    response = client.post(reverse("admin:login"), {"username": "root", "password": "x"})
+    assert response.status_code == 429
+    # Another address logs in.
+    assert login(client, "annie", PASSWORD, REMOTE_ADDR="10.1.2.3").status_code == 302
+
+
 # --- The API token endpoint -----------------------------------------------------------------
 
 
@@ -122,13 +145,13 @@ def test_the_token_endpoint_locks_out_with_a_json_429(annotator, counting_hasher
     for _ in range(LIMIT - 1):
         assert ask_token(client, "wrong").status_code == 400
     assert ask_token(client, "wrong").status_code == 429  # the failure that reaches the limit
-    checked = counting_hasher.verified
+    checked = counting_hasher.hashed
     response = ask_token(client, PASSWORD)
     assert response.status_code == 429
     assert response["Content-Type"] == "application/json"
     assert "Too many failed logins" in response.json()["detail"]
     assert "token" not in response.json()
-    assert counting_hasher.verified == checked
+    assert counting_hasher.hashed == checked
     # Failures on the login page and the API count together: it is one password to guess.
     assert login(APIClient(), "annie", PASSWORD).status_code == 429
 
