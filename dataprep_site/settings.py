@@ -3,6 +3,7 @@ comes from environment variables; see README "Configuration"."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -40,7 +41,6 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "rest_framework",
-    "rest_framework.authtoken",
     "channels",
     "annotations",
     "curation",
@@ -199,4 +199,88 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+
+# --- Abuse resistance: login lockout, API throttles, expiring tokens, CSP, no-store ----------
+# (docs/security.md explains the choices.)
+INSTALLED_APPS += ["axes", "knox", "csp"]
+# CSP on every HTML page; no-store on every response for a logged-in user and the per-address
+# login rate (both after the session is read); Axes last before WhiteNoise, so it turns a lockout
+# anywhere into its lockout response.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "csp.middleware.CSPMiddleware",
+)
+_AFTER_AUTH = MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1
+MIDDLEWARE[_AFTER_AUTH:_AFTER_AUTH] = [
+    "annotations.security.NoStoreMiddleware",
+    "annotations.security.LoginRateMiddleware",
+]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware"), "axes.middleware.AxesMiddleware"
+)
+
+# Axes checks the lockout before any password is hashed (it is the first backend). Failures
+# count per username AND client address together: an attacker cannot lock a colleague out from
+# their own desk, and a team behind one NAT address does not share one counter.
+AUTHENTICATION_BACKENDS = [
+    "annotations.security.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "annotations.security.lockout_response"
+
+# Throttles need a cache all server processes share: Redis when there is one.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "dataprep",
+    }
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "rest_framework.authentication.SessionAuthentication",
+    "annotations.api.authentication.ExpiringTokenAuthentication",
+]
+# An annotator at full speed makes 2-3 requests a label, a few labels a second at most.
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "rest_framework.throttling.AnonRateThrottle",
+    "rest_framework.throttling.UserRateThrottle",
+]
+# Throttles count per REMOTE_ADDR, which the ASGI server already takes from a trusted proxy's
+# X-Forwarded-For; DRF's default (None) would believe any client's X-Forwarded-For header.
+REST_FRAMEWORK["NUM_PROXIES"] = 0
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    "anon": env_str("API_ANON_RATE", "60/min"),
+    "user": env_str("API_USER_RATE", "1200/min"),
+    "token": env_str("API_TOKEN_RATE", "10/min"),
+    "login": env_str("LOGIN_RATE", "20/min"),  # login page POSTs per address, any username
+}
+_TOKEN_TTL_HOURS = env_int("API_TOKEN_TTL_HOURS", 7 * 24)
+if _TOKEN_TTL_HOURS <= 0:
+    raise ImproperlyConfigured(f"API_TOKEN_TTL_HOURS={_TOKEN_TTL_HOURS} must be positive.")
+API_TOKEN_TTL = timedelta(hours=_TOKEN_TTL_HOURS)
+REST_KNOX = {"TOKEN_TTL": API_TOKEN_TTL, "AUTH_HEADER_PREFIX": "Token"}
+
+# No inline script or style anywhere (values such as bar widths and label colours are set from
+# static JS, see static/js/styles.js). Item images come from this site; data: is the favicon.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],  # CSP 3: 'self' covers ws:/wss: to this host too
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
 }

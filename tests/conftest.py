@@ -104,6 +104,15 @@ def image_project(db) -> Project:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache():
+    """API throttle counters live in the cache (local memory in tests): each test starts at zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _fresh_trainer_state():
     """Each test starts with no cached training state (project ids can repeat across tests)."""
     from curation import trainer

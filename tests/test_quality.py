@@ -17,8 +17,8 @@ from annotations.services import annotation_submit, project_create
 from annotations.templatetags.quality_tags import (
     contrast,
     kappa_colour,
+    kappa_colours,
     kappa_reading,
-    kappa_style,
     share_colour,
     text_on,
 )
@@ -262,8 +262,10 @@ def test_a_reviewer_sees_the_numbers_and_a_coloured_cell_for_every_pair(client, 
     html = response.content.decode()
     # ann and bob agree on t0, t1, t2, t5: p_o = 4/6; marginals P 4, N 2 and P 3, N 2, U 1:
     # p_e = (4·3 + 2·2) / 36 = 16/36; kappa = (24/36 − 16/36) / (20/36) = 0.40
-    cell = re.search(r'<td class="heat-cell" style="([^"]*)" title="ann and bob: κ 0.40 ', html)
-    assert cell and cell.group(1) == kappa_style(0.4)
+    cell = re.search(
+        r'<td class="heat-cell" (data-bg="[^"]*" data-fg="[^"]*") title="ann and bob: κ 0.40 ', html
+    )
+    assert cell and cell.group(1) == kappa_colours(0.4)
     assert re.search(r'title="bob and ann: κ 0.40 [^"]*">0.40</td>', html)  # symmetric
     assert html.count('title="ann and bob: κ') == 1 and 'class="heat-self"' in html
     assert ">33%<" in html  # percent agreement: (1 + 1/3 + 1/3 + 0 + 0 + 1/3) / 6
@@ -304,7 +306,7 @@ def test_one_annotator_only_gets_no_pairs_and_undefined_coefficients(client, pro
     html = page(client, reviewer, project).content.decode()
     assert "Needs two or more annotators; so far only ann has answered." in html
     assert "Not defined yet" in html
-    assert 'heat-cell" style="background' in html  # the confusion table still shows
+    assert 'heat-cell" data-bg="#' in html  # the confusion table still shows
 
 
 def test_a_multi_label_project_is_shown_per_class_and_user_text_is_escaped(client, db):

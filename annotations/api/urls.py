@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
-from annotations.api import review, views
+from annotations.api import review, tokens, views
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
     path("projects/", views.ProjectList.as_view(), name="api-project-list"),
     path("projects/<int:pk>/", views.ProjectDetail.as_view(), name="api-project-detail"),
     path("projects/<int:pk>/items/", views.ItemList.as_view(), name="api-item-list"),

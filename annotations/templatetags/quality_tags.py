@@ -9,6 +9,8 @@ cell meets WCAG AA for normal text.
 from __future__ import annotations
 
 from django import template
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -56,22 +58,24 @@ def share_colour(value: float) -> RGB:
     return _mix(NEUTRAL, SHARE, value)
 
 
-def _style(background: RGB) -> str:
+def _colours(background: RGB) -> SafeString:
+    """A heat cell's colours as data attributes; static/js/styles.js applies them (the
+    Content-Security-Policy allows no inline style attributes)."""
     hex_bg = "#{:02x}{:02x}{:02x}".format(*background)
     fg = "#000" if text_on(background) == (0, 0, 0) else "#fff"
-    return f"background: {hex_bg}; color: {fg}"
+    return format_html('data-bg="{}" data-fg="{}"', hex_bg, fg)
 
 
 @register.filter
-def kappa_style(value: float | None) -> str:
-    """Inline style of a kappa (or alpha) cell; empty for an undefined value."""
-    return "" if value is None else _style(kappa_colour(float(value)))
+def kappa_colours(value: float | None) -> SafeString:
+    """Colour attributes of a kappa (or alpha) cell; empty for an undefined value."""
+    return mark_safe("") if value is None else _colours(kappa_colour(float(value)))
 
 
 @register.filter
-def share_style(value: float | None) -> str:
-    """Inline style of a cell holding a share of its row (0–1)."""
-    return "" if value is None else _style(share_colour(float(value)))
+def share_colours(value: float | None) -> SafeString:
+    """Colour attributes of a cell holding a share of its row (0–1)."""
+    return mark_safe("") if value is None else _colours(share_colour(float(value)))
 
 
 @register.filter

@@ -37,7 +37,7 @@ def serve_item_image(item: Item) -> FileResponse:
     response = FileResponse(handle, content_type=content_type)
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    response["Cache-Control"] = "private, max-age=3600"
+    response["Cache-Control"] = "no-store"  # a project's data (NoStoreMiddleware sets it too)
     return response
 
 

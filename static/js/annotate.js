@@ -66,7 +66,6 @@
       const input = c.querySelector("input");
       input.checked = labels.includes(input.value);
       c.classList.toggle("on", input.checked);
-      c.setAttribute("aria-pressed", input.checked ? "true" : "false");
     }
   }
 
@@ -393,8 +392,10 @@
     const t = ev.target;
     if (t && t.closest && t.closest("input:not([type=radio]):not([type=checkbox]), textarea, select, [contenteditable]")) return;
     const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
-    // Enter and Space on a focused link or button keep their usual meaning.
-    if ((key === "Enter" || key === " ") && t && t.closest && t.closest(INTERACTIVE)) return;
+    // Enter and Space on a focused link or button keep their usual meaning; so does Space on a
+    // label (reached with Tab), while Enter there submits the answer like anywhere else.
+    const onChoice = key === "Enter" && t && t.closest && t.closest("label.choice");
+    if ((key === "Enter" || key === " ") && t && t.closest && t.closest(INTERACTIVE) && !onChoice) return;
     if (key === "Enter" || key === " " || key === "Backspace") {
       ev.preventDefault();
       if (ev.repeat) return; // a held key must not answer a run of items
@@ -411,9 +412,13 @@
     }
   });
 
+  form.addEventListener("submit", (ev) => ev.preventDefault()); // answers go through the outbox
+  // A click on a label (the mouse) toggles it here; a click on the input itself comes from the
+  // keyboard (Space, arrow keys on a focused radio button), whose native change is kept.
+  form.addEventListener("change", () => setSelection(selected()));
   form.addEventListener("click", (ev) => {
     const choice = ev.target.closest("label.choice");
-    if (choice) {
+    if (choice && ev.target.tagName !== "INPUT") {
       ev.preventDefault();
       toggle(choice);
     }

@@ -87,6 +87,8 @@
       return;
     }
     if (!form()) return;
+    // Space on a label reached with Tab ticks it, as on any radio button or checkbox.
+    if (event.key === " " && event.target.closest && event.target.closest("label.choice")) return;
     if (event.key === "ArrowDown" || event.key === "ArrowUp") {
       event.preventDefault();
       take(picked + (event.key === "ArrowDown" ? 1 : -1));
@@ -120,13 +122,15 @@
   document.addEventListener("change", (event) => {
     if (event.target.closest && event.target.closest("#decide-form")) paint();
   });
-  // A new item came in: forget the previous one's picks, keep the keyboard on the page.
-  document.body.addEventListener("htmx:afterSwap", () => {
+  // A new item came in: forget the previous one's picks and put the focus on the new card, so
+  // that the keys keep working, a screen reader reads the new item, and Tab starts from there
+  // (the swap removed the focused button: the focus would otherwise fall back to the body).
+  document.body.addEventListener("htmx:afterSwap", (event) => {
+    if (!event.detail.target || event.detail.target.id !== "review-main") return;
     picked = -1;
     paint();
-    if (document.activeElement && document.activeElement !== document.body) {
-      document.activeElement.blur();
-    }
+    const card = document.querySelector("#review-main article.card");
+    if (card) card.focus({ preventScroll: true });
   });
   paint();
 })();
