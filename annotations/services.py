@@ -30,6 +30,7 @@ from annotations.gold import gold_rebuild, gold_refresh_item
 from annotations.models import (
     Annotation,
     AnnotationRevision,
+    ClassNames,
     GoldLabel,
     Item,
     ItemAssignment,
@@ -57,18 +58,27 @@ def validate_labels(
     skipped: bool,
     names: Sequence[str] | None = None,
 ) -> list[str]:
-    """Check chosen labels against the project's classes (`names`, in schema order, when the
-    caller has read them already); returns them in schema order."""
+    """Check chosen labels against the project's classes (`names`, from
+    `Project.class_names()`, when the caller has read them already); returns them in schema
+    order. Retired classes are refused: they stay in the data, not in new answers."""
     if not isinstance(labels, list | tuple) or not all(isinstance(x, str) for x in labels):
         raise ValidationError({"labels": "Labels must be a list of class names."})
-    if names is None:
+    if not isinstance(names, ClassNames):
         names = project.class_names()
     unknown = [x for x in labels if x not in names]
     if unknown:
         raise ValidationError(
             {
                 "labels": f"Unknown label(s) {', '.join(map(repr, unknown))}; "
-                f"this project's classes are {', '.join(map(repr, names))}."
+                f"this project's classes are {', '.join(map(repr, names.offered))}."
+            }
+        )
+    retired = [x for x in labels if x in names.retired]
+    if retired:
+        raise ValidationError(
+            {
+                "labels": f"The class(es) {', '.join(map(repr, retired))} are retired: choose "
+                f"one of {', '.join(map(repr, names.offered))}."
             }
         )
     if len(set(labels)) != len(labels):

@@ -259,6 +259,10 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
             .select_related("current_version")
             .get(project=project)
         )
+        if _schema(project) != state.schema:
+            # The classes changed while this run waited for the lock (`annotations.label_classes`):
+            # the run that change requested retrains from scratch with the new names.
+            return None
         count, last_change = _fingerprint(project)
         if count == 0:
             # Only skips so far: nothing to learn, but nothing stale either.

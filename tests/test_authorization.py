@@ -75,6 +75,7 @@ EXPECT: dict[str, Rule] = {
     "project_import": Rule(GET_POST, ADMIN_ONLY),
     # Managing the project: settings, members, item assignments
     "project_settings": Rule(GET_POST, ADMIN_ONLY),
+    "project_label_classes": Rule(GET_POST, ADMIN_ONLY),
     "project_members": Rule(GET_POST, ADMIN_ONLY),
     "project_assignments": Rule(GET_POST, ADMIN_ONLY),
     "project_export_jsonl": Rule(GET, REVIEWER_UP),
