@@ -209,6 +209,11 @@ def _suffix(filename: str) -> str:
     return filename[dot:].lower() if dot != -1 else ""
 
 
+#: Queue priorities from here up are items a project admin moved to the front: the trainer ranks
+#: the queue with priorities in [1, 2) and leaves these alone, so they stay first until answered.
+PINNED_PRIORITY = 2.0
+
+
 def random_priority() -> float:
     """New items enter the queue in random order, so the first items served are a random
     sample of the data rather than the first rows of a file."""
@@ -230,7 +235,11 @@ class Item(models.Model):
     image_height = models.PositiveIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # Queue state, kept on the row so "next item" is one walk of one partial index.
-    priority = models.FloatField(default=random_priority)
+    priority = models.FloatField(
+        default=random_priority,
+        help_text="Queue order, highest first: random below 1, ranked by the model from 1 to 2, "
+        "moved to the front by an admin from 2 up (the model leaves those alone).",
+    )
     annotation_count = models.PositiveIntegerField(default=0)
     needs_annotation = models.BooleanField(default=True)
     # Set for items assigned to named annotators (`ItemAssignment`): only they get the item, and

@@ -28,6 +28,7 @@ from annotations.assignments import required_answers
 from annotations.events import publish_progress_on_commit
 from annotations.gold import gold_rebuild, gold_refresh_item
 from annotations.models import (
+    PINNED_PRIORITY,
     Annotation,
     AnnotationRevision,
     ClassNames,
@@ -356,3 +357,20 @@ def projects_delete(projects: QuerySet[Project]) -> None:
     with transaction.atomic():
         _delete_items_bottom_up(Item.objects.filter(project__in=projects))
         projects.delete()
+
+
+def items_move_to_front(items: QuerySet[Item]) -> int:
+    """Pin items at the head of their projects' queues, ahead of what the model ranks (it
+    re-ranks only priorities below `PINNED_PRIORITY`), newest pin first; returns how many."""
+    moved = 0
+    with transaction.atomic():
+        for project_id in set(items.order_by().values_list("project_id", flat=True).distinct()):
+            top = (
+                Item.objects.filter(project_id=project_id, needs_annotation=True)
+                .order_by("-priority")
+                .values_list("priority", flat=True)
+                .first()
+            )
+            priority = max(top or 0.0, PINNED_PRIORITY) + 1.0
+            moved += items.filter(project_id=project_id).update(priority=priority)
+    return moved

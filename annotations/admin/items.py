@@ -150,16 +150,13 @@ class ItemAdmin(admin.ModelAdmin):
 
     @admin.action(description="Move the selected items to the front of the queue")
     def move_to_front(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
-        moved = 0
-        for project_id in project_ids_of(queryset):
-            top = (
-                Item.objects.filter(project_id=project_id, needs_annotation=True)
-                .order_by("-priority")
-                .values_list("priority", flat=True)
-                .first()
-            )
-            moved += queryset.filter(project_id=project_id).update(priority=(top or 0.0) + 1.0)
-        self.message_user(request, f"Moved {moved} item(s) to the front.", messages.SUCCESS)
+        moved = services.items_move_to_front(queryset)
+        self.message_user(
+            request,
+            f"Moved {moved} item(s) to the front; they stay there, ahead of the model's "
+            "ranking, until answered.",
+            messages.SUCCESS,
+        )
 
     @admin.action(description="Send the selected items to review")
     def send_to_review(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -15,8 +14,9 @@ from django.utils.html import format_html
 
 from annotations import services
 from annotations.admin.common import link_if_route, links_html, summarised_delete
-from annotations.assignments import assignment_remove
-from annotations.gold import gold_rebuild
+from annotations.admin.members import MembershipInline
+from annotations.label_classes import label_class_add, project_schema_check, project_schema_set
+from annotations.members import membership_add
 from annotations.models import (
     Annotation,
     AnnotationRevision,
@@ -26,6 +26,7 @@ from annotations.models import (
     Membership,
     Project,
 )
+from annotations.project_settings import PROJECT_FIELDS, TRAINING_FIELDS, project_settings_update
 from curation.models import ProjectTraining
 
 # --- Projects ---------------------------------------------------------------------------------
@@ -56,19 +57,27 @@ class LabelClassFormSet(BaseInlineFormSet):
 
 
 class LabelClassInline(admin.TabularInline):
+    """Classes are given when a project is created here; afterwards they change on the
+    project's Label classes page, whose service keeps the stored answers in step with a rename
+    and refuses to delete a class in use (linked from "links" below)."""
+
     model = LabelClass
     formset = LabelClassFormSet
-    fields = ["order", "name", "color", "key"]
+    fields = ["order", "name", "color", "key", "retired"]
     ordering = ["order", "id"]
     extra = 0
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None):
+        return ["retired"] if obj is None else self.fields
 
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    fields = ["user", "role", "created_at"]
-    readonly_fields = ["created_at"]
-    autocomplete_fields = ["user"]
-    extra = 0
+    def has_change_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
+        return obj is None and super().has_add_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
+        return False
 
 
 class ProjectTrainingInline(admin.StackedInline):
@@ -79,16 +88,39 @@ class ProjectTrainingInline(admin.StackedInline):
     max_num = 1
 
 
-def _members_removed(memberships: Iterable[Membership]) -> None:
-    """Before memberships go: their assignments and leases, which only members may hold (an
-    item assigned to someone who left would wait for them forever)."""
-    for m in memberships:
-        assignment_remove(project=m.project, users=[m.user])
-        ItemLease.objects.filter(project=m.project, user=m.user).delete()
+class ProjectAdminForm(forms.ModelForm):
+    make_me_admin = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Make me its project admin",
+        help_text="Adds you as a member with the project admin role, so the project's pages "
+        "list it for you. Leave unticked to only manage it as a site admin.",
+    )
+
+    class Meta:
+        model = Project
+        fields = ["name", "item_kind", "labeling_mode", *PROJECT_FIELDS]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.instance.pk is not None and "item_kind" in data and "labeling_mode" in data:
+            try:
+                project_schema_check(
+                    self.instance, item_kind=data["item_kind"], labeling_mode=data["labeling_mode"]
+                )
+            except ValidationError as exc:
+                self.add_error(None, exc.messages)
+        return data
 
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
+    """Edits go through the services the project's pages use: settings through
+    `project_settings_update` (an overlap change recounts, a new review rule rebuilds the gold
+    labels), the schema through `annotations.label_classes`, members through
+    `annotations.members`. The item kind and labelling mode are read-only once items exist."""
+
+    form = ProjectAdminForm
     list_display = [
         "name",
         "item_kind",
@@ -121,6 +153,16 @@ class ProjectAdmin(admin.ModelAdmin):
         (None, {"fields": ["created_at"]}),
     ]
     actions = ["recount_progress", "release_all_leases"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Project | None = None):
+        if obj is not None:
+            return self.fieldsets
+        first = (None, {"fields": ["name", "description", "instructions", "make_me_admin"]})
+        return [first, *self.fieldsets[1:3]]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None):
+        frozen = obj is not None and Item.objects.filter(project=obj).exists()
+        return self.readonly_fields + (["item_kind", "labeling_mode"] if frozen else [])
 
     @admin.display(description="items", ordering="item_count")
     def items(self, obj: Project) -> int:
@@ -162,6 +204,7 @@ class ProjectAdmin(admin.ModelAdmin):
                 link_if_route("Export JSONL", "project_export_jsonl", obj.pk),
                 link_if_route("Export CSV", "project_export_csv", obj.pk),
                 link_if_route("Settings", "project_settings", obj.pk),
+                link_if_route("Label classes", "project_label_classes", obj.pk),
                 link_if_route("Members", "project_members", obj.pk),
                 link_if_route("Assignments", "project_assignments", obj.pk),
             ]
@@ -171,28 +214,63 @@ class ProjectAdmin(admin.ModelAdmin):
         if not change:
             obj.save()
             return
-        # Never write the counters back from the form's copy: annotators may have moved them
-        # since the page was loaded. A new overlap goes through the service, which recounts.
-        fields = [
-            f.name
-            for f in obj._meta.concrete_fields
-            if not f.primary_key and f.name not in {"item_count", "complete_count", "overlap"}
-        ]
+        # The form's copy is never saved whole: annotators may have moved the counters since
+        # the page was loaded, and settings have side effects only their service knows.
+        data = form.cleaned_data
         with transaction.atomic():
-            obj.save(update_fields=fields)
-            if "overlap" in form.changed_data:
-                services.project_set_overlap(obj, obj.overlap)  # rebuilds gold labels too
-            elif {"review_threshold", "consensus"} & set(form.changed_data):
-                gold_rebuild(obj)  # the review queue follows the new rule at once
-        obj.refresh_from_db(fields=["item_count", "complete_count", "overlap"])
+            if "name" in form.changed_data:
+                obj.save(update_fields=["name", "updated_at"])
+            if {"item_kind", "labeling_mode"} & set(form.changed_data):
+                project_schema_set(
+                    project=obj, item_kind=data["item_kind"], labeling_mode=data["labeling_mode"]
+                )
+            project_settings_update(
+                project=obj, values={f: data[f] for f in PROJECT_FIELDS if f in data}
+            )
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        project = form.instance
+        # What the admin's change message reads; set by formset.save(), which the services
+        # replace here.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         if formset.model is Membership:
-            with transaction.atomic():
-                _members_removed(f.instance for f in formset.deleted_forms if f.instance.pk)
-                super().save_formset(request, form, formset, change)
-            return
-        super().save_formset(request, form, formset, change)
+            formset.save_through_services()
+        elif formset.model is LabelClass:
+            if change:
+                return  # read-only once the project exists
+            new = [f.cleaned_data for f in formset.forms if f.has_changed() and f.cleaned_data]
+            for data in sorted(new, key=lambda d: d.get("order") or 0):
+                label_class_add(
+                    project=project,
+                    name=data["name"],
+                    color=data.get("color") or "",
+                    key=data.get("key") or "",
+                )
+        elif formset.model is ProjectTraining:
+            for f in formset.forms:
+                if f.cleaned_data and (f.has_changed() or f.instance.pk):
+                    project_settings_update(
+                        project=project,
+                        values={},
+                        training={name: f.cleaned_data[name] for name in TRAINING_FIELDS},
+                    )
+        else:
+            super().save_formset(request, form, formset, change)
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        with transaction.atomic():
+            super().save_related(request, form, formsets, change)
+            project = form.instance
+            if (
+                not change
+                and form.cleaned_data.get("make_me_admin")
+                and not Membership.objects.filter(project=project, user=request.user).exists()
+            ):
+                membership_add(
+                    project=project,
+                    username_or_email=request.user.get_username(),
+                    role=Membership.Role.ADMIN,
+                )
 
     @admin.action(description="Recount progress of the selected projects")
     def recount_progress(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
@@ -231,32 +309,31 @@ class ProjectAdmin(admin.ModelAdmin):
 # --- Members, classes, leases -----------------------------------------------------------------
 
 
-@admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["user", "project", "role", "created_at"]
-    list_filter = ["role", "project"]
-    list_editable = ["role"]
-    search_fields = ["user__username", "user__email", "project__name"]
-    list_select_related = ["user", "project"]
-    autocomplete_fields = ["user", "project"]
-
-    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
-        self.delete_queryset(request, Membership.objects.filter(pk=obj.pk))
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
-        with transaction.atomic():
-            _members_removed(queryset.select_related("project", "user"))
-            queryset.delete()
-
-
 @admin.register(LabelClass)
 class LabelClassAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "swatch", "key", "order"]
-    list_filter = ["project"]
+    """Listed here; changed on each project's Label classes page (`annotations.label_classes`
+    rewrites the stored answers on a rename and refuses to delete a class in use)."""
+
+    list_display = ["name", "project", "swatch", "key", "order", "retired", "manage"]
+    list_filter = ["project", "retired"]
     search_fields = ["name", "project__name"]
     list_select_related = ["project"]
     autocomplete_fields = ["project"]
     ordering = ["project__name", "order", "id"]
+
+    @admin.display(description="manage")
+    def manage(self, obj: LabelClass):
+        page = link_if_route("Label classes page", "project_label_classes", obj.project_id)
+        return links_html([page])
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
     @admin.display(description="colour")
     def swatch(self, obj: LabelClass):
