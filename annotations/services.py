@@ -3,9 +3,11 @@ commands all call these; none of them writes annotations another way."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -41,8 +43,11 @@ from annotations.models import (
     Review,
     ReviewEvent,
 )
-from curation.models import EvalSample, ItemFeatures
+from curation import artifacts
+from curation.models import EvalSample, ItemFeatures, models_dir
 from curation.worker import request_training_on_commit
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -326,8 +331,11 @@ def projects_recount(project_ids: Iterable[int]) -> None:
 def _delete_items_bottom_up(items: QuerySet[Item]) -> None:
     """One DELETE per table. Django's collector would load every row and its dependents into
     memory first, which does not finish for a project of a million items; nothing listens to
-    delete signals for these models, so the set-wise delete does the same (image files stay on
-    disk, as with Django's own delete)."""
+    delete signals for these models, so the set-wise delete does the same. The items' image
+    files are removed once the deletion commits (`_delete_files_on_commit`)."""
+    _delete_files_on_commit(
+        images=list(items.exclude(image="").values_list("image", flat=True).iterator())
+    )
     AnnotationRevision.objects.filter(annotation__item__in=items).delete()
     ReviewEvent.objects.filter(review__item__in=items).delete()
     for model in (ItemLease, ItemAssignment, GoldLabel, Review, EvalSample, ItemFeatures):
@@ -354,9 +362,34 @@ def annotations_delete(annotations: QuerySet[Annotation]) -> None:
 
 
 def projects_delete(projects: QuerySet[Project]) -> None:
+    """Delete projects with everything they hold, and their image and model files once that
+    commits."""
     with transaction.atomic():
-        _delete_items_bottom_up(Item.objects.filter(project__in=projects))
-        projects.delete()
+        ids = list(projects.values_list("pk", flat=True))
+        _delete_items_bottom_up(Item.objects.filter(project__in=ids))
+        Project.objects.filter(pk__in=ids).delete()
+        _delete_files_on_commit(model_folders=[models_dir() / f"project-{pk}" for pk in ids])
+
+
+def _delete_files_on_commit(
+    *, images: Sequence[str] = (), model_folders: Sequence[Path] = ()
+) -> None:
+    """Remove files of deleted rows after the deletion commits: never before (a rollback would
+    leave rows pointing at missing files), and never for a deletion that rolled back."""
+    if not images and not model_folders:
+        return
+
+    def delete() -> None:
+        storage = Item._meta.get_field("image").storage
+        for name in images:
+            try:
+                storage.delete(name)
+            except OSError:
+                logger.warning("could not delete the image file %s", name, exc_info=True)
+        for folder in model_folders:
+            artifacts.delete_project_models(folder)
+
+    transaction.on_commit(delete)
 
 
 def items_move_to_front(items: QuerySet[Item]) -> int:
