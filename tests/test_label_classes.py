@@ -347,3 +347,19 @@ def test_no_stored_name_is_left_behind_on_the_database_either(project, history):
             [project.pk],
         )
         assert cursor.fetchone()[0] == 4
+
+
+def test_a_training_run_that_waited_through_a_rename_leaves_the_model_to_the_next_run(
+    data_dir, project, history
+):
+    """A worker read the old classes, then waited for the training lock while the rename
+    committed: it must not save a model that speaks of the old names as the current one."""
+    from curation import trainer
+
+    assert train_project_once(project) is not None
+    stale_state = trainer._states[project.pk]  # built with the old classes
+    label_class_update(label_class=cls(project, "positive"), name="favourable")
+    assert trainer._train_locked(project, stale_state) is None
+    assert ProjectTraining.objects.get(project=project).current_version is None
+    retrained = train_project_once(project)
+    assert "favourable" in retrained.class_balance
