@@ -28,6 +28,7 @@ from django.db.models.expressions import RawSQL
 from annotations.models import (
     Annotation,
     AnnotationRevision,
+    ClassNames,
     GoldLabel,
     Item,
     LabelClass,
@@ -170,10 +171,37 @@ def _renamed_keys(mapping: Any, old: str, new: str) -> Any:
 
 # --- Locks and the model -------------------------------------------------------------------
 
+# First key of the PostgreSQL advisory locks on a project's class names (the second is its id).
+_SCHEMA_LOCK = 0x6C61_6263  # "labc"
+
+
+def _schema_lock(project_id: int, *, shared: bool) -> None:
+    """Writers of class names (answers, decisions) hold this shared; a class change holds it
+    exclusively, so an answer checked against the old names cannot commit after a rename
+    rewrote them. SQLite needs none: it refuses a write from a transaction that read before
+    another one committed."""
+    if connection.vendor != "postgresql":
+        return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s, %s)", [_SCHEMA_LOCK, project_id])
+
+
+def class_names_locked(project: Project) -> ClassNames:
+    """The project's class names, read inside the caller's transaction under the shared schema
+    lock: the labels of an answer or decision checked against these are still the project's
+    names when it commits (a rename waits for it, or it waits for the rename)."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("class_names_locked() is for use inside a transaction")
+    _schema_lock(project.pk, shared=True)
+    return project.class_names()
+
 
 def _lock(project: Project) -> ProjectTraining:
-    """Lock the project's label classes (one class edit at a time) and its training row (a
-    training run in progress finishes first); returns the training row."""
+    """Lock the project's class names against answers being written, its label classes (one
+    class edit at a time) and its training row (a training run in progress finishes first);
+    returns the training row."""
+    _schema_lock(project.pk, shared=False)
     list(LabelClass.objects.select_for_update().filter(project=project).values_list("pk"))
     ProjectTraining.objects.get_or_create(project=project)
     return ProjectTraining.objects.select_for_update().get(project=project)

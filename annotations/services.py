@@ -29,6 +29,7 @@ from annotations import queue
 from annotations.assignments import required_answers
 from annotations.events import publish_progress_on_commit
 from annotations.gold import gold_rebuild, gold_refresh_item
+from annotations.label_classes import class_names_locked
 from annotations.models import (
     PINNED_PRIORITY,
     Annotation,
@@ -120,6 +121,10 @@ def annotation_submit(
     labels = validate_labels(project, labels, skipped=skipped, names=label_names)
     time_spent_ms = max(0, min(int(time_spent_ms or 0), 24 * 3600 * 1000))
     with transaction.atomic():
+        # Checked again under the schema lock: a class renamed since the first check is refused
+        # here rather than stored under its old name after the rename rewrote the others.
+        label_names = class_names_locked(project)
+        labels = validate_labels(project, labels, skipped=skipped, names=label_names)
         # The item's review and gold row come with the lock: the gold label is refreshed below.
         locked = (
             Item.objects.select_for_update(of=("self",))

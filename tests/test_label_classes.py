@@ -363,3 +363,63 @@ def test_a_training_run_that_waited_through_a_rename_leaves_the_model_to_the_nex
     assert ProjectTraining.objects.get(project=project).current_version is None
     retrained = train_project_once(project)
     assert "favourable" in retrained.class_balance
+
+
+def _someone_waits_for_the_schema_lock(project: Project) -> bool:
+    from annotations.label_classes import _SCHEMA_LOCK
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND classid = %s AND objid = %s "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [_SCHEMA_LOCK, project.pk],
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_answer_checked_against_the_old_name_commits_before_the_rename_rewrites(
+    project, annotator
+):
+    """An answer validated against "positive" while a rename to "favourable" starts: the
+    rename waits for it and rewrites it too, instead of leaving it under a name that no
+    longer exists."""
+    import threading
+    import time
+
+    from django.db import connections, transaction
+
+    from annotations.label_classes import class_names_locked
+
+    item = by_id(project, "t0")
+    checked, renamed = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def rename() -> None:
+        try:
+            checked.wait(10)
+            label_class_update(label_class=cls(project, "positive"), name="favourable")
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            renamed.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=rename)
+    thread.start()
+    with transaction.atomic():
+        names = class_names_locked(project)
+        assert "positive" in names  # the answer is checked against the old name
+        checked.set()
+        # Wait until the rename either blocks on the schema lock or (without it) finishes.
+        deadline = time.monotonic() + 10
+        while not renamed.is_set() and not _someone_waits_for_the_schema_lock(project):
+            assert time.monotonic() < deadline, "the rename neither waited nor finished"
+            renamed.wait(0.05)
+        Annotation.objects.create(
+            project=project, item=item, annotator=annotator, labels=["positive"]
+        )
+    thread.join(10)
+    assert not errors, errors
+    assert Annotation.objects.get(item=item).labels == ["favourable"]
