@@ -22,7 +22,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from annotations.models import (
@@ -61,46 +61,51 @@ _FROZEN = (
 # --- Where class names are stored ----------------------------------------------------------
 
 
-def _name_columns(project: Project) -> list[tuple[QuerySet, str]]:
-    """Every JSON list of class names stored for `project`, as (rows, field)."""
-    reviews = Review.objects.filter(project=project)
-    events = ReviewEvent.objects.filter(review__project=project)
-    revisions = AnnotationRevision.objects.filter(annotation__project=project)
-    evals = EvalSample.objects.filter(project=project)
+def _name_columns(project: Project) -> list[tuple[QuerySet, tuple[str, ...], str]]:
+    """Every JSON list of class names stored for `project`: (rows, their list fields, what the
+    rows are). The review log's `candidates` (a list of dicts) is handled on its own."""
     return [
-        (Annotation.objects.filter(project=project), "labels"),
-        (revisions, "labels"),
-        (revisions, "previous_labels"),
-        (GoldLabel.objects.filter(project=project), "labels"),
-        (reviews, "labels"),
-        (reviews, "model_labels"),
-        (events, "labels"),
-        (evals, "predicted"),
-        (evals, "truth"),
+        (Annotation.objects.filter(project=project), ("labels",), "answers"),
+        (
+            AnnotationRevision.objects.filter(annotation__project=project),
+            ("labels", "previous_labels"),
+            "answer edits",
+        ),
+        (GoldLabel.objects.filter(project=project), ("labels",), "gold labels"),
+        (Review.objects.filter(project=project), ("labels", "model_labels"), "reviews"),
+        (ReviewEvent.objects.filter(review__project=project), ("labels",), "review log entries"),
+        (EvalSample.objects.filter(project=project), ("predicted", "truth"), "evaluation samples"),
     ]
 
 
-def _containing(rows: QuerySet, field: str, name: str) -> QuerySet:
-    """The rows whose list `field` holds `name`. PostgreSQL answers from the JSON (`@>`);
-    other databases (SQLite, the demo) by reading the lists."""
+def _containing(rows: QuerySet, fields: Sequence[str], name: str) -> QuerySet:
+    """The rows where any of the list `fields` holds `name`. PostgreSQL answers from the JSON
+    (`@>`); other databases (SQLite, the demo) by reading the lists."""
     if connection.vendor == "postgresql":
-        return rows.filter(**{f"{field}__contains": [name]})
-    ids = [pk for pk, value in rows.values_list("pk", field) if name in (value or [])]
+        match = Q()
+        for field in fields:
+            match |= Q(**{f"{field}__contains": [name]})
+        return rows.filter(match)
+    ids = [
+        pk
+        for pk, *values in rows.values_list("pk", *fields)
+        if any(name in (v or []) for v in values)
+    ]
     return rows.filter(pk__in=ids)
 
 
 def label_class_usage(label_class: LabelClass) -> dict[str, int]:
     """Where the class's name is stored: {what: rows}, only what is non-zero."""
     project, name = label_class.project, label_class.name
-    out: dict[str, int] = {}
-    for rows, field in _name_columns(project):
-        n = _containing(rows, field, name).count()
+    out = {}
+    for rows, fields, what in _name_columns(project):
+        if rows.model is ReviewEvent:  # the candidates the reviewer saw count too
+            ids = set(_containing(rows, fields, name).values_list("pk", flat=True))
+            n = len(ids | {e.pk for e in _events_with_candidate(project, name)})
+        else:
+            n = _containing(rows, fields, name).count()
         if n:
-            what = f"{rows.model._meta.verbose_name_plural} ({field.replace('_', ' ')})"
-            out[what] = out.get(what, 0) + n
-    candidates = _events_with_candidate(project, name)
-    if candidates:
-        out["review log (candidates shown)"] = len(candidates)
+            out[what] = n
     return out
 
 
@@ -117,8 +122,9 @@ def _events_with_candidate(project: Project, name: str) -> list[ReviewEvent]:
 def _rewrite(project: Project, old: str, new: str) -> int:
     """Replace `old` by `new` in every stored list of class names of `project`; returns rows."""
     changed = 0
-    for rows, field in _name_columns(project):
-        matching = _containing(rows, field, old)
+    columns = [(rows, field) for rows, fields, _ in _name_columns(project) for field in fields]
+    for rows, field in columns:
+        matching = _containing(rows, [field], old)
         if connection.vendor == "postgresql":
             # Element by element, in place: the lists keep their order and any other names.
             column = connection.ops.quote_name(field)

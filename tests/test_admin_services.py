@@ -268,6 +268,8 @@ def test_a_site_admin_who_opts_out_is_no_member_but_can_still_open_every_page(
     assert not Membership.objects.filter(project=project).exists()
     for route in ("project_detail", "project_settings", "project_members", "project_quality"):
         assert admin_client_.get(reverse(route, args=[project.pk])).status_code == 200, route
+    detail = admin_client_.get(reverse("project_detail", args=[project.pk])).content.decode()
+    assert "as a site admin" in detail
     listing = admin_client_.get(reverse("project_list")).content.decode()
     assert "Birds" in listing and "Site admin" in listing
     api = admin_client_.get(reverse("api-project-list")).json()

@@ -215,7 +215,7 @@ def test_deleting_a_class_in_use_is_refused_with_a_pointer_to_retire_and_changes
     before = stored_names(project)
     with pytest.raises(ValidationError, match="Retire it instead") as refused:
         label_class_delete(label_class=cls(project, "negative"))
-    assert "annotations" in str(refused.value)
+    assert "4 answers" in str(refused.value)
     assert project.class_names() == ["positive", "negative", "neutral"]
     assert stored_names(project) == before
     label_class_delete(label_class=cls(project, "neutral"))  # nobody used it
