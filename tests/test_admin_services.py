@@ -289,3 +289,27 @@ async def test_a_site_admin_hears_a_projects_events_on_its_websocket(
     asgi_app, memory_layer, project, superuser, annotator
 ):
     await test_websocket.assert_progress_after_submit(asgi_app, project, superuser)
+
+
+def test_training_settings_edited_in_the_curation_admin_are_saved_through_the_service(
+    admin_client_, project
+):
+    from curation.models import ProjectTraining
+
+    add = reverse("admin:curation_projecttraining_add")
+    data = {
+        "project": project.pk,
+        "strategy": "margin",
+        "exploration": "0.2",
+        "eval_share": "0.1",
+        "suggestions": "off",
+    }
+    assert admin_client_.post(add, data).status_code == 302
+    row = ProjectTraining.objects.get(project=project)
+    assert (row.exploration, row.suggestions) == (0.2, "off")
+    change = reverse("admin:curation_projecttraining_change", args=[row.pk])
+    response = admin_client_.post(change, {**data, "eval_share": "0.9"})
+    assert response.status_code == 200  # refused by the field's bounds, nothing saved
+    assert ProjectTraining.objects.get(project=project).eval_share == 0.1
+    assert admin_client_.post(change, {**data, "exploration": "0.3"}).status_code == 302
+    assert ProjectTraining.objects.get(project=project).exploration == 0.3
