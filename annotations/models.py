@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -99,9 +100,11 @@ class Project(models.Model):
                 {"consensus": "Weighted consensus (CROWDLAB) is for single-label projects only."}
             )
 
-    def class_names(self) -> list[str]:
-        """The label class names, in schema order (one query)."""
-        return list(self.label_classes.order_by("order", "id").values_list("name", flat=True))
+    def class_names(self) -> ClassNames:
+        """The label class names, in schema order, retired ones included (they stay in the
+        data); which are retired rides along as `.retired` (one query)."""
+        rows = self.label_classes.order_by("order", "id").values_list("name", "retired")
+        return ClassNames(rows)
 
     @property
     def is_multi_label(self) -> bool:
@@ -114,6 +117,22 @@ class Project(models.Model):
     @property
     def remaining_count(self) -> int:
         return self.item_count - self.complete_count
+
+
+class ClassNames(list):
+    """A project's class names in schema order (a plain list of str to every reader), with the
+    names of the retired classes in `retired`: answers that exist keep them, new answers may
+    not use them (`annotations.services.validate_labels`)."""
+
+    def __init__(self, rows: Iterable[tuple[str, bool]] = ()) -> None:
+        rows = list(rows)
+        super().__init__(name for name, _ in rows)
+        self.retired: frozenset[str] = frozenset(name for name, retired in rows if retired)
+
+    @property
+    def offered(self) -> list[str]:
+        """The names annotators and reviewers may choose, in schema order."""
+        return [n for n in self if n not in self.retired]
 
 
 _key_validator = RegexValidator(r"^[a-z0-9]$", "A keyboard key is one lowercase letter or digit.")
@@ -136,6 +155,10 @@ class LabelClass(models.Model):
         help_text="Keyboard shortcut; 1–9 follow the order when left blank.",
     )
     order = models.PositiveSmallIntegerField(default=0)
+    retired = models.BooleanField(
+        default=False,
+        help_text="Kept in the data and exports, no longer offered for new answers.",
+    )
 
     class Meta:
         ordering = ["project", "order", "id"]
@@ -186,6 +209,11 @@ def _suffix(filename: str) -> str:
     return filename[dot:].lower() if dot != -1 else ""
 
 
+#: Queue priorities from here up are items a project admin moved to the front: the trainer ranks
+#: the queue with priorities in [1, 2) and leaves these alone, so they stay first until answered.
+PINNED_PRIORITY = 2.0
+
+
 def random_priority() -> float:
     """New items enter the queue in random order, so the first items served are a random
     sample of the data rather than the first rows of a file."""
@@ -207,7 +235,11 @@ class Item(models.Model):
     image_height = models.PositiveIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # Queue state, kept on the row so "next item" is one walk of one partial index.
-    priority = models.FloatField(default=random_priority)
+    priority = models.FloatField(
+        default=random_priority,
+        help_text="Queue order, highest first: random below 1, ranked by the model from 1 to 2, "
+        "moved to the front by an admin from 2 up (the model leaves those alone).",
+    )
     annotation_count = models.PositiveIntegerField(default=0)
     needs_annotation = models.BooleanField(default=True)
     # Set for items assigned to named annotators (`ItemAssignment`): only they get the item, and

@@ -3,9 +3,11 @@ commands all call these; none of them writes annotations another way."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -27,9 +29,12 @@ from annotations import queue
 from annotations.assignments import required_answers
 from annotations.events import publish_progress_on_commit
 from annotations.gold import gold_rebuild, gold_refresh_item
+from annotations.label_classes import class_names_locked
 from annotations.models import (
+    PINNED_PRIORITY,
     Annotation,
     AnnotationRevision,
+    ClassNames,
     GoldLabel,
     Item,
     ItemAssignment,
@@ -39,8 +44,11 @@ from annotations.models import (
     Review,
     ReviewEvent,
 )
-from curation.models import EvalSample, ItemFeatures
+from curation import artifacts
+from curation.models import EvalSample, ItemFeatures, models_dir
 from curation.worker import request_training_on_commit
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,18 +65,27 @@ def validate_labels(
     skipped: bool,
     names: Sequence[str] | None = None,
 ) -> list[str]:
-    """Check chosen labels against the project's classes (`names`, in schema order, when the
-    caller has read them already); returns them in schema order."""
+    """Check chosen labels against the project's classes (`names`, from
+    `Project.class_names()`, when the caller has read them already); returns them in schema
+    order. Retired classes are refused: they stay in the data, not in new answers."""
     if not isinstance(labels, list | tuple) or not all(isinstance(x, str) for x in labels):
         raise ValidationError({"labels": "Labels must be a list of class names."})
-    if names is None:
+    if not isinstance(names, ClassNames):
         names = project.class_names()
     unknown = [x for x in labels if x not in names]
     if unknown:
         raise ValidationError(
             {
                 "labels": f"Unknown label(s) {', '.join(map(repr, unknown))}; "
-                f"this project's classes are {', '.join(map(repr, names))}."
+                f"this project's classes are {', '.join(map(repr, names.offered))}."
+            }
+        )
+    retired = [x for x in labels if x in names.retired]
+    if retired:
+        raise ValidationError(
+            {
+                "labels": f"The class(es) {', '.join(map(repr, retired))} are retired: choose "
+                f"one of {', '.join(map(repr, names.offered))}."
             }
         )
     if len(set(labels)) != len(labels):
@@ -104,6 +121,10 @@ def annotation_submit(
     labels = validate_labels(project, labels, skipped=skipped, names=label_names)
     time_spent_ms = max(0, min(int(time_spent_ms or 0), 24 * 3600 * 1000))
     with transaction.atomic():
+        # Checked again under the schema lock: a class renamed since the first check is refused
+        # here rather than stored under its old name after the rename rewrote the others.
+        label_names = class_names_locked(project)
+        labels = validate_labels(project, labels, skipped=skipped, names=label_names)
         # The item's review and gold row come with the lock: the gold label is refreshed below.
         locked = (
             Item.objects.select_for_update(of=("self",))
@@ -315,8 +336,11 @@ def projects_recount(project_ids: Iterable[int]) -> None:
 def _delete_items_bottom_up(items: QuerySet[Item]) -> None:
     """One DELETE per table. Django's collector would load every row and its dependents into
     memory first, which does not finish for a project of a million items; nothing listens to
-    delete signals for these models, so the set-wise delete does the same (image files stay on
-    disk, as with Django's own delete)."""
+    delete signals for these models, so the set-wise delete does the same. The items' image
+    files are removed once the deletion commits (`_delete_files_on_commit`)."""
+    _delete_files_on_commit(
+        images=list(items.exclude(image="").values_list("image", flat=True).iterator())
+    )
     AnnotationRevision.objects.filter(annotation__item__in=items).delete()
     ReviewEvent.objects.filter(review__item__in=items).delete()
     for model in (ItemLease, ItemAssignment, GoldLabel, Review, EvalSample, ItemFeatures):
@@ -343,6 +367,48 @@ def annotations_delete(annotations: QuerySet[Annotation]) -> None:
 
 
 def projects_delete(projects: QuerySet[Project]) -> None:
+    """Delete projects with everything they hold, and their image and model files once that
+    commits."""
     with transaction.atomic():
-        _delete_items_bottom_up(Item.objects.filter(project__in=projects))
-        projects.delete()
+        ids = list(projects.values_list("pk", flat=True))
+        _delete_items_bottom_up(Item.objects.filter(project__in=ids))
+        Project.objects.filter(pk__in=ids).delete()
+        _delete_files_on_commit(model_folders=[models_dir() / f"project-{pk}" for pk in ids])
+
+
+def _delete_files_on_commit(
+    *, images: Sequence[str] = (), model_folders: Sequence[Path] = ()
+) -> None:
+    """Remove files of deleted rows after the deletion commits: never before (a rollback would
+    leave rows pointing at missing files), and never for a deletion that rolled back."""
+    if not images and not model_folders:
+        return
+
+    def delete() -> None:
+        storage = Item._meta.get_field("image").storage
+        for name in images:
+            try:
+                storage.delete(name)
+            except OSError:
+                logger.warning("could not delete the image file %s", name, exc_info=True)
+        for folder in model_folders:
+            artifacts.delete_project_models(folder)
+
+    transaction.on_commit(delete)
+
+
+def items_move_to_front(items: QuerySet[Item]) -> int:
+    """Pin items at the head of their projects' queues, ahead of what the model ranks (it
+    re-ranks only priorities below `PINNED_PRIORITY`), newest pin first; returns how many."""
+    moved = 0
+    with transaction.atomic():
+        for project_id in set(items.order_by().values_list("project_id", flat=True).distinct()):
+            top = (
+                Item.objects.filter(project_id=project_id, needs_annotation=True)
+                .order_by("-priority")
+                .values_list("priority", flat=True)
+                .first()
+            )
+            priority = max(top or 0.0, PINNED_PRIORITY) + 1.0
+            moved += items.filter(project_id=project_id).update(priority=priority)
+    return moved

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations.views import annotate, data, manage, media, projects, quality, review
+from annotations.views import annotate, classes, data, manage, media, projects, quality, review
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
@@ -31,6 +31,7 @@ urlpatterns = [
     path("<int:pk>/export.csv", data.project_export_csv, name="project_export_csv"),
     path("<int:pk>/quality/", quality.project_quality, name="project_quality"),
     path("<int:pk>/settings/", manage.project_settings, name="project_settings"),
+    path("<int:pk>/classes/", classes.project_label_classes, name="project_label_classes"),
     path("<int:pk>/members/", manage.project_members, name="project_members"),
     path("<int:pk>/assignments/", manage.project_assignments, name="project_assignments"),
 ]

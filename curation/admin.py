@@ -1,7 +1,8 @@
 """Django admin for the model in the loop: trained versions (read-only) and training settings.
 
 Versions are written by the trainer only, so their admin is read-only; the per-project training
-row lets a site admin pick the query strategy and exploration share and train on demand.
+row lets a site admin pick the query strategy and exploration share (saved through
+`project_settings_update`, like the project's Settings page) and train on demand.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from annotations.project_settings import TRAINING_FIELDS, project_settings_update
 from curation.models import ModelVersion, ProjectTraining
 from curation.services import train_project_once
 from curation.trainer import eval_summary
@@ -57,6 +59,16 @@ class ProjectTrainingAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: ProjectTraining | None = None):
         # The project is chosen once, when the row is added; afterwards it identifies the row.
         return [*self.readonly_fields, "project"] if obj else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: ProjectTraining, form, change: bool) -> None:
+        """Through the Settings page's service, which validates and owns any side effects."""
+        project_settings_update(
+            project=obj.project,
+            values={},
+            training={f: form.cleaned_data[f] for f in TRAINING_FIELDS if f in form.cleaned_data},
+        )
+        saved = ProjectTraining.objects.get(project=obj.project)
+        obj.pk = saved.pk
 
     @admin.display(description="Accuracy on random items")
     def evaluation(self, obj: ProjectTraining) -> str:

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import struct
 import tempfile
 import zipfile
@@ -29,7 +30,14 @@ import numpy as np
 
 from curation.learner import IncrementalLearner
 
-__all__ = ["FORMAT_VERSION", "ModelFileError", "load_learner", "read_model_file", "save_learner"]
+__all__ = [
+    "FORMAT_VERSION",
+    "ModelFileError",
+    "delete_project_models",
+    "load_learner",
+    "read_model_file",
+    "save_learner",
+]
 
 MAGIC = b"DPMODEL\n"
 FORMAT_VERSION = 1
@@ -179,3 +187,9 @@ def load_learner(path: str | os.PathLike, **expected: Any) -> IncrementalLearner
     call `fit()` with all labels so far (it warm-starts from the loaded coefficients).
     """
     return read_model_file(path, **expected)[0]
+
+
+def delete_project_models(folder: str | os.PathLike) -> None:
+    """Remove a deleted project's model folder (`models_dir() / "project-<id>"`) with its files;
+    nothing to do when it has none."""
+    shutil.rmtree(folder, ignore_errors=True)

@@ -48,7 +48,7 @@ from sklearn.preprocessing import normalize
 
 from annotations.events import project_group, publish
 from annotations.gold import reviews_for_model_disagreement
-from annotations.models import GoldLabel, Item, Project
+from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
 from curation import artifacts, consensus
 from curation.features import item_features
 from curation.featurizers import Featurizer, featurizer_for
@@ -259,6 +259,10 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
             .select_related("current_version")
             .get(project=project)
         )
+        if _schema(project) != state.schema:
+            # The classes changed while this run waited for the lock (`annotations.label_classes`):
+            # the run that change requested retrains from scratch with the new names.
+            return None
         count, last_change = _fingerprint(project)
         if count == 0:
             # Only skips so far: nothing to learn, but nothing stale either.
@@ -785,7 +789,9 @@ def _write_ranking(project: Project, ranked: Sequence[int]) -> None:
     """
     n = len(ranked)
     keep = set(ranked)
-    previous = Item.objects.filter(project=project, needs_annotation=True, priority__gte=1.0)
+    previous = Item.objects.filter(
+        project=project, needs_annotation=True, priority__gte=1.0, priority__lt=PINNED_PRIORITY
+    )
     demoted = [pk for pk in previous.values_list("id", flat=True) if pk not in keep]
     ids = [*ranked, *demoted]
     priorities = [1.0 + (n - pos) / (n + 1) for pos in range(n)]
@@ -797,16 +803,16 @@ def _write_ranking(project: Project, ranked: Sequence[int]) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {table} i SET priority = v.p FROM unnest(%s::bigint[], %s::float8[]) "
-                "AS v(id, p) WHERE i.id = v.id AND i.project_id = %s",
-                [ids, priorities, project.pk],
+                "AS v(id, p) WHERE i.id = v.id AND i.project_id = %s AND i.priority < %s",
+                [ids, priorities, project.pk, PINNED_PRIORITY],
             )
         return
     # SQLite: one prepared statement run per row (bulk_update's CASE WHEN costs ~10x more).
     table = connection.ops.quote_name(Item._meta.db_table)
     with connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {table} SET priority = %s WHERE id = %s",
-            list(zip(priorities, ids, strict=True)),
+            f"UPDATE {table} SET priority = %s WHERE id = %s AND priority < %s",
+            [(p, pk, PINNED_PRIORITY) for p, pk in zip(priorities, ids, strict=True)],
         )
 
 

@@ -120,7 +120,7 @@ def test_the_project_list_shows_only_the_users_projects_with_role_counts_and_cla
     assert entry["role"] == "annotator"
     assert (entry["item_count"], entry["complete_count"], entry["remaining_count"]) == (20, 0, 20)
     assert [c["name"] for c in entry["label_classes"]] == ["positive", "negative", "neutral"]
-    assert set(entry["label_classes"][0]) == {"name", "color", "key", "order"}
+    assert set(entry["label_classes"][0]) == {"name", "color", "key", "order", "retired"}
 
 
 def test_each_member_sees_their_own_role_in_the_project_list(reviewer, project_admin, project):

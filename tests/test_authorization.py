@@ -15,15 +15,17 @@ import io
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.views import redirect_to_login
 from django.core.files.base import ContentFile
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 from PIL import Image
 
-from annotations.models import Item, Membership, Project, Review
+from annotations.models import Item, ItemLease, Membership, Project, Review
 from annotations.review import review_flag
 from annotations.services import annotation_submit
 
@@ -42,8 +44,14 @@ POST = frozenset({"POST"})
 GET_POST = frozenset({"GET", "POST"})
 READ_WRITE = frozenset({"GET", "PUT", "PATCH", "DELETE"})
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-ACTORS = ("anonymous", "outsider", "annotator", "reviewer", "project_admin")
-ROLE_OF = {"annotator": "annotator", "reviewer": "reviewer", "project_admin": "admin"}
+# A site admin (superuser) is a member of no project, and acts as project admin in all of them.
+ACTORS = ("anonymous", "outsider", "annotator", "reviewer", "project_admin", "site_admin")
+ROLE_OF = {
+    "annotator": "annotator",
+    "reviewer": "reviewer",
+    "project_admin": "admin",
+    "site_admin": "admin",
+}
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ EXPECT: dict[str, Rule] = {
     "project_import": Rule(GET_POST, ADMIN_ONLY),
     # Managing the project: settings, members, item assignments
     "project_settings": Rule(GET_POST, ADMIN_ONLY),
+    "project_label_classes": Rule(GET_POST, ADMIN_ONLY),
     "project_members": Rule(GET_POST, ADMIN_ONLY),
     "project_assignments": Rule(GET_POST, ADMIN_ONLY),
     "project_export_jsonl": Rule(GET, REVIEWER_UP),
@@ -190,7 +199,17 @@ def png_bytes() -> bytes:
 
 
 @pytest.fixture
-def world(settings, tmp_path, project, other_project, annotator, reviewer, project_admin, outsider):
+def world(
+    settings,
+    tmp_path,
+    project,
+    other_project,
+    annotator,
+    reviewer,
+    project_admin,
+    outsider,
+    superuser,
+):
     settings.MEDIA_ROOT = tmp_path
     item = Item(project=project, external_id="pic", text="an image item", image_format="PNG")
     item.image_width, item.image_height = 4, 3
@@ -199,6 +218,15 @@ def world(settings, tmp_path, project, other_project, annotator, reviewer, proje
     for user in (annotator, reviewer, project_admin):
         annotation_submit(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
     item.project = project
+    # The site admin holds the item without answering it (annotate_item wants one or the other).
+    now = timezone.now()
+    ItemLease.objects.create(
+        project=project,
+        item=item,
+        user=superuser,
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
     review = review_flag(item=item, user=project_admin, note="check the crop")
     return World(
         project=project,
@@ -211,6 +239,7 @@ def world(settings, tmp_path, project, other_project, annotator, reviewer, proje
             "annotator": annotator,
             "reviewer": reviewer,
             "project_admin": project_admin,
+            "site_admin": superuser,
         },
         review=review,
     )

@@ -415,7 +415,7 @@ def test_weighted_consensus_is_refused_for_a_multi_label_project(db):
 
 # --- Pages ------------------------------------------------------------------------------------
 
-ROUTES = ["project_settings", "project_members", "project_assignments"]
+ROUTES = ["project_settings", "project_label_classes", "project_members", "project_assignments"]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from annotations.models import Annotation, Item, LabelClass, Project
 class LabelClassSerializer(serializers.ModelSerializer):
     class Meta:
         model = LabelClass
-        fields = ["name", "color", "key", "order"]
+        fields = ["name", "color", "key", "order", "retired"]
         read_only_fields = fields
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.http import FileResponse, Http404
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
@@ -44,9 +44,14 @@ class ProjectList(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Project]:
         role = Membership.objects.filter(project=OuterRef("pk"), user=self.request.user)
+        user_role = (
+            Value(Membership.Role.ADMIN)  # a site admin acts as project admin everywhere
+            if access.is_site_admin(self.request.user)
+            else Subquery(role.values("role")[:1])
+        )
         return (
             access.projects_for_user(self.request.user)
-            .annotate(user_role=Subquery(role.values("role")[:1]))
+            .annotate(user_role=user_role)
             .prefetch_related(
                 Prefetch("label_classes", queryset=LabelClass.objects.order_by("order", "id"))
             )

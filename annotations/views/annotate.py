@@ -28,9 +28,10 @@ HISTORY_LENGTH = 10
 
 
 def keyed_classes(project: Project) -> list[dict]:
-    """Label classes with the key that picks each: its own, else 1–9 by position."""
+    """The classes offered (retired ones are not), with the key that picks each: its own,
+    else 1–9 by position."""
     out = []
-    for index, label in enumerate(LabelClass.objects.filter(project=project)):
+    for index, label in enumerate(LabelClass.objects.filter(project=project, retired=False)):
         key = label.key or (str(index + 1) if index < 9 else "")
         out.append(
             {

@@ -14,12 +14,20 @@ from annotations.models import Membership, Review
 @require_GET
 @login_required
 def project_list(request: HttpRequest) -> HttpResponse:
-    memberships = (
+    memberships = list(
         Membership.objects.filter(user=request.user)
         .select_related("project")
         .order_by("project__name")
     )
-    return render(request, "annotations/project_list.html", {"memberships": memberships})
+    others = []
+    if access.is_site_admin(request.user):  # every project is open to a site admin
+        mine = [m.project_id for m in memberships]
+        others = list(access.projects_for_user(request.user).exclude(pk__in=mine))
+    return render(
+        request,
+        "annotations/project_list.html",
+        {"memberships": memberships, "site_admin_projects": others},
+    )
 
 
 @require_GET
