@@ -87,6 +87,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'dataprep.sqlite3'}"),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        # A persistent connection (DB_CONN_MAX_AGE > 0) that the server dropped (restart,
+        # failover, pg_terminate_backend) is replaced before a request uses it, not after a 500.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -99,6 +102,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 elif env_bool("DB_POOL", False):
+    from psycopg_pool import ConnectionPool
+
     # Under ASGI every request runs in a new thread, so CONN_MAX_AGE (per thread) never reuses a
     # connection; a psycopg pool does, and saves the ~4 ms connect on each request.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -106,6 +111,10 @@ elif env_bool("DB_POOL", False):
         "min_size": env_int("DB_POOL_MIN_SIZE", 2),
         "max_size": env_int("DB_POOL_MAX_SIZE", 10),
         "timeout": 10,
+        # Each connection handed out is checked first (one round trip): after a restart of the
+        # database or a terminated backend the pool reconnects instead of serving dead
+        # connections, each of which would be an HTTP 500.
+        "check": ConnectionPool.check_connection,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -119,6 +128,11 @@ if TRAINING_WORKER not in {"embedded", "external"}:
     raise ImproperlyConfigured(
         f"TRAINING_WORKER={TRAINING_WORKER!r}: use 'embedded' or 'external'."
     )
+# How often a training worker looks in the database for projects whose model lags behind their
+# labels (lost wake-ups, a Redis outage) and for follow-up jobs that are due.
+TRAINING_SWEEP_SECONDS = env_int("TRAINING_SWEEP_SECONDS", 30)
+# Model versions kept per project besides milestones and the current one (`curation.versions`).
+MODEL_VERSIONS_KEPT = env_int("MODEL_VERSIONS_KEPT", 200)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
