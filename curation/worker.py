@@ -230,18 +230,28 @@ class TrainingWorker(Worker):
         outage = _Outage()
         while True:
             try:
+                if outage.since is not None:
+                    await self._probe()  # a blocking receive would only tell with a message
+                    outage.recovered()
+                    self.dispatch({"type": "training.sweep"})  # wake-ups were lost meanwhile
                 message = await self.channel_layer.receive(channel)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarting: the DB keeps the truth
                 await asyncio.sleep(outage.failed(exc))
                 continue
-            if outage.recovered():
-                self.dispatch({"type": "training.sweep"})
             if not message.get("type"):
                 logger.warning("message without a type on %s ignored", channel)
                 continue
             self.dispatch(message)
+
+    async def _probe(self) -> None:
+        """Raise unless the channel layer answers (channels-redis: a PING to each host)."""
+        connection = getattr(self.channel_layer, "connection", None)
+        if connection is None:
+            return
+        for index in range(getattr(self.channel_layer, "ring_size", 1)):
+            await connection(index).ping()
 
     async def sweeper(self) -> None:
         while True:

@@ -87,8 +87,10 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'dataprep.sqlite3'}"),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
-        # A persistent connection (DB_CONN_MAX_AGE > 0) that the server dropped (restart,
-        # failover, pg_terminate_backend) is replaced before a request uses it, not after a 500.
+        # A connection the server dropped (restart, failover, pg_terminate_backend) is replaced
+        # before a request uses it, not after a 500: Django checks a persistent connection
+        # (DB_CONN_MAX_AGE > 0) before reuse, and with DB_POOL=1 has the pool check each
+        # connection it hands out (psycopg_pool's check_connection, one round trip).
         conn_health_checks=True,
     )
 }
@@ -102,8 +104,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 elif env_bool("DB_POOL", False):
-    from psycopg_pool import ConnectionPool
-
     # Under ASGI every request runs in a new thread, so CONN_MAX_AGE (per thread) never reuses a
     # connection; a psycopg pool does, and saves the ~4 ms connect on each request.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -111,10 +111,6 @@ elif env_bool("DB_POOL", False):
         "min_size": env_int("DB_POOL_MIN_SIZE", 2),
         "max_size": env_int("DB_POOL_MAX_SIZE", 10),
         "timeout": 10,
-        # Each connection handed out is checked first (one round trip): after a restart of the
-        # database or a terminated backend the pool reconnects instead of serving dead
-        # connections, each of which would be an HTTP 500.
-        "check": ConnectionPool.check_connection,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
