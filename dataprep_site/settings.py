@@ -118,7 +118,7 @@ REDIS_URL = env_str("REDIS_URL")
 CHANNEL_LAYERS = channel_layers_for(REDIS_URL)
 # Where the model in the loop trains: "embedded" runs the training worker inside the server
 # process (the default without Redis: the in-memory channel layer reaches only this process);
-# "external" leaves it to `manage.py runworker training` processes (the default with Redis).
+# "external" leaves it to `manage.py trainworker` processes (the default with Redis).
 TRAINING_WORKER = env_str("TRAINING_WORKER") or ("external" if REDIS_URL else "embedded")
 if TRAINING_WORKER not in {"embedded", "external"}:
     raise ImproperlyConfigured(
