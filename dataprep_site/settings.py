@@ -127,6 +127,10 @@ if TRAINING_WORKER not in {"embedded", "external"}:
 # How often a training worker looks in the database for projects whose model lags behind their
 # labels (lost wake-ups, a Redis outage) and for follow-up jobs that are due.
 TRAINING_SWEEP_SECONDS = env_int("TRAINING_SWEEP_SECONDS", 30)
+if TRAINING_SWEEP_SECONDS < 1:
+    raise ImproperlyConfigured(
+        f"TRAINING_SWEEP_SECONDS={TRAINING_SWEEP_SECONDS}: use a number of seconds, at least 1."
+    )
 # Model versions kept per project besides milestones and the current one (`curation.versions`).
 MODEL_VERSIONS_KEPT = env_int("MODEL_VERSIONS_KEPT", 200)
 

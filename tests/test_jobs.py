@@ -12,6 +12,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers, get_channel_layer
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from annotations.models import Membership, Project
 from annotations.queue import next_items
@@ -157,6 +159,11 @@ async def test_the_worker_runs_the_estimate_as_its_own_job_after_training(
         await asyncio.gather(running, return_exceptions=True)
     logged = [r.getMessage() for r in caplog.records if r.name == "curation.jobs"]
     assert any(m.startswith(f"training.estimate for project {project.pk} started") for m in logged)
+
+
+def test_trainworker_refuses_a_sweep_interval_that_is_not_positive():
+    with pytest.raises(CommandError, match="--sweep-seconds must be positive"):
+        call_command("trainworker", "--sweep-seconds", "0")
 
 
 def test_milestones_are_1_2_5_times_a_power_of_ten():

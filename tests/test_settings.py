@@ -180,6 +180,18 @@ def load_settings(tmp_path: Path, **env: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def test_a_sweep_interval_below_one_second_is_refused(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=clean_env(tmp_path, DEBUG="1", TRAINING_SWEEP_SECONDS="0"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "TRAINING_SWEEP_SECONDS=0" in done.stderr
+
+
 def test_pooled_connections_are_health_checked_before_use(tmp_path):
     """Django hands psycopg_pool its `check_connection` when CONN_HEALTH_CHECKS is on: a pool
     that served connections the server had dropped gave a burst of HTTP 500s."""
