@@ -885,7 +885,8 @@ def _save_version(
     training.labels_until = last_change
     training.trained_at = now
     training.save(update_fields=["current_version", "labels_seen", "labels_until", "trained_at"])
-    transaction.on_commit(lambda: versions.versions_prune(project_id=project.pk))
+    # robust: a failed clean-up is logged, never taken for a failed run.
+    transaction.on_commit(lambda: versions.versions_prune(project_id=project.pk), robust=True)
     return version
 
 
