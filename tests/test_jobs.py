@@ -112,6 +112,7 @@ def test_a_lost_accuracy_estimate_is_found_again_by_the_next_sweep(memory_layer,
     messages = queued(layer)
 
     assert messages == [{"type": jobs.ESTIMATE, "project_id": project.pk}]
+    trainer.forget_states()  # run by a worker that did not train it: the learner is rebuilt
     jobs.job_run(messages[0])
     version = current(project)
     assert version.estimated_accuracy is not None and 0 <= version.estimated_accuracy <= 1
