@@ -28,7 +28,6 @@ project's websocket group hears "model.updated".
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import threading
 import time
@@ -41,17 +40,18 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from django.db import connection, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Max
 from django.utils import timezone
 from sklearn.preprocessing import normalize
 
 from annotations.events import project_group, publish
 from annotations.gold import reviews_for_model_disagreement
 from annotations.models import GoldLabel, Item, Project
-from curation import artifacts, versions
+from curation import artifacts, evaluation, versions
+from curation.evaluation import eval_summary
 from curation.features import item_features
 from curation.featurizers import Featurizer, featurizer_for
-from curation.learner import IncrementalLearner, wilson_interval
+from curation.learner import IncrementalLearner
 from curation.models import BATCH_DIVERSE, EvalSample, ModelVersion, ProjectTraining, models_dir
 from curation.strategies import batch_diverse, get_strategy, margin, select
 
@@ -181,7 +181,13 @@ def _after_announcement(project: Project, state: ProjectState, result: TrainingR
     after this) and the pool sample's growth or rotation. The accuracy estimate and the
     weighted consensus are the worker's follow-up jobs (`curation.jobs`)."""
     started = time.perf_counter()
-    _predict_eval(project, state, state.pending_eval, result.version.version)
+    evaluation.eval_predict(
+        project=project,
+        learner=state.learner,
+        featurizer=state.featurizer,
+        ids=state.pending_eval,
+        version=result.version.version,
+    )
     _grow_sample(project, state, check=state.runs % SAMPLE_CHECK_RUNS == 0)
     result.timings_ms["after"] = round((time.perf_counter() - started) * 1000, 2)
 
@@ -284,7 +290,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         changed = _catch_up(project, state, count, last_change)
         _drop_from_sample(state, changed)
         clock.lap("catch_up")
-        _resolve_eval(project, changed, state)
+        evaluation.eval_resolve(project=project, changed=changed, labels=state.labels)
         disputed = _disputes(project, state, changed)
         X, y = _training_set(state)
         state.learner.fit(X, y)
@@ -420,50 +426,8 @@ def _training_set(state: ProjectState) -> tuple[Any, list[Label]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation slice
+# Evaluation slice: drawing its items (predicting and scoring them: curation.evaluation)
 # --------------------------------------------------------------------------------------------
-
-
-def _resolve_eval(project: Project, changed: set[int], state: ProjectState) -> None:
-    """Score the stored predictions of evaluation items whose label just arrived.
-
-    The stored prediction was made by a model that had not seen the label (test-then-train);
-    right after this the item joins training like any other.
-    """
-    if not changed:
-        return
-    pending = EvalSample.objects.filter(project=project, item_id__in=changed, resolved_at=None)
-    now = timezone.now()
-    resolved = []
-    for sample in pending:
-        if sample.predicted_by is None:
-            # Labelled before any model predicted it: it cannot be scored honestly any more.
-            sample.delete()
-            continue
-        truth = state.labels.get(sample.item_id)
-        if truth is None:  # skipped: stays pending; it may still be answered
-            continue
-        truth_set = sorted([truth] if isinstance(truth, str) else truth)
-        sample.truth = truth_set
-        sample.correct = sorted(sample.predicted) == truth_set
-        sample.resolved_at = now
-        resolved.append(sample)
-    EvalSample.objects.bulk_update(resolved, ["truth", "correct", "resolved_at"])
-
-
-def eval_summary(project: Project) -> dict[str, Any]:
-    row = EvalSample.objects.filter(project=project, resolved_at__isnull=False).aggregate(
-        total=Count("id"), correct=Count("id", filter=Q(correct=True))
-    )
-    total, correct = row["total"], row["correct"]
-    low, high = wilson_interval(correct, total)
-    return {
-        "total": total,
-        "correct": correct,
-        "accuracy": correct / total if total else None,
-        "low": low if total else None,
-        "high": high if total else None,
-    }
 
 
 def _draw_eval_items(project: Project, wanted: int) -> list[int]:
@@ -512,54 +476,6 @@ def _weave_eval_items(
         if item_id is not None:
             woven.append(item_id)
     return woven, evals
-
-
-def _predict_eval(project: Project, state: ProjectState, ids: list[int], version: int) -> None:
-    """Record the current model's out-of-sample guess for each open evaluation item."""
-    if not ids or state.learner.n_labels == 0:
-        return
-    X, kept = item_features(project, state.featurizer, ids)
-    if not kept:
-        return
-    proba = state.learner.predict_proba(X)
-    samples = {s.item_id: s for s in EvalSample.objects.filter(item_id__in=kept)}
-    for row, item_id in enumerate(kept):
-        sample = samples.get(item_id)
-        if sample is None:
-            continue
-        p = proba[row]
-        if state.learner.multi_label:
-            sample.predicted = [c for c, q in zip(state.schema[0], p, strict=True) if q >= 0.5]
-            sample.confidence = float(np.prod(np.where(p >= 0.5, p, 1 - p)))
-        else:
-            sample.predicted = [state.schema[0][int(p.argmax())]]
-            sample.confidence = float(p.max())
-        sample.predicted_by = version
-    # Never overwrite a prediction that has been scored already (another worker may have
-    # processed the label meanwhile): every update is guarded by resolved_at IS NULL.
-    if connection.vendor == "postgresql":
-        rows = list(samples.values())
-        table = connection.ops.quote_name(EvalSample._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} e SET predicted = v.p::jsonb, confidence = v.c, "
-                "predicted_by = %s FROM unnest(%s::bigint[], %s::text[], %s::float8[]) "
-                "AS v(id, p, c) WHERE e.id = v.id AND e.resolved_at IS NULL",
-                [
-                    version,
-                    [r.pk for r in rows],
-                    [json.dumps(r.predicted) for r in rows],
-                    [r.confidence for r in rows],
-                ],
-            )
-        return
-    with transaction.atomic():
-        for sample in samples.values():
-            EvalSample.objects.filter(pk=sample.pk, resolved_at=None).update(
-                predicted=sample.predicted,
-                confidence=sample.confidence,
-                predicted_by=sample.predicted_by,
-            )
 
 
 # --------------------------------------------------------------------------------------------
