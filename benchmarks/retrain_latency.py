@@ -785,11 +785,12 @@ SUBSTEPS = (
     ("curation.trainer", "_sample_proba", "rank: score the pool sample"),
     ("curation.trainer", "_grow_sample", "after: grow or rotate the pool sample"),
     ("curation.trainer", "item_features", "featurize (any caller)"),
+    ("curation.evaluation", "item_features", "featurize (any caller)"),
     ("curation.learner", "IncrementalLearner.predict_proba", "predict_proba (any caller)"),
     ("curation.trainer", "_weave_eval_items", "rank: weave evaluation items"),
     ("curation.trainer", "_write_ranking", "write: the ranking (UPDATE)"),
     ("curation.artifacts", "save_learner", "save: model file"),
-    ("curation.trainer", "_predict_eval", "after: predict evaluation items"),
+    ("curation.evaluation", "eval_predict", "after: predict evaluation items"),
     ("curation.trainer", "eval_summary", "eval summary (any caller)"),
     ("curation.learner", "IncrementalLearner.estimated_accuracy", "5-fold accuracy estimate"),
 )
