@@ -65,6 +65,9 @@ RETRY_MAX_SECONDS = 5.0
 _last_sweep = 0.0
 _blas_limited = False
 _sweep_lock = threading.Lock()
+#: Set while a sweep waits in a TrainingWorker's queue: a sweep slower than the timer must not
+#: pile up more of them.
+_sweep_queued = threading.Event()
 
 
 def _one_blas_thread() -> None:
@@ -121,6 +124,7 @@ def _maybe_sweep() -> None:
 
 def _sweep_now() -> None:
     global _last_sweep
+    _sweep_queued.clear()
     with _sweep_lock:
         _last_sweep = time.monotonic()
     _one_blas_thread()
@@ -180,13 +184,12 @@ class _Outage:
             self.delay = min(self.delay * 2, RETRY_MAX_SECONDS)
         return self.delay
 
-    def recovered(self) -> bool:
-        """Note a successful receive; True if it ended an outage (logged)."""
-        if self.since is None:
-            return False
-        logger.warning("channel layer reachable again after %.0f s", time.monotonic() - self.since)
+    def recovered(self) -> None:
+        """Note that the layer answers again (logged)."""
+        if self.since is not None:
+            seconds = time.monotonic() - self.since
+            logger.warning("channel layer reachable again after %.0f s", seconds)
         self.since = None
-        return True
 
 
 class TrainingWorker(Worker):
@@ -218,7 +221,8 @@ class TrainingWorker(Worker):
         self.loop = asyncio.get_running_loop()
         jobs.attach_worker(self.submit)
         try:
-            self.dispatch({"type": "training.sweep"})  # catch up with what happened while down
+            _sweep_queued.clear()
+            self.request_sweep()  # catch up with what happened while no worker ran
             await asyncio.gather(
                 self.sweeper(), *(self.listener(channel) for channel in self.channels)
             )
@@ -233,7 +237,7 @@ class TrainingWorker(Worker):
                 if outage.since is not None:
                     await self._probe()  # a blocking receive would only tell with a message
                     outage.recovered()
-                    self.dispatch({"type": "training.sweep"})  # wake-ups were lost meanwhile
+                    self.request_sweep()  # the wake-up calls of the outage were lost
                 message = await self.channel_layer.receive(channel)
             except asyncio.CancelledError:
                 raise
@@ -256,6 +260,12 @@ class TrainingWorker(Worker):
     async def sweeper(self) -> None:
         while True:
             await asyncio.sleep(self.sweep_seconds)
+            self.request_sweep()
+
+    def request_sweep(self) -> None:
+        """Queue a sweep unless one is waiting already."""
+        if not _sweep_queued.is_set():
+            _sweep_queued.set()
             self.dispatch({"type": "training.sweep"})
 
     def dispatch(self, message: dict[str, Any]) -> None:
