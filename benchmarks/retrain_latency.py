@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Retraining latency of the model in the loop: from a label's commit to the re-ranked queue
 being announced on the project's websocket group, on PostgreSQL + Redis with an external
-training worker (`manage.py runworker training`), for projects of 10k, 100k and 1M text items.
+training worker (`manage.py trainworker`), for projects of 10k, 100k and 1M text items.
 
     python benchmarks/retrain_latency.py                  # 10k, 100k and 1M items: ~9 min
     python benchmarks/retrain_latency.py --sizes 10000,100000 --labels 40
@@ -307,7 +307,7 @@ class WorkerProcess:
 
 
 def start_worker(env: dict[str, str], args: argparse.Namespace) -> WorkerProcess:
-    """Start `manage.py runworker training` and return once it has handled a first message.
+    """Start `manage.py trainworker` and return once it has handled a first message.
 
     The probe is a training request for a project that does not exist: it proves the worker
     listens, and takes its first stale-project sweep out of the measured runs.
@@ -318,7 +318,7 @@ def start_worker(env: dict[str, str], args: argparse.Namespace) -> WorkerProcess
     worker_env = {**env, "LOG_LEVEL": "INFO", **args.worker_env_dict}
     with os.fdopen(fd, "w") as log:
         proc = subprocess.Popen(
-            [PYTHON, str(ROOT / "manage.py"), "runworker", TRAINING_CHANNEL],
+            [PYTHON, str(ROOT / "manage.py"), "trainworker"],
             env=worker_env,
             cwd=ROOT,
             stdout=log,
@@ -327,7 +327,7 @@ def start_worker(env: dict[str, str], args: argparse.Namespace) -> WorkerProcess
         )
     worker = WorkerProcess(proc, Path(name))
     deadline = time.monotonic() + 60
-    while "Running worker for channels" not in worker.log_tail():
+    while f"training worker on channel {TRAINING_CHANNEL!r}" not in worker.log_tail():
         if proc.poll() is not None or time.monotonic() > deadline:
             worker.stop()
             raise SystemExit(f"the training worker did not start:\n{worker.log_tail()}")
@@ -785,11 +785,12 @@ SUBSTEPS = (
     ("curation.trainer", "_sample_proba", "rank: score the pool sample"),
     ("curation.trainer", "_grow_sample", "after: grow or rotate the pool sample"),
     ("curation.trainer", "item_features", "featurize (any caller)"),
+    ("curation.evaluation", "item_features", "featurize (any caller)"),
     ("curation.learner", "IncrementalLearner.predict_proba", "predict_proba (any caller)"),
     ("curation.trainer", "_weave_eval_items", "rank: weave evaluation items"),
     ("curation.trainer", "_write_ranking", "write: the ranking (UPDATE)"),
     ("curation.artifacts", "save_learner", "save: model file"),
-    ("curation.trainer", "_predict_eval", "after: predict evaluation items"),
+    ("curation.evaluation", "eval_predict", "after: predict evaluation items"),
     ("curation.trainer", "eval_summary", "eval summary (any caller)"),
     ("curation.learner", "IncrementalLearner.estimated_accuracy", "5-fold accuracy estimate"),
 )
@@ -1042,7 +1043,7 @@ def machine_info(idle: float | None, via: set[str], args) -> str:
         f"{'?' if idle is None else f'{idle:.0f}'}% idle just before the run\n"
         f"- Python {platform.python_version()}, Django {django.get_version()}, PostgreSQL {pg}, "
         f"Redis {redis_version}, NumPy {numpy.__version__}, scikit-learn {sklearn.__version__}\n"
-        f"- one `manage.py runworker training` process"
+        f"- one `manage.py trainworker` process"
         f"{' with ' + ', '.join(args.worker_env) if args.worker_env else ''}; announcements "
         f"heard by {'; '.join(how[v] for v in sorted(via))}\n"
         f"- per size: ≥ {args.warmup} warm-up labels, {args.quiet_labels} measured labels "

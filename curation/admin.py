@@ -1,8 +1,11 @@
 """Django admin for the model in the loop: trained versions (read-only) and training settings.
 
-Versions are written by the trainer only, so their admin is read-only; the per-project training
-row lets a site admin pick the query strategy and exploration share (saved through
-`project_settings_update`, like the project's Settings page) and train on demand.
+Versions are written by the trainer only, so their admin is read-only. The list is the pruned
+history (`curation.versions`): the newest versions label by label, plus the first version at 1,
+2, 5, 10, 20, 50, … labels, so the learning curve stays readable. The per-project training row
+lets a site admin pick the query strategy and exploration share (saved through
+`project_settings_update`, like the project's Settings page), train on demand, and shows whether
+the worker's follow-up jobs (accuracy estimate, weighted consensus) are due.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from annotations.project_settings import TRAINING_FIELDS, project_settings_update
+from curation.jobs import jobs_status
 from curation.models import ModelVersion, ProjectTraining
 from curation.services import train_project_once
 from curation.trainer import eval_summary
@@ -52,8 +56,8 @@ class ProjectTrainingAdmin(admin.ModelAdmin):
     list_editable = ["strategy", "exploration", "eval_share", "suggestions"]
     list_select_related = ["project", "current_version"]
     fields = ["project", "strategy", "exploration", "eval_share", "suggestions"]
-    fields += ["current_version", "labels_seen", "evaluation", "trained_at"]
-    readonly_fields = ["current_version", "labels_seen", "evaluation", "trained_at"]
+    fields += ["current_version", "labels_seen", "evaluation", "trained_at", "follow_up"]
+    readonly_fields = ["current_version", "labels_seen", "evaluation", "trained_at", "follow_up"]
     actions = ["train_now"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ProjectTraining | None = None):
@@ -80,6 +84,11 @@ class ProjectTrainingAdmin(admin.ModelAdmin):
             f"{summary['accuracy']:.1%} ({summary['low']:.1%}–{summary['high']:.1%}, "
             f"n={summary['total']})"
         )
+
+    @admin.display(description="Follow-up jobs")
+    def follow_up(self, obj: ProjectTraining) -> str:
+        """Due jobs wait for a training worker's next run or sweep (`curation.jobs`)."""
+        return ", ".join(f"{name}: {state}" for name, state in jobs_status(obj.project).items())
 
     @admin.action(description="Train now")
     def train_now(self, request: HttpRequest, queryset: QuerySet[ProjectTraining]) -> None:

@@ -56,9 +56,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ConsensusRefused", "ConsensusResult", "consensus_due", "consensus_update"]
 
-#: A new consensus is due in the background when the answers changed by this share of the count
-#: at the last one, and by at least MIN_NEW_ANSWERS: the cost grows with the project, so the runs
-#: thin out geometrically like the trainer's accuracy estimate (CV_GROWTH).
+#: A new consensus is due (a job of the training worker, `curation.jobs`) when the answers changed
+#: by this share of the count at the last one, and by at least MIN_NEW_ANSWERS: the cost grows
+#: with the project, so the runs thin out geometrically like the accuracy estimate (CV_GROWTH).
 GROWTH = 0.1
 MIN_NEW_ANSWERS = 20
 #: Folds of the out-of-sample probabilities.

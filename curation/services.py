@@ -24,6 +24,7 @@ __all__ = [
     "is_stale",
     "quality_report",
     "stale_projects",
+    "trained_projects",
     "train_project_once",
 ]
 
@@ -64,6 +65,15 @@ def stale_projects() -> list[int]:
         if last is not None and (trained.get(pid) is None or last > trained[pid]):
             stale.append(pid)
     return stale
+
+
+def trained_projects() -> list[int]:
+    """Projects that have a model, in id order."""
+    return list(
+        ProjectTraining.objects.filter(current_version__isnull=False)
+        .order_by("project_id")
+        .values_list("project_id", flat=True)
+    )
 
 
 def is_stale(project: Project) -> bool:

@@ -28,9 +28,7 @@ project's websocket group hears "model.updated".
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -42,17 +40,18 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from django.db import connection, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Max
 from django.utils import timezone
 from sklearn.preprocessing import normalize
 
 from annotations.events import project_group, publish
 from annotations.gold import reviews_for_model_disagreement
 from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
-from curation import artifacts, consensus
+from curation import artifacts, evaluation, versions
+from curation.evaluation import eval_summary
 from curation.features import item_features
 from curation.featurizers import Featurizer, featurizer_for
-from curation.learner import IncrementalLearner, wilson_interval
+from curation.learner import IncrementalLearner
 from curation.models import BATCH_DIVERSE, EvalSample, ModelVersion, ProjectTraining, models_dir
 from curation.strategies import batch_diverse, get_strategy, margin, select
 
@@ -66,8 +65,8 @@ __all__ = [
     "forget_states",
     "eval_summary",
     "model_status",
+    "learner_snapshot",
     "train",
-    "wait_for_background",
 ]
 
 #: Open items whose features a worker keeps and scores after every label.
@@ -85,11 +84,6 @@ DIVERSE_HEAD = 50
 #: While the model is cold: the diverse head's length and the random candidates it is drawn from.
 COLD_HEAD = 50
 COLD_CANDIDATES = 2_000
-#: Model files kept on disk per project (rows of older versions stay, with their metrics).
-KEEP_FILES = 10
-#: Cross-validated accuracy is recomputed when the labels grew by this share since the last
-#: estimate (five refits, in a background thread that still takes CPU from the worker).
-CV_GROWTH = 0.5
 
 #: How far back each catch-up re-reads answers, for transactions that committed out of order.
 COMMIT_SKEW_SECONDS = 5
@@ -131,14 +125,11 @@ class ProjectState:
     blocks: list[SampleBlock] = field(default_factory=list)  # the pool sample, oldest first
     runs: int = 0
     pending_eval: list[int] = field(default_factory=list)  # open evaluation items
+    version: int | None = None  # the model version the learner was saved as
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _states: dict[int, ProjectState] = {}
-_background: list[threading.Thread] = []
-_estimating: set[int] = set()
-_consensus_running: set[int] = set()
-_background_lock = threading.Lock()
 _rng = np.random.default_rng()
 
 
@@ -187,14 +178,39 @@ def train(project_id: int, *, announce: bool = True, cache: bool = True) -> Trai
 def _after_announcement(project: Project, state: ProjectState, result: TrainingResult) -> None:
     """Work the annotators need not wait for: predictions for the evaluation items just placed
     (before any of their labels can be processed: this worker handles the next request only
-    after this), the pool sample's growth or rotation, and, now and then, the accuracy
-    estimate and the weighted consensus (both in the background)."""
+    after this) and the pool sample's growth or rotation. The accuracy estimate and the
+    weighted consensus are the worker's follow-up jobs (`curation.jobs`)."""
     started = time.perf_counter()
-    _predict_eval(project, state, state.pending_eval, result.version.version)
+    evaluation.eval_predict(
+        project=project,
+        learner=state.learner,
+        featurizer=state.featurizer,
+        ids=state.pending_eval,
+        version=result.version.version,
+    )
     _grow_sample(project, state, check=state.runs % SAMPLE_CHECK_RUNS == 0)
     result.timings_ms["after"] = round((time.perf_counter() - started) * 1000, 2)
-    _estimate_accuracy(project, state, result)
-    _consensus_later(project)
+
+
+def learner_snapshot(project: Project, version: int) -> IncrementalLearner | None:
+    """A learner trained on the labels of model `version` (or newer), for follow-up work such
+    as the accuracy estimate: a copy of this worker's own when it trained that version, else
+    rebuilt from the labels in the database (another worker trained it, or this one restarted).
+    None when the project has no label."""
+    with _states_lock:
+        state = _states.get(project.pk)
+    if state is not None and state.schema == _schema(project):
+        with state.lock:
+            if state.version == version:
+                # A shallow copy: fit() replaces the learner's row matrices, never changes them.
+                return copy.copy(state.learner)
+    state = _new_state(project)
+    count, last_change = _fingerprint(project)
+    if count == 0:
+        return None
+    _catch_up(project, state, count, last_change)
+    state.learner.fit(*_training_set(state))
+    return state.learner
 
 
 def model_status(project: Project) -> dict[str, Any]:
@@ -278,7 +294,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         changed = _catch_up(project, state, count, last_change)
         _drop_from_sample(state, changed)
         clock.lap("catch_up")
-        _resolve_eval(project, changed, state)
+        evaluation.eval_resolve(project=project, changed=changed, labels=state.labels)
         disputed = _disputes(project, state, changed)
         X, y = _training_set(state)
         state.learner.fit(X, y)
@@ -293,6 +309,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         _write_ranking(project, ranked)
         clock.lap("write")
     state.runs += 1
+    state.version = version.version
     announced = _announcement(project, training, version) | {"since": 0, "ranked": len(ranked)}
     return TrainingResult(version, len(ranked), announced, clock.laps)
 
@@ -413,50 +430,8 @@ def _training_set(state: ProjectState) -> tuple[Any, list[Label]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation slice
+# Evaluation slice: drawing its items (predicting and scoring them: curation.evaluation)
 # --------------------------------------------------------------------------------------------
-
-
-def _resolve_eval(project: Project, changed: set[int], state: ProjectState) -> None:
-    """Score the stored predictions of evaluation items whose label just arrived.
-
-    The stored prediction was made by a model that had not seen the label (test-then-train);
-    right after this the item joins training like any other.
-    """
-    if not changed:
-        return
-    pending = EvalSample.objects.filter(project=project, item_id__in=changed, resolved_at=None)
-    now = timezone.now()
-    resolved = []
-    for sample in pending:
-        if sample.predicted_by is None:
-            # Labelled before any model predicted it: it cannot be scored honestly any more.
-            sample.delete()
-            continue
-        truth = state.labels.get(sample.item_id)
-        if truth is None:  # skipped: stays pending; it may still be answered
-            continue
-        truth_set = sorted([truth] if isinstance(truth, str) else truth)
-        sample.truth = truth_set
-        sample.correct = sorted(sample.predicted) == truth_set
-        sample.resolved_at = now
-        resolved.append(sample)
-    EvalSample.objects.bulk_update(resolved, ["truth", "correct", "resolved_at"])
-
-
-def eval_summary(project: Project) -> dict[str, Any]:
-    row = EvalSample.objects.filter(project=project, resolved_at__isnull=False).aggregate(
-        total=Count("id"), correct=Count("id", filter=Q(correct=True))
-    )
-    total, correct = row["total"], row["correct"]
-    low, high = wilson_interval(correct, total)
-    return {
-        "total": total,
-        "correct": correct,
-        "accuracy": correct / total if total else None,
-        "low": low if total else None,
-        "high": high if total else None,
-    }
 
 
 def _draw_eval_items(project: Project, wanted: int) -> list[int]:
@@ -505,54 +480,6 @@ def _weave_eval_items(
         if item_id is not None:
             woven.append(item_id)
     return woven, evals
-
-
-def _predict_eval(project: Project, state: ProjectState, ids: list[int], version: int) -> None:
-    """Record the current model's out-of-sample guess for each open evaluation item."""
-    if not ids or state.learner.n_labels == 0:
-        return
-    X, kept = item_features(project, state.featurizer, ids)
-    if not kept:
-        return
-    proba = state.learner.predict_proba(X)
-    samples = {s.item_id: s for s in EvalSample.objects.filter(item_id__in=kept)}
-    for row, item_id in enumerate(kept):
-        sample = samples.get(item_id)
-        if sample is None:
-            continue
-        p = proba[row]
-        if state.learner.multi_label:
-            sample.predicted = [c for c, q in zip(state.schema[0], p, strict=True) if q >= 0.5]
-            sample.confidence = float(np.prod(np.where(p >= 0.5, p, 1 - p)))
-        else:
-            sample.predicted = [state.schema[0][int(p.argmax())]]
-            sample.confidence = float(p.max())
-        sample.predicted_by = version
-    # Never overwrite a prediction that has been scored already (another worker may have
-    # processed the label meanwhile): every update is guarded by resolved_at IS NULL.
-    if connection.vendor == "postgresql":
-        rows = list(samples.values())
-        table = connection.ops.quote_name(EvalSample._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} e SET predicted = v.p::jsonb, confidence = v.c, "
-                "predicted_by = %s FROM unnest(%s::bigint[], %s::text[], %s::float8[]) "
-                "AS v(id, p, c) WHERE e.id = v.id AND e.resolved_at IS NULL",
-                [
-                    version,
-                    [r.pk for r in rows],
-                    [json.dumps(r.predicted) for r in rows],
-                    [r.confidence for r in rows],
-                ],
-            )
-        return
-    with transaction.atomic():
-        for sample in samples.values():
-            EvalSample.objects.filter(pk=sample.pk, resolved_at=None).update(
-                predicted=sample.predicted,
-                confidence=sample.confidence,
-                predicted_by=sample.predicted_by,
-            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -831,7 +758,7 @@ def _save_version(
     count, last_change, ranked = facts
     learner = state.learner
     previous = training.current_version
-    # Carried over until `_estimate_accuracy` refreshes it, after the announcement.
+    # Carried over until the worker's accuracy estimate job refreshes it (`curation.jobs`).
     accuracy = previous.estimated_accuracy if previous else None
     cv_labels = (previous.metrics or {}).get("cv_labels", 0) if previous else 0
     number = (project.model_versions.aggregate(v=Max("version"))["v"] or 0) + 1
@@ -880,128 +807,9 @@ def _save_version(
     training.labels_until = last_change
     training.trained_at = now
     training.save(update_fields=["current_version", "labels_seen", "labels_until", "trained_at"])
-    transaction.on_commit(lambda: _prune_files(project.pk, number))
+    # robust: a failed clean-up is logged, never taken for a failed run.
+    transaction.on_commit(lambda: versions.versions_prune(project_id=project.pk), robust=True)
     return version
-
-
-def _estimate_accuracy(project: Project, state: ProjectState, result: TrainingResult) -> None:
-    """Refresh the cross-validated accuracy when the labels grew by CV_GROWTH since the last
-    estimate, in a background thread: a few 5-fold refits take up to seconds on hashed text, and
-    the worker must not make the next label wait for them. One estimate per project at a time;
-    the result is stored on the version and announced as a second "model.updated"."""
-    version = result.version
-    learner = state.learner
-    cv_labels = (version.metrics or {}).get("cv_labels", 0)
-    due = learner.n_labels >= max(10, math.ceil(cv_labels * (1 + CV_GROWTH))) or (
-        version.estimated_accuracy is None and learner.n_labels >= 10
-    )
-    with _background_lock:
-        if not due or project.pk in _estimating:
-            return
-        _estimating.add(project.pk)
-    # A shallow copy: fit() replaces the learner's row matrices, it never changes them in place.
-    snapshot = copy.copy(learner)
-    thread = threading.Thread(
-        target=_estimate_in_background,
-        args=(project.pk, version.pk, snapshot, dict(result.announced)),
-        name=f"accuracy-{project.pk}",
-        daemon=True,
-    )
-    with _background_lock:
-        _background.append(thread)
-    thread.start()
-
-
-def _estimate_in_background(
-    project_id: int, version_pk: int, learner: IncrementalLearner, announced: dict
-) -> None:
-    try:
-        started = time.perf_counter()
-        accuracy = learner.estimated_accuracy()
-        version = ModelVersion.objects.filter(pk=version_pk).first()
-        if version is None:
-            return
-        metrics = {
-            **(version.metrics or {}),
-            "estimated_accuracy": accuracy,
-            "cv_labels": learner.n_labels,
-            "cv_ms": round((time.perf_counter() - started) * 1000, 1),
-        }
-        ModelVersion.objects.filter(pk=version_pk).update(
-            estimated_accuracy=accuracy, metrics=metrics
-        )
-        current = ProjectTraining.objects.filter(
-            project_id=project_id, current_version_id=version_pk
-        ).exists()
-        if current:  # a newer version carries this estimate forward and announces itself
-            publish(project_group(project_id), announced | {"estimated_accuracy": accuracy})
-    except Exception:
-        logger.exception("accuracy estimate for project %s failed", project_id)
-    finally:
-        with _background_lock:
-            _estimating.discard(project_id)
-        connection.close()
-
-
-def _consensus_later(project: Project) -> None:
-    """Refresh a crowdlab project's weighted consensus (`curation.consensus`) in a background
-    thread when its answers grew enough since the last one: CROWDLAB over every answered item
-    takes seconds on large projects, and annotators must not wait for it. One per project at a
-    time. The gold rows it changes are newer than the model, so the next run (the next label,
-    or the worker's sweep) retrains on them."""
-    try:
-        due = consensus.consensus_due(project)
-    except Exception:
-        logger.exception("could not tell whether project %s needs a consensus", project.pk)
-        return
-    with _background_lock:
-        if not due or project.pk in _consensus_running:
-            return
-        _consensus_running.add(project.pk)
-    thread = threading.Thread(
-        target=_consensus_in_background,
-        args=(project.pk,),
-        name=f"consensus-{project.pk}",
-        daemon=True,
-    )
-    with _background_lock:
-        _background.append(thread)
-    thread.start()
-
-
-def _consensus_in_background(project_id: int) -> None:
-    try:
-        project = Project.objects.filter(pk=project_id).first()
-        if project is not None and consensus.consensus_due(project):  # still a crowdlab project
-            consensus.consensus_update(project)
-    except Exception:
-        logger.exception("weighted consensus for project %s failed", project_id)
-    finally:
-        with _background_lock:
-            _consensus_running.discard(project_id)
-        connection.close()
-
-
-def wait_for_background(timeout: float = 30.0) -> None:
-    """Join the background accuracy estimates and consensus runs (tests and benchmarks, before
-    the database goes)."""
-    with _background_lock:
-        threads = list(_background)
-        _background.clear()
-    for thread in threads:
-        thread.join(timeout)
-
-
-def _prune_files(project_id: int, newest: int) -> None:
-    """Keep the newest KEEP_FILES model files; older versions keep their row and metrics."""
-    folder = models_dir() / f"project-{project_id}"
-    for path in folder.glob("v*.dpmodel"):
-        try:
-            number = int(path.stem[1:])
-        except ValueError:
-            continue
-        if number <= newest - KEEP_FILES:
-            path.unlink(missing_ok=True)
 
 
 def _announcement(

@@ -8,6 +8,7 @@ follow-up work, such as a weighted consensus that changed gold labels, can ask f
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -18,19 +19,25 @@ logger = logging.getLogger(__name__)
 TRAINING_CHANNEL = "training"
 
 
-def request_training(project_id: int) -> bool:
-    """Ask a worker to train `project_id`; False (logged) when the channel layer is down."""
+def send_to_worker(message: dict[str, Any]) -> bool:
+    """Put `message` on the training channel; False (logged) when the channel layer is down."""
     layer = get_channel_layer()
     if layer is None:
         return False
     try:
-        async_to_sync(layer.send)(
-            TRAINING_CHANNEL, {"type": "training.request", "project_id": int(project_id)}
+        async_to_sync(layer.send)(TRAINING_CHANNEL, message)
+    except Exception as exc:  # Redis down or channel full: the database still holds the truth.
+        # One line, no traceback: during an outage every submission lands here.
+        logger.warning(
+            "%s for project %s not sent: %r", message["type"], message.get("project_id"), exc
         )
-    except Exception:  # Redis down or channel full: the database still holds the label.
-        logger.warning("training request for project %s not sent", project_id, exc_info=True)
         return False
     return True
+
+
+def request_training(project_id: int) -> bool:
+    """Ask a worker to train `project_id`; False (logged) when the channel layer is down."""
+    return send_to_worker({"type": "training.request", "project_id": int(project_id)})
 
 
 def request_training_on_commit(project_id: int) -> None:

@@ -1,4 +1,4 @@
-"""The training worker: a Channels consumer on the `training` channel.
+"""The training worker: a Channels consumer on the `training` channel, and the process that runs it.
 
 An annotation that commits sends `{"type": "training.request", "project_id": …}` to the channel
 (`request_training_on_commit`). Whichever worker receives it runs `curation.trainer.train` in a
@@ -7,15 +7,19 @@ thread, which reads every label from the database under the project's row lock, 
 - the event is only a wake-up call: one lost (Redis down, worker down, server restarted) delays
   training until the next label, the next sweep or the next heartbeat of an open annotate page,
   never loses a label;
-- any number of workers can listen (`manage.py runworker training`): one project trains in one
-  place at a time, and a burst of events for one project costs one training plus cheap checks.
+- any number of workers can listen: one project trains in one place at a time, and a burst of
+  events for one project costs one training plus cheap checks.
 
-Every `SWEEP_SECONDS` a worker also trains the projects with labels their model has not seen.
+`TrainingWorker` (`manage.py trainworker`, and the embedded worker) is the process around the
+consumer: it sweeps the database for projects whose model lags behind their labels at start-up
+and every `TRAINING_SWEEP_SECONDS`, whatever the channel layer does; it rides out a channel layer
+that goes away (a Redis restart) by retrying with backoff, logging the outage once; and it runs
+the follow-up jobs of a training run (`curation.jobs`: the accuracy estimate and the weighted
+consensus) as messages to its own consumer, beside the training requests.
 
 Embedded mode (`TRAINING_WORKER=embedded`, the default without Redis): `EmbeddedTrainingWorker`
-wraps the ASGI application and starts a Channels `Worker` for the training channel on the
-server's own event loop at the first request, so the in-memory channel layer (one process) and
-the demo need no other service.
+wraps the ASGI application and starts a `TrainingWorker` on the server's own event loop at the
+first request, so the in-memory channel layer (one process) and the demo need no other service.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
+from channels.routing import ChannelNameRouter
 from channels.worker import Worker
 from django.conf import settings
 from django.db import close_old_connections
 from threadpoolctl import threadpool_limits
 
-from curation import services, trainer
+from curation import jobs, services, trainer
 from curation.training_requests import (
     TRAINING_CHANNEL,
     request_training,
@@ -47,16 +52,22 @@ __all__ = [
     "TRAINING_CHANNEL",
     "EmbeddedTrainingWorker",
     "TrainingConsumer",
+    "TrainingWorker",
     "request_training",
     "request_training_on_commit",
+    "training_application",
 ]
 
-#: How often a worker looks for projects whose model lags behind their labels.
-SWEEP_SECONDS = 30.0
+#: Backoff while the channel layer is unreachable: first retry, and the longest wait between two.
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 5.0
 
 _last_sweep = 0.0
 _blas_limited = False
 _sweep_lock = threading.Lock()
+#: Set while a sweep waits in a TrainingWorker's queue: a sweep slower than the timer must not
+#: pile up more of them.
+_sweep_queued = threading.Event()
 
 
 def _one_blas_thread() -> None:
@@ -69,11 +80,15 @@ def _one_blas_thread() -> None:
 
 
 def handle_request(project_id: int) -> trainer.TrainingResult | None:
-    """Train one project, then sweep for stale ones if it is time; never raises."""
+    """Train one project and queue its due follow-up jobs, then sweep for stale projects if it
+    is time; never raises."""
     _one_blas_thread()
     close_old_connections()
     try:
-        return trainer.train(project_id)
+        result = trainer.train(project_id)
+        if result is not None:
+            jobs.jobs_schedule(project_id)
+        return result
     except Exception:
         logger.exception("training project %s failed", project_id)
         return None
@@ -83,7 +98,9 @@ def handle_request(project_id: int) -> trainer.TrainingResult | None:
 
 
 def sweep() -> list[int]:
-    """Train every project whose model has not seen all its labels; return their ids."""
+    """Train every project whose model has not seen all its labels, and queue the follow-up
+    jobs that are due for any project (lost with a worker or with Redis); return the ids of the
+    projects trained."""
     trained = []
     for project_id in services.stale_projects():
         try:
@@ -91,24 +108,41 @@ def sweep() -> list[int]:
                 trained.append(project_id)
         except Exception:
             logger.exception("training project %s failed", project_id)
+    for project_id in services.trained_projects():
+        jobs.jobs_schedule(project_id)
     return trained
 
 
 def _maybe_sweep() -> None:
-    global _last_sweep
+    """A sweep after a request when the last one is older than the sweep interval: a worker
+    started by `runworker training` has no timer."""
     with _sweep_lock:
-        if time.monotonic() - _last_sweep < SWEEP_SECONDS:
+        if time.monotonic() - _last_sweep < settings.TRAINING_SWEEP_SECONDS:
             return
+    _sweep_now()
+
+
+def _sweep_now() -> None:
+    global _last_sweep
+    _sweep_queued.clear()
+    with _sweep_lock:
         _last_sweep = time.monotonic()
+    _one_blas_thread()
+    close_old_connections()
     try:
-        sweep()
+        trained = sweep()
+        if trained:
+            logger.info("sweep trained projects %s", trained)
     except Exception:
         logger.exception("sweep for stale projects failed")
+    finally:
+        close_old_connections()
 
 
 class TrainingConsumer(AsyncConsumer):
-    """Runs each request in a worker thread, so the event loop (in embedded mode, the web
-    server's) keeps serving while a model trains; requests are handled one after another."""
+    """Runs each message in a worker thread, so the event loop (in embedded mode, the web
+    server's) keeps serving while a model trains; one instance handles its messages one after
+    another (`TrainingWorker` gives the follow-up jobs an instance of their own)."""
 
     async def training_request(self, message: dict[str, Any]) -> None:
         await sync_to_async(handle_request, thread_sensitive=False)(message["project_id"])
@@ -116,13 +150,134 @@ class TrainingConsumer(AsyncConsumer):
     async def training_sweep(self, message: dict[str, Any]) -> None:
         await sync_to_async(_sweep_now, thread_sensitive=False)()
 
+    async def training_estimate(self, message: dict[str, Any]) -> None:
+        await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
-def _sweep_now() -> None:
-    close_old_connections()
-    try:
-        sweep()
-    finally:
-        close_old_connections()
+    async def training_consensus(self, message: dict[str, Any]) -> None:
+        await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
+
+
+def training_application() -> ChannelNameRouter:
+    """The ASGI application of the training channel (also routed by `dataprep_site.asgi`)."""
+    return ChannelNameRouter({TRAINING_CHANNEL: TrainingConsumer.as_asgi()})
+
+
+class _Outage:
+    """Backoff while the channel layer is unreachable, logged once per outage, not per retry."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.delay = RETRY_FIRST_SECONDS
+
+    def failed(self, exc: BaseException) -> float:
+        """Note a failed receive; return how long to wait before the next one."""
+        if self.since is None:
+            self.since = time.monotonic()
+            self.delay = RETRY_FIRST_SECONDS
+            logger.warning(
+                "channel layer unreachable (%r): retrying with backoff; training goes on from "
+                "the database every %s s meanwhile",
+                exc,
+                settings.TRAINING_SWEEP_SECONDS,
+            )
+        else:
+            self.delay = min(self.delay * 2, RETRY_MAX_SECONDS)
+        return self.delay
+
+    def recovered(self) -> None:
+        """Note that the layer answers again (logged)."""
+        if self.since is not None:
+            seconds = time.monotonic() - self.since
+            logger.warning("channel layer reachable again after %.0f s", seconds)
+        self.since = None
+
+
+class TrainingWorker(Worker):
+    """The Channels worker for the training channel, made to run unattended.
+
+    Channels' own worker ends for good on the first error of the channel layer (Redis
+    restarted), and it only ever acts on messages. This one retries the layer with backoff and
+    meanwhile keeps training from the database: it sweeps at start-up, every
+    `sweep_seconds`, and when the layer comes back (the wake-ups sent during the outage are
+    lost). Follow-up jobs (`curation.jobs`) go to a consumer instance of their own, so a long
+    accuracy estimate never delays the next label's training.
+    """
+
+    def __init__(
+        self,
+        application: Any,
+        channels: list[str],
+        channel_layer: Any,
+        *,
+        sweep_seconds: float | None = None,
+    ) -> None:
+        super().__init__(application, channels, channel_layer)
+        self.sweep_seconds = (
+            settings.TRAINING_SWEEP_SECONDS if sweep_seconds is None else sweep_seconds
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def handle(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        jobs.attach_worker(self.submit)
+        try:
+            _sweep_queued.clear()
+            self.request_sweep()  # catch up with what happened while no worker ran
+            await asyncio.gather(
+                self.sweeper(), *(self.listener(channel) for channel in self.channels)
+            )
+        finally:
+            jobs.attach_worker(None)
+            jobs.forget_jobs()
+
+    async def listener(self, channel: str) -> None:
+        outage = _Outage()
+        while True:
+            try:
+                if outage.since is not None:
+                    await self._probe()  # a blocking receive would only tell with a message
+                    outage.recovered()
+                    self.request_sweep()  # the wake-up calls of the outage were lost
+                message = await self.channel_layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down or restarting: the DB keeps the truth
+                await asyncio.sleep(outage.failed(exc))
+                continue
+            if not message.get("type"):
+                logger.warning("message without a type on %s ignored", channel)
+                continue
+            self.dispatch(message)
+
+    async def _probe(self) -> None:
+        """Raise unless the channel layer answers (channels-redis: a PING to each host)."""
+        connection = getattr(self.channel_layer, "connection", None)
+        if connection is None:
+            return
+        for index in range(getattr(self.channel_layer, "ring_size", 1)):
+            await connection(index).ping()
+
+    async def sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_seconds)
+            self.request_sweep()
+
+    def request_sweep(self) -> None:
+        """Queue a sweep unless one is waiting already."""
+        if not _sweep_queued.is_set():
+            _sweep_queued.set()
+            self.dispatch({"type": "training.sweep"})
+
+    def dispatch(self, message: dict[str, Any]) -> None:
+        """Hand a message to the consumer: jobs to one instance, the rest to another."""
+        kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
+        scope = {"type": "channel", "channel": TRAINING_CHANNEL}
+        self.get_or_create_application_instance(kind, scope).put_nowait(message)
+
+    def submit(self, message: dict[str, Any]) -> None:
+        """`dispatch` from any thread (the training threads queue follow-up jobs here)."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.dispatch, message)
 
 
 class EmbeddedTrainingWorker:
@@ -151,13 +306,9 @@ class EmbeddedTrainingWorker:
         await self.application(scope, receive, send)
 
     def start(self) -> None:
-        layer = get_channel_layer()
-        worker = Worker(self.channel_application, [TRAINING_CHANNEL], layer)
+        worker = TrainingWorker(self.channel_application, [TRAINING_CHANNEL], get_channel_layer())
         self.task = asyncio.get_running_loop().create_task(worker.arun())
         self.task.add_done_callback(_log_exit)
-        self.task_sweep = asyncio.get_running_loop().create_task(
-            layer.send(TRAINING_CHANNEL, {"type": "training.sweep"})
-        )
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:

@@ -10,18 +10,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataprep_site.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
-from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from curation.worker import (  # noqa: E402
-    TRAINING_CHANNEL,
-    EmbeddedTrainingWorker,
-    TrainingConsumer,
-)
+from curation.worker import EmbeddedTrainingWorker, training_application  # noqa: E402
 from dataprep_site.routing import websocket_urlpatterns  # noqa: E402
 
-# Messages for the training worker (`manage.py runworker training`, or embedded below).
-channel_application = ChannelNameRouter({TRAINING_CHANNEL: TrainingConsumer.as_asgi()})
+# Messages for the training worker (`manage.py trainworker`, or embedded below).
+channel_application = training_application()
 
 application = EmbeddedTrainingWorker(
     ProtocolTypeRouter(

@@ -87,6 +87,11 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'dataprep.sqlite3'}"),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        # A connection the server dropped (restart, failover, pg_terminate_backend) is replaced
+        # before a request uses it, not after a 500: Django checks a persistent connection
+        # (DB_CONN_MAX_AGE > 0) before reuse, and with DB_POOL=1 has the pool check each
+        # connection it hands out (psycopg_pool's check_connection, one round trip).
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -113,12 +118,21 @@ REDIS_URL = env_str("REDIS_URL")
 CHANNEL_LAYERS = channel_layers_for(REDIS_URL)
 # Where the model in the loop trains: "embedded" runs the training worker inside the server
 # process (the default without Redis: the in-memory channel layer reaches only this process);
-# "external" leaves it to `manage.py runworker training` processes (the default with Redis).
+# "external" leaves it to `manage.py trainworker` processes (the default with Redis).
 TRAINING_WORKER = env_str("TRAINING_WORKER") or ("external" if REDIS_URL else "embedded")
 if TRAINING_WORKER not in {"embedded", "external"}:
     raise ImproperlyConfigured(
         f"TRAINING_WORKER={TRAINING_WORKER!r}: use 'embedded' or 'external'."
     )
+# How often a training worker looks in the database for projects whose model lags behind their
+# labels (lost wake-ups, a Redis outage) and for follow-up jobs that are due.
+TRAINING_SWEEP_SECONDS = env_int("TRAINING_SWEEP_SECONDS", 30)
+if TRAINING_SWEEP_SECONDS < 1:
+    raise ImproperlyConfigured(
+        f"TRAINING_SWEEP_SECONDS={TRAINING_SWEEP_SECONDS}: use a number of seconds, at least 1."
+    )
+# Model versions kept per project besides milestones and the current one (`curation.versions`).
+MODEL_VERSIONS_KEPT = env_int("MODEL_VERSIONS_KEPT", 200)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

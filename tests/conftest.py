@@ -115,11 +115,12 @@ def _fresh_cache():
 @pytest.fixture(autouse=True)
 def _fresh_trainer_state():
     """Each test starts with no cached training state (project ids can repeat across tests)."""
-    from curation import trainer
+    from curation import jobs, trainer
 
     trainer.forget_states()
     yield
-    trainer.wait_for_background()
+    jobs.wait_for_jobs()
+    jobs.forget_jobs()
     trainer.forget_states()
 
 

@@ -18,7 +18,7 @@ from django.core.management.base import CommandError
 from annotations.models import GoldLabel, GoldSource, Item, Project
 from annotations.review import review_decide, review_flag
 from annotations.services import annotation_submit, project_create
-from curation import trainer
+from curation import jobs, worker
 from curation.consensus import ConsensusRefused, consensus_due, consensus_update
 from curation.models import ProjectTraining
 from curation.services import train_project_once
@@ -198,23 +198,41 @@ def test_without_a_model_or_a_second_annotator_it_keeps_the_majority_and_says_wh
     assert not GoldLabel.objects.filter(project=project, source=GoldSource.CONSENSUS).exists()
 
 
+def _queued_jobs() -> list[dict]:
+    """The messages waiting on the (in-memory) training channel."""
+    layer = get_channel_layer()
+    found = []
+    while True:
+        try:
+            found.append(async_to_sync(asyncio.wait_for)(layer.receive(TRAINING_CHANNEL), 0.2))
+        except TimeoutError:
+            return found
+
+
 @pytest.mark.django_db(transaction=True)
-def test_the_training_worker_runs_the_consensus_in_the_background_once():
+def test_the_training_worker_runs_the_consensus_as_a_job_once(settings):
+    settings.CHANNEL_LAYERS = channel_layers_for(None)
     project, _ = make_project()
+    channel_layers.backends.clear()  # a fresh channel, without the answers' wake-up calls
     assert consensus_due(project)
 
-    train_project_once(project)
-    trainer.wait_for_background()
+    worker.handle_request(project.pk)  # trains, then queues its due follow-up jobs
 
+    queued = [m for m in _queued_jobs() if m["type"] in jobs.JOB_TYPES]
+    assert {"type": jobs.CONSENSUS, "project_id": project.pk} in queued
+    for message in queued:
+        jobs.job_run(message)
     training = ProjectTraining.objects.get(project=project)
     assert training.consensus_at is not None
     assert quality_by_role_of(training)[0] == "careless"
     assert GoldLabel.objects.filter(project=project, source=GoldSource.CONSENSUS).exists()
     assert not consensus_due(project)
     # The changed gold rows retrain the model, and that run starts no second consensus.
-    assert train_project_once(project) is not None
-    trainer.wait_for_background()
+    _queued_jobs()
+    assert worker.handle_request(project.pk) is not None
+    assert jobs.CONSENSUS not in [m["type"] for m in _queued_jobs()]
     assert ProjectTraining.objects.get(project=project).consensus_at == training.consensus_at
+    channel_layers.backends.clear()
 
 
 @pytest.mark.django_db

@@ -126,6 +126,7 @@ print(json.dumps({
     "engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST"),
     "options": {k: v for k, v in db.get("OPTIONS", {}).items() if k != "pool"},
     "pool": "pool" in db.get("OPTIONS", {}),
+    "health_checks": db["CONN_HEALTH_CHECKS"],
     "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
     "layer_hosts": settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts"),
     "debug": settings.DEBUG, "secret": settings.SECRET_KEY,
@@ -179,6 +180,30 @@ def load_settings(tmp_path: Path, **env: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def test_a_sweep_interval_below_one_second_is_refused(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=clean_env(tmp_path, DEBUG="1", TRAINING_SWEEP_SECONDS="0"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "TRAINING_SWEEP_SECONDS=0" in done.stderr
+
+
+def test_pooled_connections_are_health_checked_before_use(tmp_path):
+    """Django hands psycopg_pool its `check_connection` when CONN_HEALTH_CHECKS is on: a pool
+    that served connections the server had dropped gave a burst of HTTP 500s."""
+    s = load_settings(
+        tmp_path,
+        SECRET_KEY="x" * 50,
+        DATABASE_URL="postgres://app:pw@db.internal:5432/labels",
+        DB_POOL="1",
+    )
+    assert s["pool"] is True and s["health_checks"] is True
+
+
 def test_without_database_url_the_settings_use_sqlite_in_the_data_directory(tmp_path):
     s = load_settings(tmp_path, DEBUG="1")
     assert s["engine"] == "django.db.backends.sqlite3"
@@ -214,6 +239,7 @@ def test_production_settings_come_from_the_environment(tmp_path):
         "db.internal",
     )
     assert s["pool"] is False
+    assert s["health_checks"] is True  # a dropped connection is replaced before it is used
     assert s["layer"] == "channels_redis.core.RedisChannelLayer"
     assert [h["address"] for h in s["layer_hosts"]] == ["redis://cache.internal:6379/1"]
     assert s["hosts"] == ["labels.example.com", "www.labels.example.com"]

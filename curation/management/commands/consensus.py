@@ -1,6 +1,6 @@
 """`manage.py consensus <project_id>`: recompute a project's weighted consensus (CROWDLAB) now.
 
-The training worker does this in the background as the answers grow; this runs the same code
+The training worker does this as a follow-up job as the answers grow; this runs the same code
 synchronously, e.g. right after switching a project to the weighted consensus, and prints how
 the annotators compare.
 """

@@ -1,0 +1,216 @@
+"""Follow-up jobs of the training worker: the accuracy estimate and the weighted consensus.
+
+Both take seconds on a large project, and annotators must not wait for them, so a training run
+does not do them itself: the worker that ran it sends them to its own consumer as messages,
+`{"type": "training.estimate" | "training.consensus", "project_id": …}`, which runs them one
+after another beside the training requests (`curation.worker.TrainingWorker`), logging each.
+
+Whether a job is due is read from the database (the current version's `cv_labels`, the answers
+counted at the last consensus), never remembered, so a job lost with a killed worker or a Redis
+outage is found again by the next sweep of any worker, and a job that is no longer due when it
+runs (another worker did it) does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import close_old_connections
+
+from annotations.events import project_group, publish
+from annotations.models import Project
+from curation import consensus, trainer
+from curation.models import ModelVersion, ProjectTraining
+from curation.training_requests import send_to_worker
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CONSENSUS",
+    "CV_GROWTH",
+    "ESTIMATE",
+    "JOB_TYPES",
+    "due_jobs",
+    "estimate_due",
+    "job_run",
+    "jobs_schedule",
+    "jobs_status",
+    "wait_for_jobs",
+]
+
+ESTIMATE = "training.estimate"
+CONSENSUS = "training.consensus"
+JOB_TYPES = frozenset({ESTIMATE, CONSENSUS})
+
+#: Cross-validated accuracy is recomputed when the labels grew by this share since the last
+#: estimate (five refits: the cost grows with the labels, so the runs thin out geometrically).
+CV_GROWTH = 0.5
+#: Labels before a cross-validated estimate means anything.
+CV_MIN_LABELS = 10
+
+# This process's jobs: (type, project) scheduled and not finished yet, so that a sweep does not
+# queue a job twice. A condition, so tests can wait until none runs.
+_active: set[tuple[str, int]] = set()
+_idle = threading.Condition()
+#: Set by a running `TrainingWorker`: puts a message on its own consumer's queue.
+_local_submit: Callable[[dict[str, Any]], None] | None = None
+
+
+def attach_worker(submit: Callable[[dict[str, Any]], None] | None) -> None:
+    """Jobs go to this process's worker (`submit`), which holds the learner they need."""
+    global _local_submit
+    _local_submit = submit
+
+
+def estimate_due(version: ModelVersion | None) -> bool:
+    """True when `version`'s cross-validated accuracy is missing or older than CV_GROWTH of
+    its labels ago (an estimate that found too few labels per class counts as done)."""
+    if version is None or version.labels_used < CV_MIN_LABELS:
+        return False
+    cv_labels = (version.metrics or {}).get("cv_labels", 0)
+    if version.labels_used >= math.ceil(cv_labels * (1 + CV_GROWTH)):
+        return True
+    return version.estimated_accuracy is None and version.labels_used > cv_labels
+
+
+def due_jobs(project_id: int) -> list[str]:
+    """The follow-up jobs `project_id` needs now, read from the database."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return []
+    training = (
+        ProjectTraining.objects.filter(project=project).select_related("current_version").first()
+    )
+    kinds = []
+    if estimate_due(training.current_version if training else None):
+        kinds.append(ESTIMATE)
+    if consensus.consensus_due(project):
+        kinds.append(CONSENSUS)
+    return kinds
+
+
+def jobs_status(project: Project) -> dict[str, str]:
+    """Each job's state for the admin: "due" (waiting for a worker) or "done"."""
+    due = due_jobs(project.pk)
+    return {
+        "accuracy estimate": "due" if ESTIMATE in due else "done",
+        "weighted consensus": "due" if CONSENSUS in due else "done",
+    }
+
+
+def jobs_schedule(project_id: int) -> list[str]:
+    """Queue the project's due jobs on this process's worker, else on the training channel;
+    return the types queued. Jobs already queued here are not queued again."""
+    try:
+        kinds = due_jobs(project_id)
+    except Exception:
+        logger.exception("could not tell which jobs project %s needs", project_id)
+        return []
+    queued = []
+    for kind in kinds:
+        with _idle:
+            if (kind, project_id) in _active:
+                continue
+            _active.add((kind, project_id))
+        message = {"type": kind, "project_id": project_id}
+        submit = _local_submit
+        if submit is not None:
+            submit(message)
+        elif not send_to_worker(message):
+            # No worker here and the channel layer is down: the next sweep finds it due again.
+            _finished(kind, project_id)
+            continue
+        else:
+            _finished(kind, project_id)  # another process runs it; it is not ours to track
+        logger.info("%s for project %s queued", kind, project_id)
+        queued.append(kind)
+    return queued
+
+
+def job_run(message: dict[str, Any]) -> None:
+    """Run one job message (in a worker thread); never raises."""
+    kind, project_id = message["type"], int(message["project_id"])
+    with _idle:
+        _active.add((kind, project_id))
+    started = time.perf_counter()
+    logger.info("%s for project %s started", kind, project_id)
+    close_old_connections()
+    try:
+        done = _estimate(project_id) if kind == ESTIMATE else _consensus(project_id)
+        logger.info(
+            "%s for project %s %s in %.0f ms",
+            kind,
+            project_id,
+            "done" if done else "not due any more",
+            (time.perf_counter() - started) * 1000,
+        )
+    except Exception:
+        logger.exception("%s for project %s failed", kind, project_id)
+    finally:
+        close_old_connections()
+        _finished(kind, project_id)
+
+
+def wait_for_jobs(timeout: float = 30.0) -> None:
+    """Wait until no job of this process is queued or running (tests, before the database
+    goes)."""
+    with _idle:
+        _idle.wait_for(lambda: not _active, timeout)
+
+
+def forget_jobs() -> None:
+    """Forget this process's queued jobs (a worker that stops; tests)."""
+    with _idle:
+        _active.clear()
+        _idle.notify_all()
+
+
+def _finished(kind: str, project_id: int) -> None:
+    with _idle:
+        _active.discard((kind, project_id))
+        _idle.notify_all()
+
+
+def _estimate(project_id: int) -> bool:
+    """Refresh the current version's cross-validated accuracy and announce it."""
+    training = (
+        ProjectTraining.objects.filter(project_id=project_id)
+        .select_related("current_version", "project")
+        .first()
+    )
+    version = training.current_version if training else None
+    if not estimate_due(version):
+        return False
+    learner = trainer.learner_snapshot(training.project, version.version)
+    if learner is None:
+        return False
+    started = time.perf_counter()
+    accuracy = learner.estimated_accuracy()
+    metrics = {
+        **(version.metrics or {}),
+        "estimated_accuracy": accuracy,
+        "cv_labels": learner.n_labels,
+        "cv_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    ModelVersion.objects.filter(pk=version.pk).update(estimated_accuracy=accuracy, metrics=metrics)
+    still_current = ProjectTraining.objects.filter(
+        project_id=project_id, current_version_id=version.pk
+    ).exists()
+    if still_current:  # a newer version carries this estimate forward and announces itself
+        publish(project_group(project_id), trainer.model_status(training.project))
+    return True
+
+
+def _consensus(project_id: int) -> bool:
+    """Refresh a crowdlab project's weighted consensus; the gold rows it changes are newer than
+    the model, so it asks for training (and the sweep would find them anyway)."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None or not consensus.consensus_due(project):
+        return False
+    consensus.consensus_update(project)
+    return True

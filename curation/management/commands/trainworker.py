@@ -1,0 +1,55 @@
+"""`manage.py trainworker`: the training worker for production (one or more processes).
+
+Listens on the `training` channel like `manage.py runworker training`, which still works, but
+also survives a restart of Redis (it retries with backoff and keeps training from the database
+meanwhile) and sweeps the database at start-up and every `TRAINING_SWEEP_SECONDS`, so a worker
+that starts, or that lost its wake-up calls, catches up by itself (`curation.worker`). Run it
+under a supervisor that restarts it (docs/deploy/dataprep-worker.service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from curation.worker import TRAINING_CHANNEL, TrainingWorker, training_application
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run a training worker: trains projects as labels arrive, and sweeps the database."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--sweep-seconds",
+            type=float,
+            default=None,
+            help="Seconds between two sweeps of the database "
+            "(default: TRAINING_SWEEP_SECONDS, 30).",
+        )
+
+    def handle(self, *args, sweep_seconds: float | None, **options) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            raise CommandError("No channel layer is configured (CHANNEL_LAYERS).")
+        if sweep_seconds is not None and sweep_seconds <= 0:
+            raise CommandError(f"--sweep-seconds must be positive, not {sweep_seconds}.")
+        seconds = settings.TRAINING_SWEEP_SECONDS if sweep_seconds is None else sweep_seconds
+        logger.info(
+            "training worker on channel %r (%s), sweeping every %s s",
+            TRAINING_CHANNEL,
+            type(layer).__name__,
+            seconds,
+        )
+        worker = TrainingWorker(
+            training_application(), [TRAINING_CHANNEL], layer, sweep_seconds=seconds
+        )
+        try:
+            asyncio.run(worker.arun())
+        except KeyboardInterrupt:
+            logger.info("training worker stopped")

@@ -1,0 +1,196 @@
+"""The training worker's follow-up jobs (`curation.jobs`) and the pruned version history
+(`curation.versions`): jobs are messages the worker runs itself, found again from the database
+when lost, and a project keeps a bounded, readable list of model versions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers, get_channel_layer
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from annotations.models import Membership, Project
+from annotations.queue import next_items
+from annotations.services import annotation_submit, project_create
+from curation import jobs, trainer, versions, worker
+from curation.admin import ProjectTrainingAdmin
+from curation.models import ModelVersion, ProjectTraining
+from dataprep_site.env import channel_layers_for
+from tests.conftest import add_text_items, make_user
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fast_passwords", "data_dir"),
+]
+
+WORDS = {
+    "positive": "good great excellent wonderful superb lovely",
+    "negative": "bad awful terrible horrible dreadful poor",
+}
+
+
+@pytest.fixture
+def memory_layer(settings):
+    settings.CHANNEL_LAYERS = channel_layers_for(None)
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def project(db) -> Project:
+    project = project_create(name="Reviews", classes=list(WORDS))
+    for name, words in WORDS.items():
+        vocab = words.split()
+        lines = [f"{vocab[i % 6]} {vocab[(i + 1) % 6]} thing {i}" for i in range(15)]
+        add_text_items(project, lines, prefix=name)
+    return project
+
+
+@pytest.fixture
+def annie(project):
+    user = make_user("jobs-annie")
+    Membership.objects.create(project=project, user=user, role=Membership.Role.ANNOTATOR)
+    return user
+
+
+def label_next(project: Project, user, n: int) -> None:
+    """Take `n` items from the queue and answer each with its true class."""
+    for item in next_items(project=project, user=user, count=n):
+        truth = item.external_id.rstrip("0123456789")
+        annotation_submit(item=item, annotator=user, labels=[truth], client_uuid=uuid.uuid4())
+
+
+def label_balanced(project: Project, user, per_class: int) -> None:
+    """Answer `per_class` items of each class (taken from the queue, as annotators do)."""
+    wanted = dict.fromkeys(WORDS, per_class)
+    for _ in range(5):  # the project's 30 items fit in one lease
+        if not any(wanted.values()):
+            return
+        for item in next_items(project=project, user=user, count=40):
+            truth = item.external_id.rstrip("0123456789")
+            if wanted[truth]:
+                wanted[truth] -= 1
+                annotation_submit(
+                    item=item, annotator=user, labels=[truth], client_uuid=uuid.uuid4()
+                )
+
+
+def queued(layer) -> list[dict]:
+    found = []
+    while True:
+        try:
+            found.append(async_to_sync(asyncio.wait_for)(layer.receive("training"), 0.2))
+        except TimeoutError:
+            return found
+
+
+def current(project: Project) -> ModelVersion | None:
+    training = ProjectTraining.objects.select_related("current_version").filter(project=project)
+    row = training.first()
+    return row.current_version if row else None
+
+
+def test_a_lost_accuracy_estimate_is_found_again_by_the_next_sweep(memory_layer, project, annie):
+    label_balanced(project, annie, 6)
+    trainer.train(project.pk)  # trained outside a worker: no job was queued anywhere
+    assert current(project).estimated_accuracy is None
+    assert jobs.due_jobs(project.pk) == [jobs.ESTIMATE]
+    admin = ProjectTrainingAdmin(ProjectTraining, None)
+    training = ProjectTraining.objects.get(project=project)
+    assert "accuracy estimate: due" in admin.follow_up(training)
+    layer = get_channel_layer()
+    queued(layer)  # the answers' wake-up calls
+
+    assert worker.sweep() == []  # nothing to train; the estimate is due
+    messages = queued(layer)
+
+    assert messages == [{"type": jobs.ESTIMATE, "project_id": project.pk}]
+    trainer.forget_states()  # run by a worker that did not train it: the learner is rebuilt
+    jobs.job_run(messages[0])
+    version = current(project)
+    assert version.estimated_accuracy is not None and 0 <= version.estimated_accuracy <= 1
+    assert version.metrics["cv_labels"] == 12
+    assert jobs.due_jobs(project.pk) == []
+    assert "accuracy estimate: done" in admin.follow_up(training)
+    worker.sweep()
+    assert queued(layer) == []  # done: not queued again
+
+
+def test_an_estimate_no_longer_due_when_it_runs_does_nothing(memory_layer, project, annie):
+    label_balanced(project, annie, 6)
+    trainer.train(project.pk)
+    message = {"type": jobs.ESTIMATE, "project_id": project.pk}
+    jobs.job_run(message)
+    done = current(project).metrics
+
+    jobs.job_run(message)  # a second worker got the same job
+
+    assert current(project).metrics == done  # cv_ms unchanged: no second estimate
+
+
+async def test_the_worker_runs_the_estimate_as_its_own_job_after_training(
+    memory_layer, project, annie, caplog
+):
+    """A TrainingWorker on the in-memory layer (as in embedded mode): the labels' wake-ups
+    train the project, and the estimate due after the run is queued and run by the worker."""
+    caplog.set_level(logging.INFO, logger="curation.jobs")
+    running = asyncio.ensure_future(
+        worker.TrainingWorker(
+            worker.training_application(), ["training"], get_channel_layer(), sweep_seconds=3600
+        ).arun()
+    )
+    try:
+        await database_sync_to_async(label_balanced)(project, annie, 6)
+        for _ in range(400):
+            version = await database_sync_to_async(current)(project)
+            if version is not None and version.estimated_accuracy is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert version.estimated_accuracy is not None
+        assert version.metrics["cv_labels"] >= 10
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    logged = [r.getMessage() for r in caplog.records if r.name == "curation.jobs"]
+    assert any(m.startswith(f"training.estimate for project {project.pk} started") for m in logged)
+
+
+def test_trainworker_refuses_a_sweep_interval_that_is_not_positive():
+    with pytest.raises(CommandError, match="--sweep-seconds must be positive"):
+        call_command("trainworker", "--sweep-seconds", "0")
+
+
+def test_milestones_are_1_2_5_times_a_power_of_ten():
+    assert [versions.milestone(n) for n in (0, 1, 2, 4, 5, 9, 10, 19, 20, 99, 500, 999)] == [
+        None, 1, 2, 2, 5, 5, 10, 10, 20, 50, 500, 500
+    ]  # fmt: skip
+
+
+def test_old_model_versions_are_pruned_but_milestones_and_recent_ones_stay(
+    settings, memory_layer, project, annie
+):
+    settings.MODEL_VERSIONS_KEPT = 4
+    for _ in range(12):
+        label_next(project, annie, 1)
+        trainer.train(project.pk)
+
+    kept = list(
+        ModelVersion.objects.filter(project=project)
+        .order_by("version")
+        .values_list("version", "labels_used")
+    )
+
+    # v1..v8 are old: the first versions at 1, 2 and 5 labels stay; v9..v12 are recent.
+    assert kept == [(1, 1), (2, 2), (5, 5), (9, 9), (10, 10), (11, 11), (12, 12)]
+    assert current(project).version == 12
+    label_next(project, annie, 1)
+    assert trainer.train(project.pk).version.version == 13  # numbering goes on
+    model_files = sorted(p.name for p in current(project).path.parent.iterdir())
+    assert len(model_files) == versions.KEEP_FILES
