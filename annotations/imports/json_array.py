@@ -102,14 +102,16 @@ def iter_json_array(chunks: Iterable[bytes], *, max_depth: int) -> Iterator[Any]
                 raise NotAnArray(f"got {kind}", line=at, column=None, record=None)
             started = True
         pieces = _pieces(chunk)
-        if guard.deepest(chunk) > guard.limit:
-            raise TooDeep(
-                f"nested deeper than {max_depth} levels",
-                line=line + _deep_piece(guard, pieces),
-                column=None,
-                record=count + 1,
-            )
-        for data in pieces:
+        # Records before the first piece that nests too deep are read (and counted) first.
+        too_deep = _deep_piece(guard, pieces) if guard.deepest(chunk) > guard.limit else -1
+        for index, data in enumerate(pieces):
+            if index == too_deep:
+                raise TooDeep(
+                    f"nested deeper than {max_depth} levels",
+                    line=line,
+                    column=None,
+                    record=count + 1,
+                )
             try:
                 parser.send(data)
             except ijson.JSONError as exc:
@@ -218,15 +220,13 @@ def _column(piece: bytes, start: int, exc: Exception) -> int | None:
 
 
 def _deep_piece(guard: NestingGuard, pieces: list[bytes]) -> int:
-    """How many lines into the chunk the nesting passes the limit (the guard's state is
-    replayed from before the chunk)."""
+    """The index of the first piece that takes the nesting past the limit (the guard's state
+    is replayed from before the chunk)."""
     replay = NestingGuard(limit=guard.limit)
     replay.__dict__.update(guard.before)
-    newlines = 0
-    for piece in pieces:
+    for index, piece in enumerate(pieces):
         if replay.deepest(piece) > replay.limit:
-            return newlines
-        newlines += piece.endswith(b"\n")
+            return index
     return 0
 
 

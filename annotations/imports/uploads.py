@@ -31,13 +31,13 @@ class SizeLimitUploadHandler(FileUploadHandler):
         boundary: bytes,
         encoding: str | None = None,
     ) -> None:
-        self.content_length = content_length
+        self.request_length = content_length  # (new_file sets content_length per file)
         self.too_large = content_length > settings.IMPORT_MAX_UPLOAD_BYTES
 
     def new_file(self, *args: Any, **kwargs: Any) -> None:
         super().new_file(*args, **kwargs)
         if getattr(self, "too_large", False):
-            self._refuse(self.content_length)
+            self._refuse(self.request_length)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
         if start + len(raw_data) > settings.IMPORT_MAX_UPLOAD_BYTES:
