@@ -180,6 +180,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = min(10 * 1024 * 1024, IMPORT_MAX_UPLOAD_BYTES)
 # Everything but files (form fields, API JSON bodies): larger is refused with a 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = min(10 * 1024 * 1024, IMPORT_MAX_UPLOAD_BYTES)
 
+# An open project websocket re-checks its session and membership at most this often (seconds)
+# before passing on an event; removal from the project and logout close it at once anyway.
+WEBSOCKET_RECHECK_SECONDS = env_int("WEBSOCKET_RECHECK_SECONDS", 5)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
