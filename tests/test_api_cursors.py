@@ -19,7 +19,6 @@ def cursor(query: str) -> str:
     "value",
     [
         "garbage",
-        "%%%",
         "é",
         cursor("p=abc"),  # decodes fine, but the position is not an id: was a 500
         cursor("p=1.5"),
@@ -27,7 +26,7 @@ def cursor(query: str) -> str:
         cursor("o=-1"),
         cursor("r=yes"),
     ],
-    ids=["garbage", "percent", "non-ascii", "text-position", "float", "huge", "offset", "reverse"],
+    ids=["garbage", "non-ascii", "text-position", "float", "huge", "offset", "reverse"],
 )
 @pytest.mark.parametrize("route", ["api-item-list", "api-annotation-list"])
 def test_a_malformed_cursor_is_a_bad_request(annotator, project, route, value):
