@@ -301,8 +301,8 @@ def _store_images(
         held = 0  # bytes in `contents`
         for done, source in enumerate(sources, 1):
             where = f"{name}: {source.path}"
-            if progress is not None and (done % 50 == 0 or done == total):
-                progress(done, total)
+            if progress is not None:
+                progress(done, total)  # every image: a big one takes a while
             if source.path in seen:
                 errors.add(f"{where} appears twice in the archive")
                 continue

@@ -72,7 +72,13 @@ def import_text_items(
     id_field = (id_field or "").strip() or None
     if hasattr(fileobj, "seek"):
         fileobj.seek(0)
-    lines = _ByteLines(fileobj)
+    size = _size_of(fileobj)
+
+    def report() -> None:
+        if progress is not None:
+            progress(lines.bytes_read, size)
+
+    lines = _ByteLines(fileobj, on_read=report)  # the bar moves as the file is read
     errors = ErrorList()
     if fmt == "csv":
         records = _csv_records(lines, name, errors, text_field, id_field)
@@ -83,10 +89,6 @@ def import_text_items(
     else:
         records = _json_records(lines, name, errors)
         word = "field"
-
-    def report() -> None:
-        if progress is not None:
-            progress(lines.bytes_read, _size_of(fileobj))
 
     with one_transaction(name, "ids"):
         created = _store_text(project, records, name, errors, text_field, id_field, word, report)
@@ -219,9 +221,15 @@ class _ByteLines:
     """A binary file's lines, split on b"\\n" only (a CSV cell may hold a lone \\r), counting
     the bytes read for the progress bar. Reads in chunks, so big files are never in memory."""
 
-    def __init__(self, fileobj: IO[bytes], chunk_size: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        fileobj: IO[bytes],
+        chunk_size: int = 1 << 20,
+        on_read: Callable[[], None] | None = None,
+    ) -> None:
         self.fileobj = fileobj
         self.chunk_size = chunk_size
+        self.on_read = on_read
         self.bytes_read = 0
         self.blank = True
 
@@ -229,6 +237,8 @@ class _ByteLines:
         pending: list[bytes] = []
         while chunk := self.fileobj.read(self.chunk_size):
             self.bytes_read += len(chunk)
+            if self.on_read is not None:
+                self.on_read()
             pieces = chunk.split(b"\n")
             if len(pieces) == 1:
                 pending.append(chunk)
@@ -246,6 +256,8 @@ class _ByteLines:
         self.blank = True
         while chunk := self.fileobj.read(self.chunk_size):
             self.bytes_read += len(chunk)
+            if self.on_read is not None:
+                self.on_read()
             if self.blank and chunk.strip(b" \t\r\n\xef\xbb\xbf"):
                 self.blank = False
             yield chunk
