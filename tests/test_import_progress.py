@@ -3,12 +3,14 @@ as the import goes (a JSON array too, which used to be read whole), images one b
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
 
 import pytest
 from django.core.management import call_command
+from tqdm import tqdm
 
 from annotations.models import Item
 
@@ -27,8 +29,9 @@ def percents(frames: list[str]) -> list[int]:
 def every_update(monkeypatch):
     """tqdm draws at most every 0.1 s (and skips small steps) by default; draw every update,
     so that the test sees them."""
-    monkeypatch.setenv("TQDM_MININTERVAL", "0")
-    monkeypatch.setenv("TQDM_MINITERS", "1")
+    from annotations.management.commands import import_items
+
+    monkeypatch.setattr(import_items, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))
 
 
 @pytest.mark.parametrize("suffix", ["json", "jsonl", "csv"])
