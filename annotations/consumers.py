@@ -13,7 +13,6 @@ from django.http import Http404
 
 from annotations import access
 from annotations.events import project_group, session_fingerprint, user_group
-from annotations.models import Membership
 
 #: Close code for "no access": the page does not reconnect (static/js/annotate.js).
 NO_ACCESS = 4404
@@ -111,7 +110,11 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
         user = await get_user({"session": store})  # the session is live and still theirs
         if not user.is_authenticated or user.pk != self.user_id:
             return False
-        return await Membership.objects.filter(project=self.project, user_id=user.pk).aexists()
+        try:  # the same rule as every page: access.get_project_for_user
+            await database_sync_to_async(access.get_project_for_user)(user, self.project.pk)
+        except Http404:
+            return False
+        return True
 
     async def _revoke(self) -> None:
         await self.disconnect(NO_ACCESS)
