@@ -18,6 +18,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient
 from django.urls import reverse
 
 from annotations.imports import ImportFailed, import_file
@@ -273,3 +275,18 @@ def test_an_image_bigger_than_the_whole_budget_still_decodes_alone():
     with budget.hold(1_000):
         assert budget.in_use == 10
     assert budget.in_use == 0 and time.monotonic() - started < 1
+
+
+def test_an_upload_over_the_limit_through_asgi_is_a_clean_413(project, project_admin, settings):
+    """Through Django's ASGI handler (the body spooled to a temporary file, as under uvicorn)."""
+    settings.IMPORT_MAX_UPLOAD_BYTES = 10_000
+    client = AsyncClient()
+    client.force_login(project_admin)
+    data = b"[" + b",".join(b'{"text": "review"}' for _ in range(1000)) + b"]"
+    response = async_to_sync(client.post)(
+        reverse("project_import", args=[project.pk]),
+        {"file": io.BytesIO(data), "format": "json"},
+    )
+    assert response.status_code == 413
+    assert "manage.py import_items" in response.content.decode()
+    assert Item.objects.filter(project=project).count() == 20
