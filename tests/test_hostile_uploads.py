@@ -21,6 +21,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient
 from django.urls import reverse
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from annotations.imports import ImportFailed, import_file
 from annotations.imports.json_array import NestingGuard, iter_json_array
@@ -290,3 +293,55 @@ def test_an_upload_over_the_limit_through_asgi_is_a_clean_413(project, project_a
     assert response.status_code == 413
     assert "manage.py import_items" in response.content.decode()
     assert Item.objects.filter(project=project).count() == 20
+
+
+def true_depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((true_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((true_depth(v) for v in value), default=0)
+    return 0
+
+
+tricky_text = st.text(alphabet='[]{}"\\ab\n\té', max_size=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | tricky_text,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(tricky_text, children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    value=json_values,
+    chunk=st.integers(min_value=1, max_value=40),
+    indent=st.sampled_from([None, 1]),
+)
+def test_the_nesting_count_matches_the_document_however_it_is_cut(value, chunk, indent):
+    data = json.dumps(value, indent=indent, ensure_ascii=False).encode()
+    guard = NestingGuard(limit=99)
+    deepest = max(guard.deepest(data[i : i + chunk]) for i in range(0, len(data), chunk))
+    assert (deepest, guard.depth, guard.in_string) == (true_depth(value), 0, False)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(json_values, max_size=6),
+    chunk=st.integers(min_value=1, max_value=40),
+    indent=st.sampled_from([None, 2]),
+)
+def test_a_json_array_cut_anywhere_reads_as_json_loads_reads_it(records, chunk, indent):
+    data = json.dumps(records, indent=indent, ensure_ascii=False).encode()
+    pieces = (data[i : i + chunk] for i in range(0, len(data), chunk))
+    assert list(iter_json_array(pieces, max_depth=64)) == json.loads(data)
+
+
+def test_a_number_yajl_cannot_hold_is_refused_saying_what_to_do(project):
+    data = b'[{"text": "a", "n": 1},\n{"text": "b", "n": 123456789012345678901234567890}]'
+    with pytest.raises(ImportFailed) as caught:
+        import_file(project=project, fileobj=io.BytesIO(data), filename="big.json")
+    [message] = caught.value.messages
+    assert message.startswith("big.json line 2")
+    assert "an integer too large for 64 bits; write it as a string" in message

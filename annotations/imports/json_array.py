@@ -192,10 +192,18 @@ def _utf8_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise NotUTF8(line=line, column=column, byte=0) from None
 
 
+#: yajl's messages that need saying in the user's terms.
+_REASONS = {
+    "integer overflow": "an integer too large for 64 bits; write it as a string",
+    "numeric (floating point) overflow": "a number too large",
+}
+
+
 def _reason(exc: Exception) -> str:
     """yajl's message without its "parse error:" prefix and context lines."""
     first = str(exc).split("\n", 1)[0].strip()
-    return re.sub(r"^(parse|lexical) error: ", "", first).rstrip(".") or "syntax error"
+    reason = re.sub(r"^(parse|lexical) error: ", "", first).rstrip(".") or "syntax error"
+    return _REASONS.get(reason, reason)
 
 
 # yajl's verbose message shows the text around the error, padded so that the error is under
