@@ -305,7 +305,7 @@ def true_depth(value) -> int:
 
 tricky_text = st.text(alphabet='[]{}"\\ab\n\té', max_size=8)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | tricky_text,
+    st.none() | st.booleans() | st.integers(-(2**63) + 1, 2**63 - 1) | tricky_text,
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(tricky_text, children, max_size=3)
     ),
