@@ -4,7 +4,8 @@
 and the worker was killed) and needed ten times the file in memory. Here ijson's C parser
 (yajl) is fed the file a line at a time (long lines in 64 KiB pieces), so memory stays at a
 chunk and what one piece holds, other threads get the GIL between pieces, and a syntax error
-is located by line (and column when yajl's context pinpoints it). Framework-free: the import code turns `JSONArrayError` into its messages.
+is located by line (and column when yajl's context pinpoints it). Framework-free: the import
+code turns `JSONArrayError` into its messages.
 
 ijson builds a "prefix" string for every event whose length grows with the nesting depth, so
 a small file of nested brackets costs time and memory quadratic in its depth (100,000 levels
