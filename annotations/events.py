@@ -9,6 +9,7 @@ from typing import TypedDict
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.utils.crypto import salted_hmac
 
 logger = logging.getLogger(__name__)
 
@@ -61,3 +62,46 @@ def publish_progress_on_commit(project_id: int, item_id: int) -> None:
         publish(project_group(project_id), dict(event))
 
     transaction.on_commit(send)
+
+
+# --- Access changes, for the sockets of one user ------------------------------------------------
+
+
+def user_group(user_id: int) -> str:
+    """Every open socket of a user, whatever the project: told when their access changes."""
+    return f"user-{user_id}"
+
+
+class AccessChangedEvent(TypedDict):
+    type: str  # "access.changed"
+    project_id: int
+
+
+class SessionEndedEvent(TypedDict):
+    type: str  # "session.ended"
+    session: str  # session_fingerprint() of the session that ended
+
+
+def session_fingerprint(session_key: str | None) -> str:
+    """Names a session in channel messages without sending its key (a credential) to Redis."""
+    return salted_hmac("annotations.events.session", session_key or "").hexdigest()
+
+
+def publish_access_changed_on_commit(*, user_id: int, project_id: int) -> None:
+    """After commit, have the user's sockets on the project check whether they may still
+    listen (a membership removed or changed)."""
+    event: AccessChangedEvent = {"type": "access.changed", "project_id": project_id}
+    publish_on_commit(user_group(user_id), dict(event))
+
+
+def close_sockets_on_logout(sender, request, user, **kwargs) -> None:
+    """`user_logged_out` receiver: the sockets opened with the ending session close at once
+    (a transport concern, so a signal: every way of logging out sends it)."""
+    session = getattr(request, "session", None)
+    if user is None or session is None or not session.session_key:
+        return
+    event: SessionEndedEvent = {
+        "type": "session.ended",
+        "session": session_fingerprint(session.session_key),
+    }
+    publish(user_group(user.pk), dict(event))

@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from annotations.assignments import assignment_remove
+from annotations.events import publish_access_changed_on_commit
 from annotations.models import ItemLease, Membership, Project
 
 Role = Membership.Role
@@ -115,3 +116,4 @@ def membership_remove(*, membership: Membership) -> None:
         assignment_remove(project=project, users=[current.user])
         ItemLease.objects.filter(project=project, user=current.user).delete()
         current.delete()
+        publish_access_changed_on_commit(user_id=current.user_id, project_id=project.pk)

@@ -23,6 +23,8 @@ from PIL import Image, ImageOps
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 
+from curation.pixel_budget import decoding_budget
+
 __all__ = [
     "Featurizer",
     "ImagePixelFeaturizer",
@@ -152,7 +154,8 @@ def _to_rgb_on_white(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    # An RGB image is used as it is (the caller owns it): convert() would copy the full frame.
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def image_features(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
@@ -177,15 +180,21 @@ def image_features(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
             if opened.format == "JPEG":
                 opened.draft("RGB", (_PRESHRINK, _PRESHRINK))  # decode at reduced scale
             opened.seek(0)
-            image = ImageOps.exif_transpose(opened)
-            image.load()
+            # The full frame exists only inside this block, one budget's worth at a time in
+            # the process; it is shrunk in place, never copied at full size.
+            with decoding_budget().hold(opened.size[0] * opened.size[1]):
+                opened.load()
+                return _features_of(opened)
     except ValueError:
         raise
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot decode image ({len(data)} bytes): {exc}") from exc
+
+
+def _features_of(image: Image.Image) -> np.ndarray:
     if image.width == 0 or image.height == 0:
         raise ValueError("image has zero width or height")
-
+    ImageOps.exif_transpose(image, in_place=True)
     rgb = _to_rgb_on_white(image)
     rgb.thumbnail((_PRESHRINK, _PRESHRINK), Image.Resampling.BOX)
 

@@ -176,10 +176,27 @@ PREFETCH_ITEMS = env_int("PREFETCH_ITEMS", 1)  # items fetched ahead of the curr
 # Uploads.
 IMPORT_MAX_IMAGE_BYTES = env_int("IMPORT_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
 IMPORT_MAX_IMAGE_PIXELS = env_int("IMPORT_MAX_IMAGE_PIXELS", 40_000_000)
+# Pixels decoded at once in a process (3-4 bytes each), over all uploads and training: a bigger
+# image waits for the others (curation/pixel_budget.py). Default: one image at the limit.
+IMAGE_DECODE_PIXELS = env_int("IMAGE_DECODE_PIXELS", IMPORT_MAX_IMAGE_PIXELS)
 IMPORT_MAX_ARCHIVE_BYTES = env_int("IMPORT_MAX_ARCHIVE_BYTES", 2 * 1024 * 1024 * 1024)
 IMPORT_MAX_ARCHIVE_ENTRIES = env_int("IMPORT_MAX_ARCHIVE_ENTRIES", 200_000)
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# A file uploaded through the web page may be this big (its whole request, in bytes); a bigger
+# one is refused before it is parsed, pointing to `manage.py import_items` (no limit there).
+IMPORT_MAX_UPLOAD_BYTES = env_int("IMPORT_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+FILE_UPLOAD_HANDLERS = [
+    "annotations.imports.uploads.SizeLimitUploadHandler",  # first: skips files over the limit
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+# Request bodies and uploads above this are spooled to a temporary file, not held in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = min(10 * 1024 * 1024, IMPORT_MAX_UPLOAD_BYTES)
+# Everything but files (form fields, API JSON bodies): larger is refused with a 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = min(10 * 1024 * 1024, IMPORT_MAX_UPLOAD_BYTES)
+
+# An open project websocket re-checks its session and membership at most this often (seconds)
+# before passing on an event; removal from the project and logout close it at once anyway.
+WEBSOCKET_RECHECK_SECONDS = env_int("WEBSOCKET_RECHECK_SECONDS", 5)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -8,9 +8,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.http import FileResponse, Http404
 from rest_framework import generics, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -34,6 +34,23 @@ class ByIdCursorPagination(CursorPagination):
     ordering = "id"
     page_size_query_param = "page_size"
     max_page_size = 1000
+    invalid_cursor_message = "Invalid cursor: follow the next/previous links of a page."
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """A cursor that is not one this API made is a bad request (400), never a 500: DRF
+        checks the encoding (and answers 404), but not that the position is an id."""
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError({"cursor": [self.invalid_cursor_message]}) from None
+        if cursor is not None and cursor.position is not None:
+            try:
+                position = int(cursor.position)
+            except ValueError:
+                position = -1
+            if not 0 <= position < 2**63:  # a bigint primary key
+                raise ValidationError({"cursor": [self.invalid_cursor_message]})
+        return cursor
 
 
 class ProjectList(generics.ListAPIView):

@@ -37,6 +37,7 @@ from annotations.imports.storage import (
 from annotations.models import Item, Project
 from annotations.services import add_items_counted
 from curation.features import store_image_features
+from curation.pixel_budget import decoding_budget
 
 IMAGE_BATCH = 200
 #: Bytes of images held for a batch's features, whatever the count: 200 large photos would not fit.
@@ -58,9 +59,11 @@ class ImageInfo:
 def check_image(data: bytes) -> ImageInfo:
     """Verify that `data` is a complete PNG/JPEG/GIF/WEBP/BMP image within the pixel limit.
 
-    The format is read from the content, never the file name. `verify()` checks the structure
-    (CRCs for PNG); a second open and `load()` decodes every pixel, which catches truncated
-    files. The pixel limit is checked from the header, before anything is decoded.
+    The format is read from the content, never the file name. The pixel limit is checked from
+    the header, before anything is decoded; `verify()` checks the structure (CRCs for PNG); a
+    second open and `load()` decodes every pixel, which catches truncated files. That decode
+    holds its pixels from the process's decoding budget, so concurrent uploads cannot each
+    hold a huge frame; a JPEG is decoded at 1/8 scale, which reads all of it too.
     """
     max_pixels = settings.IMPORT_MAX_IMAGE_PIXELS
     allowed = tuple(IMAGE_FORMATS)
@@ -77,7 +80,11 @@ def check_image(data: bytes) -> ImageInfo:
                     )
                 image.verify()
             with Image.open(io.BytesIO(data), formats=allowed) as image:
-                image.load()
+                if image.format == "JPEG":
+                    # Every byte is still decoded (a truncated file still fails), at 1/8 scale.
+                    image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
+                with decoding_budget().hold(image.size[0] * image.size[1]):
+                    image.load()
         except BadImage:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -294,8 +301,8 @@ def _store_images(
         held = 0  # bytes in `contents`
         for done, source in enumerate(sources, 1):
             where = f"{name}: {source.path}"
-            if progress is not None and (done % 50 == 0 or done == total):
-                progress(done, total)
+            if progress is not None:
+                progress(done, total)  # every image: a big one takes a while
             if source.path in seen:
                 errors.add(f"{where} appears twice in the archive")
                 continue

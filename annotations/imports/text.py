@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePath
 from typing import IO, Any, NamedTuple, NoReturn
 
+from annotations.imports import json_array
 from annotations.imports.errors import ErrorList, ImportFailed
 from annotations.imports.formats import (
     EXTERNAL_ID_MAX,
@@ -22,6 +23,7 @@ from annotations.imports.formats import (
     guess_format,
     require_kind,
 )
+from annotations.imports.json_array import iter_json_array
 from annotations.imports.storage import (
     NewText,
     existing_ids,
@@ -70,7 +72,13 @@ def import_text_items(
     id_field = (id_field or "").strip() or None
     if hasattr(fileobj, "seek"):
         fileobj.seek(0)
-    lines = _ByteLines(fileobj)
+    size = _size_of(fileobj)
+
+    def report() -> None:
+        if progress is not None:
+            progress(lines.bytes_read, size)
+
+    lines = _ByteLines(fileobj, on_read=report)  # the bar moves as the file is read
     errors = ErrorList()
     if fmt == "csv":
         records = _csv_records(lines, name, errors, text_field, id_field)
@@ -81,10 +89,6 @@ def import_text_items(
     else:
         records = _json_records(lines, name, errors)
         word = "field"
-
-    def report() -> None:
-        if progress is not None:
-            progress(lines.bytes_read, _size_of(fileobj))
 
     with one_transaction(name, "ids"):
         created = _store_text(project, records, name, errors, text_field, id_field, word, report)
@@ -217,15 +221,24 @@ class _ByteLines:
     """A binary file's lines, split on b"\\n" only (a CSV cell may hold a lone \\r), counting
     the bytes read for the progress bar. Reads in chunks, so big files are never in memory."""
 
-    def __init__(self, fileobj: IO[bytes], chunk_size: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        fileobj: IO[bytes],
+        chunk_size: int = 1 << 20,
+        on_read: Callable[[], None] | None = None,
+    ) -> None:
         self.fileobj = fileobj
         self.chunk_size = chunk_size
+        self.on_read = on_read
         self.bytes_read = 0
+        self.blank = True
 
     def __iter__(self) -> Iterator[bytes]:
         pending: list[bytes] = []
         while chunk := self.fileobj.read(self.chunk_size):
             self.bytes_read += len(chunk)
+            if self.on_read is not None:
+                self.on_read()
             pieces = chunk.split(b"\n")
             if len(pieces) == 1:
                 pending.append(chunk)
@@ -238,10 +251,16 @@ class _ByteLines:
         if pending:
             yield b"".join(pending)
 
-    def read_all(self) -> bytes:
-        data = self.fileobj.read()
-        self.bytes_read += len(data)
-        return data
+    def chunks(self) -> Iterator[bytes]:
+        """The file's bytes in chunks, whatever its lines; notes whether it is all blank."""
+        self.blank = True
+        while chunk := self.fileobj.read(self.chunk_size):
+            self.bytes_read += len(chunk)
+            if self.on_read is not None:
+                self.on_read()
+            if self.blank and chunk.strip(b" \t\r\n\xef\xbb\xbf"):
+                self.blank = False
+            yield chunk
 
 
 def _decoded_lines(lines: Iterable[bytes], name: str) -> Iterator[str]:
@@ -345,39 +364,40 @@ def _jsonl_records(lines: _ByteLines, name: str, errors: ErrorList) -> Iterator[
 
 
 def _json_records(lines: _ByteLines, name: str, errors: ErrorList) -> Iterator[_Record]:
-    data = lines.read_all()
-    _refuse_utf16(data[:2], name)
-    data = data.removeprefix(b"\xef\xbb\xbf")
+    """The records of a JSON array, parsed incrementally (see `json_array`): a file of any
+    size is read a chunk at a time. A syntax error stops the import, naming its line, column
+    and record, after the problems already found in earlier records."""
+    index = 0
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        line_end = data.find(b"\n", exc.start)
-        raw_line = data[line_start : line_end if line_end != -1 else len(data)]
-        shifted = UnicodeDecodeError(
-            exc.encoding, raw_line, exc.start - line_start, exc.end - line_start, exc.reason
-        )
-        number = data.count(b"\n", 0, exc.start) + 1
-        raise ImportFailed([_not_utf8(name, number, raw_line, shifted)]) from None
-    if not text.strip():
-        raise ImportFailed([f"{name}: the file is empty."])
-    try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
-        raise ImportFailed([_bad_json(name, exc)]) from None
-    if not isinstance(value, list):
-        raise ImportFailed(
-            [
-                f"{name}: expected a JSON array of objects, got {_json_type(value)}. "
-                "(For one object per line, use the jsonl format.)"
-            ]
-        )
-    if not value:
+        for index, value in enumerate(iter_json_array(lines.chunks(), max_depth=MAX_JSON_DEPTH), 1):
+            record = _object_record(value, name, f"record {index}", f"{name}:{index}", errors)
+            if record is not None:
+                yield record
+    except json_array.JSONArrayError as exc:
+        errors.fail(_bad_json_array(name, exc))
+    if not index:
+        if not lines.bytes_read or lines.blank:
+            raise ImportFailed([f"{name}: the file is empty."])
         raise ImportFailed([f"{name}: the array holds no records."])
-    for index, parsed in enumerate(value, 1):
-        record = _object_record(parsed, name, f"record {index}", f"{name}:{index}", errors)
-        if record is not None:
-            yield record
+
+
+def _bad_json_array(name: str, exc: json_array.JSONArrayError) -> str:
+    if isinstance(exc, json_array.UTF16):
+        return f"{name}: the file is UTF-16 text, not UTF-8; save it as UTF-8 and import again."
+    where = f"{name} line {exc.line}" if exc.line else name
+    if exc.column:
+        where += f", column {exc.column}"
+    if isinstance(exc, json_array.NotUTF8):
+        return (
+            f"{where}: the file is not UTF-8 text (byte 0x{exc.byte:02x}); save it as UTF-8 "
+            "and import again."
+        )
+    if isinstance(exc, json_array.NotAnArray):
+        return (
+            f"{where}: expected a JSON array of objects, {exc.message}. "
+            "(For one object per line, use the jsonl format.)"
+        )
+    return f"{where}: {exc.message}" + (f", in record {exc.record}" if exc.record else "")
 
 
 def _object_record(

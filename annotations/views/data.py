@@ -16,6 +16,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotations import access, exports, imports
+from annotations.imports.uploads import upload_refusal
 from annotations.models import Project
 
 
@@ -60,7 +61,10 @@ def project_import(request: HttpRequest, pk: int) -> HttpResponse:
     status = 200
     if request.method == "POST":
         form = ImportForm(request.POST, request.FILES, project=project)
-        if form.is_valid():
+        if refusal := upload_refusal(request):
+            errors = [refusal]
+            status = 413
+        elif form.is_valid():
             upload = form.cleaned_data["file"]
             try:
                 result = imports.import_file(

@@ -63,8 +63,12 @@ class Command(BaseCommand):
             self.fail(exc, path)
         bar = tqdm(
             desc=f"Importing {path.name}",
+            # Text: bytes of the file read, known from the start; images: images checked, the
+            # total known once the folder or archive has been listed.
+            total=None if is_images else path.stat().st_size,
             unit="img" if is_images else "B",
             unit_scale=not is_images,
+            unit_divisor=1024,
             file=self.stderr._out,  # the raw stream: OutputWrapper would add newlines
             disable=options["no_progress"],
             leave=False,
@@ -73,6 +77,7 @@ class Command(BaseCommand):
         def progress(done: int, total: int | None) -> None:
             if total is not None and bar.total != total:
                 bar.total = total
+                bar.refresh()
             bar.update(done - bar.n)
 
         try:
