@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connections
 from django.test import AsyncClient
 from django.urls import reverse
@@ -309,6 +309,27 @@ def test_the_command_writes_csv_to_a_file(project, labelled, tmp_path):
     )
     assert target.read_bytes().decode() == "".join(exports.csv_chunks(project))
     assert f"to {target}" in err.getvalue()
+
+
+def test_the_command_takes_the_output_file_as_an_argument_like_import_items(
+    project, labelled, tmp_path
+):
+    target = tmp_path / "labels.jsonl"
+    err = io.StringIO()
+    call_command("export_labels", "Sentiment", str(target), stderr=err)
+    assert target.read_bytes().decode() == "".join(exports.jsonl_chunks(project))
+    assert f"to {target}" in err.getvalue()
+    out = io.StringIO()
+    call_command("export_labels", "Sentiment", "-", "--format", "csv", stdout=out, stderr=err)
+    assert out.getvalue() == "".join(exports.csv_chunks(project))
+
+
+def test_the_command_refuses_two_different_output_files(project, tmp_path):
+    with pytest.raises(CommandError, match="Two output files"):
+        call_command(
+            "export_labels", "Sentiment", str(tmp_path / "a"), "--output", str(tmp_path / "b")
+        )
+    assert not list(tmp_path.iterdir())
 
 
 def test_answers_on_another_projects_items_with_interleaved_ids_stay_out(

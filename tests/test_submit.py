@@ -343,3 +343,16 @@ def test_an_item_never_handed_to_the_annotator_cannot_be_opened(client, project,
     item = first_item(project)
     response = client.get(reverse("annotate_item", args=[project.pk, item.pk]))
     assert response.status_code == 404
+
+
+@pytest.mark.postgres
+def test_answers_carry_no_index_that_nothing_reads(db):
+    """`annotation_changed_idx` served the trainer's catch-up before it read gold labels
+    (`gold_changed_idx`); kept, it only cost a write on every submission."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s", [Annotation._meta.db_table]
+        )
+        names = {row[0] for row in cursor.fetchall()}
+    assert "annotation_hist_idx" in names  # the query is right: it sees the table's indexes
+    assert "annotation_changed_idx" not in names
