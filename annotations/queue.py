@@ -234,16 +234,19 @@ def renew_leases(*, project: Project, user) -> int:
     )
 
 
-def release_lease(*, item: Item, user) -> None:
-    """Give the item back, and drop its expired leases while at it, so lease rows of answered
-    items do not pile up (every submission does this, hence one plain DELETE)."""
+def release_lease(*, item: Item, user, complete: bool = False) -> None:
+    """Give the item back; once it is `complete`, drop all its leases, so lease rows of answered
+    items do not pile up (every submission does this, hence one plain DELETE). Others' expired
+    leases of an open item stay: their holders may still answer while the slot is free
+    (`services.annotation_submit`); `purge_expired_leases` removes them later."""
     lease = connection.ops.quote_name(ItemLease._meta.db_table)
-    when = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {lease} WHERE item_id = %s AND (user_id = %s OR expires_at <= %s)",
-            [item.pk, user.pk, when],
-        )
+        if complete:
+            cursor.execute(f"DELETE FROM {lease} WHERE item_id = %s", [item.pk])
+        else:
+            cursor.execute(
+                f"DELETE FROM {lease} WHERE item_id = %s AND user_id = %s", [item.pk, user.pk]
+            )
 
 
 def purge_expired_leases(*, older_than: timedelta = timedelta(hours=1)) -> int:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from annotations.models import Item, Membership, Project, Review
 from annotations.review import review_flag
-from annotations.services import annotation_submit
+from tests.conftest import submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -196,7 +196,7 @@ def world(settings, tmp_path, project, other_project, annotator, reviewer, proje
     item.image.save("pic.png", ContentFile(png_bytes()), save=False)
     item.save()
     for user in (annotator, reviewer, project_admin):
-        annotation_submit(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
+        submit_handed_out(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
     item.project = project
     review = review_flag(item=item, user=project_admin, note="check the crop")
     return World(

@@ -41,9 +41,9 @@ from annotations.models import (
     Membership,
     Project,
 )
-from annotations.services import add_items_counted, annotation_submit, project_create
+from annotations.services import add_items_counted, project_create
 from curation.models import ModelVersion
-from tests.conftest import PASSWORD, add_text_items, make_user
+from tests.conftest import PASSWORD, add_text_items, make_user, submit_handed_out
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -780,7 +780,7 @@ def test_the_project_list_shows_only_my_projects_with_their_progress(open_page, 
     project_create(name="Not mine", classes=["a"])
     bob = member(project, "bob")
     for item in Item.objects.filter(project=project).order_by("id")[:7]:
-        annotation_submit(item=item, annotator=bob, labels=["positive"], client_uuid=uuid.uuid4())
+        submit_handed_out(item=item, annotator=bob, labels=["positive"], client_uuid=uuid.uuid4())
     page = open_page(annie, "/projects/")
     rows = page.locator(".project-row")
     expect(rows).to_have_count(2)

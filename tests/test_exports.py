@@ -17,14 +17,14 @@ from django.urls import reverse
 
 from annotations import exports
 from annotations.models import Item, Membership, Project
-from annotations.services import annotation_submit, project_create
-from tests.conftest import add_text_items, make_user
+from annotations.services import project_create, project_set_overlap
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
 
 def answer(item: Item, user, labels: list[str], *, skipped: bool = False, ms: int = 1500):
-    return annotation_submit(
+    return submit_handed_out(
         item=item,
         annotator=user,
         labels=labels,
@@ -36,7 +36,8 @@ def answer(item: Item, user, labels: list[str], *, skipped: bool = False, ms: in
 
 @pytest.fixture
 def labelled(project, annotator, reviewer):
-    """t0 labelled by two people, t1 skipped by one, the rest unlabelled."""
+    """t0 labelled by two people (overlap 2), t1 skipped by one, the rest unlabelled."""
+    project_set_overlap(project, 2)
     t0, t1 = (
         Item.objects.get(project=project, external_id="t0"),
         Item.objects.get(project=project, external_id="t1"),

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from annotations.models import Item, Membership, Project, Review
 from annotations.review import review_decide, review_flag
-from annotations.services import annotation_submit, project_create
+from annotations.services import project_create
 from annotations.templatetags.quality_tags import (
     contrast,
     kappa_colour,
@@ -24,7 +24,7 @@ from annotations.templatetags.quality_tags import (
 )
 from curation.quality import annotator_table, encode_answers, score_annotators
 from curation.services import annotator_quality, quality_report
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -33,7 +33,7 @@ P, N, U = "positive", "negative", "neutral"
 
 def answer(item: Item, user, label: str | list[str]) -> None:
     labels = label if isinstance(label, list) else [label]
-    annotation_submit(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
+    submit_handed_out(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
 
 
 def decide(project: Project, item: Item, reviewer, label: str) -> None:
