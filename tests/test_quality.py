@@ -143,9 +143,33 @@ def test_the_report_counts_gold_labels_by_source_and_reviews_by_status(worked):
         "majority": 2,
         "consensus": 0,
         "tie": 0,
+        "incomplete": 0,
     }
     assert report["reviews"] == {"open": 0, "decided": 3}
     assert report["threshold"] == 0.7 and report["agreement"]["annotations"] == 18
+
+
+def test_items_still_waiting_for_answers_are_counted_as_incomplete_not_unanimous(
+    client, three, reviewer
+):
+    project, items, (ann, bob, cy) = three
+    answer(items[0], ann, P)  # one of three answers: "unanimous" so far, but not final
+    answer(items[1], ann, P)
+    answer(items[1], bob, N)
+    for user in (ann, bob, cy):
+        answer(items[2], user, P)
+    report = quality_report(project)
+    assert report["gold"] == {
+        "adjudicated": 0,
+        "unanimous": 1,
+        "majority": 0,
+        "consensus": 0,
+        "tie": 0,
+        "incomplete": 2,
+    }
+    html = page(client, reviewer, project).content.decode()
+    assert 'Unanimous</td><td class="num">1<' in html
+    assert 'still waits for answers</td><td class="num">2<' in html
 
 
 # --- The measures, pure --------------------------------------------------------------------
