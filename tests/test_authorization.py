@@ -25,6 +25,7 @@ from PIL import Image
 
 from annotations.models import Item, Membership, Project, Review
 from annotations.review import review_flag
+from annotations.services import project_set_overlap
 from tests.conftest import submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
@@ -195,6 +196,7 @@ def world(settings, tmp_path, project, other_project, annotator, reviewer, proje
     item.image_width, item.image_height = 4, 3
     item.image.save("pic.png", ContentFile(png_bytes()), save=False)
     item.save()
+    project_set_overlap(project, 3)  # so each of the three may answer it
     for user in (annotator, reviewer, project_admin):
         submit_handed_out(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
     item.project = project
