@@ -48,6 +48,7 @@ from django.utils.text import Truncator
 from annotations import access
 from annotations.events import publish_progress_on_commit
 from annotations.gold import gold_refresh
+from annotations.locks import project_write_lock
 from annotations.models import Annotation, Item, ItemAssignment, ItemLease, Membership, Project
 
 # One form submission assigns at most this many items (one UPDATE per step, a few ms per 1k).
@@ -164,6 +165,7 @@ def assignment_create(
     if Item.objects.filter(pk__in=item_ids).exclude(project=project).exists():
         raise ValidationError({"items": "Some items are not items of this project."})
     with transaction.atomic():
+        project_write_lock(project.pk, exclusive=False)  # before items: `annotations.locks`
         # Locked, so a member removed meanwhile (`membership_remove`) is not assigned after.
         annotating = set(
             Membership.objects.select_for_update()
@@ -215,8 +217,9 @@ def assignments_delete(assignments: QuerySet[ItemAssignment]) -> int:
         by_project: dict[int, set[int]] = {}
         for project_id, item_id in rows:
             by_project.setdefault(project_id, set()).add(item_id)
-        for project in Project.objects.filter(pk__in=list(by_project)):
+        for project in Project.objects.filter(pk__in=list(by_project)).order_by("pk"):
             item_ids = sorted(by_project[project.pk])
+            project_write_lock(project.pk, exclusive=False)  # before items: `annotations.locks`
             before = _lock_items(item_ids)
             deleted, _ = ItemAssignment.objects.filter(
                 pk__in=assignments.filter(project=project, item_id__in=item_ids).values("pk")

@@ -1,6 +1,10 @@
 """Export a project's labels as JSONL (one item a line, its annotations nested) or CSV (one
 row per item and annotation).
 
+An item that still waits for answers (fewer than the overlap, or than its assignees) is
+`"status": "incomplete"`, and its gold label, unless a reviewer decided it, is no label with
+source "incomplete": the answers so far are listed, but nothing about it is final yet.
+
 Both are generators of text chunks that walk the items in id order a chunk at a time, with
 each chunk's annotations, so a project of a million items streams in constant memory. The
 download views and the `export_labels` command share them.
@@ -18,14 +22,20 @@ from itertools import islice
 from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.utils.text import slugify
 
-from annotations.models import Annotation, GoldLabel, Item, Project
+from annotations.gold import INCOMPLETE
+from annotations.models import Annotation, GoldLabel, GoldSource, Item, Project
 
 CHUNK_ITEMS = 1000
+# Then "meta.<key>" for each metadata key of the project's items, in key order. The "text"
+# column is "image" (the stored file's path) in image projects.
 CSV_COLUMNS = (
     "item_id",
     "external_id",
+    "text",
+    "status",
     "gold_labels",
     "gold_source",
     "annotator",
@@ -34,6 +44,7 @@ CSV_COLUMNS = (
     "created_at",
     "updated_at",
 )
+COMPLETE = "complete"  # an item's status; else INCOMPLETE
 FORMATS = {
     "jsonl": "application/x-ndjson; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
@@ -54,8 +65,9 @@ class ExportItem(NamedTuple):
     text: str
     image: str  # the stored file's name, for image projects
     metadata: Any
+    complete: bool  # has all the answers it waits for
     answers: list[Answer]
-    gold: Gold | None
+    gold: Gold | None  # as exported: see `_exported_gold`
 
 
 class Gold(NamedTuple):
@@ -85,7 +97,7 @@ def export_items(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator
     items = (
         Item.objects.filter(project=project)
         .order_by("id")
-        .values_list("id", "external_id", "text", "image", "metadata")
+        .values_list("id", "external_id", "text", "image", "metadata", "needs_annotation")
         .iterator(chunk_size=chunk_size)
     )
     try:
@@ -113,10 +125,27 @@ def _with_answers(project: Project, rows: list[tuple], username: str) -> Iterato
             project=project, item_id__gte=first, item_id__lte=last
         ).values_list("item_id", "labels", "source", "agreement")
     }
-    for item_id, external_id, text, image, metadata in rows:
+    for item_id, external_id, text, image, metadata, needs_annotation in rows:
+        complete = not needs_annotation
         yield ExportItem(
-            item_id, external_id, text, image, metadata, answers.get(item_id, []), gold.get(item_id)
+            item_id,
+            external_id,
+            text,
+            image,
+            metadata,
+            complete,
+            answers.get(item_id, []),
+            _exported_gold(gold.get(item_id), complete=complete),
         )
+
+
+def _exported_gold(gold: Gold | None, *, complete: bool) -> Gold | None:
+    """An item still waiting for answers has no final label: the stored one (derived from the
+    answers so far, e.g. "unanimous, agreement 1.0" after one answer) is exported as no label
+    with source "incomplete". A reviewer's decision stands whatever the answers."""
+    if gold is None or complete or gold.source == GoldSource.ADJUDICATED:
+        return gold
+    return Gold(None, INCOMPLETE, None)
 
 
 def export_filename(project: Project, fmt: str) -> str:
@@ -125,9 +154,10 @@ def export_filename(project: Project, fmt: str) -> str:
 
 
 def jsonl_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
-    """One JSON object a line: item_id, external_id, text (or image), metadata, gold (the final
-    label: labels, source — adjudicated, unanimous, majority, consensus or tie — and agreement;
-    null for an item nobody answered), annotations."""
+    """One JSON object a line: item_id, external_id, text (or image), metadata, status
+    (complete or incomplete), gold (the final label: labels, source — adjudicated, unanimous,
+    majority, consensus, tie, or incomplete while answers are missing — and agreement; null for
+    an item nobody answered), annotations."""
     is_image = project.item_kind == Project.ItemKind.IMAGE
     lines: list[str] = []
     for item in export_items(project, chunk_size=chunk_size):
@@ -137,6 +167,7 @@ def jsonl_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator
         else:
             record["text"] = item.text
         record["metadata"] = item.metadata
+        record["status"] = COMPLETE if item.complete else INCOMPLETE
         record["gold"] = item.gold._asdict() if item.gold else None
         record["annotations"] = [
             {
@@ -158,32 +189,41 @@ def jsonl_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator
 
 
 def csv_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
-    """A header, then one row per (item, annotation), each with the item's gold label; an item
-    nobody labelled gets one row with an empty annotator. Labels are joined by "|". Every
-    user-controlled cell is neutralised against formula injection."""
+    """A header, then one row per (item, annotation), each with the item's text (or image
+    path), status, gold label and metadata (a "meta.<key>" column per key); an item nobody
+    labelled gets one row with an empty annotator. Labels are joined by "|", metadata values
+    that are not text are written as JSON. Every user-controlled cell, the metadata column names
+    too, is neutralised against formula injection."""
+    is_image = project.item_kind == Project.ItemKind.IMAGE
+    keys = metadata_keys(project)
+    columns = ["image" if c == "text" and is_image else c for c in CSV_COLUMNS]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow([*columns, *(safe_cell(f"meta.{key}") for key in keys)])
     for count, item in enumerate(export_items(project, chunk_size=chunk_size), 1):
-        external_id = safe_cell(item.external_id)
         gold = item.gold
-        gold_cells = [
+        head = [
+            item.id,
+            safe_cell(item.external_id),
+            safe_cell(item.image if is_image else item.text),
+            COMPLETE if item.complete else INCOMPLETE,
             safe_cell("|".join(gold.labels)) if gold and gold.labels is not None else "",
             gold.source if gold else "",
         ]
+        metadata = item.metadata if isinstance(item.metadata, dict) else {}
+        meta = [_meta_cell(metadata.get(key)) for key in keys]
         if not item.answers:
-            writer.writerow([item.id, external_id, *gold_cells, "", "", "", "", ""])
+            writer.writerow([*head, "", "", "", "", "", *meta])
         for a in item.answers:
             writer.writerow(
                 [
-                    item.id,
-                    external_id,
-                    *gold_cells,
+                    *head,
                     safe_cell(a.annotator),
                     safe_cell("|".join(a.labels)),
                     "true" if a.skipped else "false",
                     a.created_at.isoformat(),
                     a.updated_at.isoformat(),
+                    *meta,
                 ]
             )
         if count % chunk_size == 0:
@@ -191,6 +231,32 @@ def csv_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[s
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+def metadata_keys(project: Project) -> list[str]:
+    """Every key of the project's items' metadata objects, sorted: the CSV's "meta." columns.
+    One pass over the items in the database, before the rows stream."""
+    table = connection.ops.quote_name(Item._meta.db_table)
+    if connection.vendor == "postgresql":
+        sql = (
+            f"SELECT DISTINCT jsonb_object_keys(metadata) FROM {table} "
+            "WHERE project_id = %s AND jsonb_typeof(metadata) = 'object'"
+        )
+    else:  # SQLite's JSON1
+        sql = (
+            f"SELECT DISTINCT j.key FROM {table} i, json_each(i.metadata) j "
+            "WHERE i.project_id = %s AND json_type(i.metadata) = 'object'"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project.pk])
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def _meta_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return safe_cell(text)
 
 
 def export_chunks(project: Project, fmt: str, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:

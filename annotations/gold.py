@@ -24,6 +24,9 @@ from annotations.models import Annotation, GoldLabel, GoldSource, Item, Project,
 
 # Rows re-read per query when a whole project is refreshed.
 _BATCH = 2000
+# Not a stored source: how exports and the quality report show the gold label of an item that
+# still waits for answers (its stored row reflects the answers so far and may change).
+INCOMPLETE = "incomplete"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from django.db import connection, transaction
 from django.db.models import Max, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
+from annotations.locks import project_write_lock
 from annotations.models import (
     Annotation,
     AnnotationRevision,
@@ -207,6 +208,9 @@ def _lock(project: Project) -> ProjectTraining:
     """Lock the project's class names against answers being written, its label classes (one
     class edit at a time) and its training row (a training run in progress finishes first);
     returns the training row."""
+    # The project's write lock first, as every writer takes it (`annotations.locks`): a rename
+    # rewrites answers and gold labels, which recounts and submissions also lock.
+    project_write_lock(project.pk, exclusive=True)
     _schema_lock(project.pk, shared=False)
     list(LabelClass.objects.select_for_update().filter(project=project).values_list("pk"))
     ProjectTraining.objects.get_or_create(project=project)

@@ -332,8 +332,6 @@ class Annotation(models.Model):
                 condition=Q(skipped=False),
                 name="annotation_answered_idx",
             ),
-            # The trainer's catch-up: "what changed in this project since the model I have".
-            models.Index(fields=["project", "updated_at"], name="annotation_changed_idx"),
         ]
 
     def __str__(self) -> str:

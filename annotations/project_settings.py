@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from annotations.gold import gold_rebuild
+from annotations.locks import project_write_lock
 from annotations.models import Project
 from annotations.services import project_set_overlap
 from curation.models import ProjectTraining
@@ -47,7 +48,10 @@ def project_settings_update(
     if unknown:
         raise ValidationError(f"Not a project setting: {', '.join(sorted(unknown))}.")
     with transaction.atomic():
-        locked = Project.objects.select_for_update().get(pk=project.pk)
+        # The project's write lock before its row, and the row FOR NO KEY UPDATE: a new overlap
+        # rewrites every item, which must not wait on a submission that waits on this row.
+        project_write_lock(project.pk, exclusive=True)
+        locked = Project.objects.select_for_update(no_key=True).get(pk=project.pk)
         changed = [f for f, v in values.items() if getattr(locked, f) != v]
         for name in changed:
             setattr(locked, name, values[name])

@@ -3,9 +3,9 @@ annotators from getting the same one.
 
 An item handed out is leased to its annotator for `settings.LEASE_SECONDS`, renewed while
 their page is open. Expired leases simply stop counting, so a closed tab frees its items
-within one lease period. On PostgreSQL candidates are locked with FOR UPDATE SKIP LOCKED and
-the lease counts are re-read once the locks are held (a fresh READ COMMITTED snapshot), so two
-concurrent requests can never both take the last free slot of an item. SQLite runs write
+within one lease period. On PostgreSQL candidates are locked with FOR NO KEY UPDATE SKIP LOCKED
+and the lease counts are re-read once the locks are held (a fresh READ COMMITTED snapshot), so
+two concurrent requests can never both take the last free slot of an item. SQLite runs write
 transactions one at a time (IMMEDIATE), which gives the same guarantee.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -26,6 +26,10 @@ from annotations.models import Annotation, Item, ItemAssignment, ItemLease, Proj
 # lease that committed while we were looking.
 _SLACK = 4
 _MAX_ROUNDS = 6
+# When every open item is locked by others: how often to wait for a lock to go and look again,
+# and the longest wait each time (the trainer's priority update holds the head for milliseconds).
+_LOCK_WAITS = 3
+_LOCK_WAIT_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,13 @@ def _my_leased_items(project: Project, user, now: datetime) -> list[Item]:
     return list(Item.objects.raw(sql, [project.pk, user.pk, when, user.pk]))
 
 
+class _AllHeld(Exception):
+    """Open items exist, but others hold every one of them locked for a moment."""
+
+    def __init__(self, item_id: int) -> None:
+        self.item_id = item_id
+
+
 def next_items(
     *, project: Project, user, count: int, exclude: frozenset[int] = frozenset()
 ) -> list[Item]:
@@ -130,7 +141,24 @@ def next_items(
 
     The user's own live leases come first (a reload or a second tab sees the same items);
     `exclude` names items the page already shows, so fetching ahead returns new ones.
+
+    Empty means the queue has nothing for them, never that its rows were busy: candidates are
+    locked with SKIP LOCKED, so when every open item is locked by someone else for a moment (the
+    trainer rewriting the priorities of the ranked head, which on a small project is every open
+    item; other annotators' requests) it waits for one of those locks to go and looks again.
     """
+    outermost = not connection.in_atomic_block
+    for _ in range(_LOCK_WAITS):
+        try:
+            return _next_items_once(project, user, count, exclude, wait=outermost)
+        except _AllHeld as held:  # rolled back: this attempt's row locks are gone
+            _wait_for_row(held.item_id)
+    return _next_items_once(project, user, count, exclude, wait=False)
+
+
+def _next_items_once(
+    project: Project, user, count: int, exclude: frozenset[int], *, wait: bool
+) -> list[Item]:
     now = timezone.now()
     outermost = not connection.in_atomic_block
     with transaction.atomic():
@@ -161,6 +189,10 @@ def next_items(
                     break
                 items.extend(fresh)
                 taken.update(i.pk for i in fresh)
+        if not items and wait and count > 0 and connection.vendor == "postgresql":
+            held = _first_open(project, user, now, taken)
+            if held is not None:
+                raise _AllHeld(held)
         expires = lease_expiry(now)
         ItemLease.objects.bulk_create(
             [
@@ -208,7 +240,10 @@ def _lease_new(
     # The order of the partial index item_queue_idx, so this is one walk of it.
     sql += f" ORDER BY i.priority DESC, i.id LIMIT {int(missing + _SLACK)}"
     if connection.features.has_select_for_update_skip_locked:
-        sql += " FOR UPDATE OF i SKIP LOCKED"
+        # NO KEY UPDATE: it excludes other requests and submissions (FOR UPDATE) as FOR UPDATE
+        # would, but not the FOR KEY SHARE locks of foreign-key checks (inserting a lease, an
+        # answer or features for the item), which would otherwise hide the item from the queue.
+        sql += " FOR NO KEY UPDATE OF i SKIP LOCKED"
     candidates = list(Item.objects.raw(sql, params))
     if not candidates:
         return None
@@ -226,6 +261,31 @@ def _lease_new(
     return fresh
 
 
+def _first_open(project: Project, user, now: datetime, taken: set[int]) -> int | None:
+    """The first open item for `user` not in `taken`, read without locking: after a locking
+    pass found none, one found here is an item others hold locked right now."""
+    sql, params = _open_items_sql(project, user, now, "i.id")
+    if taken:
+        sql += f" AND i.id NOT IN ({_placeholders(taken)})"
+        params += sorted(taken)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} ORDER BY i.priority DESC, i.id LIMIT 1", params)
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _wait_for_row(item_id: int) -> None:
+    """Wait (up to `_LOCK_WAIT_MS`) until whoever holds the item's row lock commits, holding no
+    other lock meanwhile, so this wait can be part of no deadlock."""
+    item = connection.ops.quote_name(Item._meta.db_table)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{_LOCK_WAIT_MS}ms"])
+            cursor.execute(f"SELECT 1 FROM {item} WHERE id = %s FOR NO KEY UPDATE", [item_id])
+    except OperationalError:
+        pass  # still held: look once more all the same
+
+
 def renew_leases(*, project: Project, user) -> int:
     """Extend the user's live leases in `project` (the annotate page calls this while open)."""
     now = timezone.now()
@@ -234,16 +294,19 @@ def renew_leases(*, project: Project, user) -> int:
     )
 
 
-def release_lease(*, item: Item, user) -> None:
-    """Give the item back, and drop its expired leases while at it, so lease rows of answered
-    items do not pile up (every submission does this, hence one plain DELETE)."""
+def release_lease(*, item: Item, user, complete: bool = False) -> None:
+    """Give the item back; once it is `complete`, drop all its leases, so lease rows of answered
+    items do not pile up (every submission does this, hence one plain DELETE). Others' expired
+    leases of an open item stay: their holders may still answer while the slot is free
+    (`services.annotation_submit`); `purge_expired_leases` removes them later."""
     lease = connection.ops.quote_name(ItemLease._meta.db_table)
-    when = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {lease} WHERE item_id = %s AND (user_id = %s OR expires_at <= %s)",
-            [item.pk, user.pk, when],
-        )
+        if complete:
+            cursor.execute(f"DELETE FROM {lease} WHERE item_id = %s", [item.pk])
+        else:
+            cursor.execute(
+                f"DELETE FROM {lease} WHERE item_id = %s AND user_id = %s", [item.pk, user.pk]
+            )
 
 
 def purge_expired_leases(*, older_than: timedelta = timedelta(hours=1)) -> int:

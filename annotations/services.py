@@ -24,12 +24,14 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from annotations import queue
 from annotations.assignments import required_answers
 from annotations.events import publish_progress_on_commit
 from annotations.gold import gold_rebuild, gold_refresh_item
 from annotations.label_classes import class_names_locked
+from annotations.locks import project_write_lock
 from annotations.models import (
     PINNED_PRIORITY,
     Annotation,
@@ -49,6 +51,11 @@ from curation.models import EvalSample, ItemFeatures, models_dir
 from curation.worker import request_training_on_commit
 
 logger = logging.getLogger(__name__)
+
+
+class SubmissionRefused(ValidationError):
+    """A new answer the queue did not hand to this annotator, or for an item that needs no more
+    answers. Nothing was stored; the page and the API answer 409 (Conflict) with the message."""
 
 
 @dataclass(frozen=True)
@@ -111,39 +118,38 @@ def annotation_submit(
 ) -> SubmitResult:
     """Store an annotator's answer for an item, exactly once per `client_uuid`.
 
-    A resent submission returns what is stored and changes nothing. A new answer for an item the
-    annotator already answered (reopened from the history) edits it and logs a revision. The
-    item row is locked for the write, so concurrent resends cannot create two rows and the
-    completion counters stay exact.
+    A resent submission returns what is stored and changes nothing (also after the first one
+    released the lease). A new answer for an item the annotator already answered (reopened from
+    the history) edits it and logs a revision. Any other answer must have been handed out by the
+    queue (`_check_handed_out`), else `SubmissionRefused`. The item row is locked for the write,
+    so concurrent resends cannot create two rows and the completion counters stay exact.
     """
     project = item.project
     # Not list(labels): that would split a bare string into letters instead of refusing it.
     labels = validate_labels(project, labels, skipped=skipped, names=label_names)
     time_spent_ms = max(0, min(int(time_spent_ms or 0), 24 * 3600 * 1000))
     with transaction.atomic():
+        project_write_lock(project.pk, exclusive=False)  # before the item: `annotations.locks`
         # Checked again under the schema lock: a class renamed since the first check is refused
         # here rather than stored under its old name after the rename rewrote the others.
         label_names = class_names_locked(project)
         labels = validate_labels(project, labels, skipped=skipped, names=label_names)
         # The item's review and gold row come with the lock: the gold label is refreshed below.
+        # And the project's settings, read now: an overlap changed since the caller loaded the
+        # project has committed by the time the write lock is ours.
         locked = (
             Item.objects.select_for_update(of=("self",))
-            .select_related("review", "gold")
+            .select_related("review", "gold", "project")
             .get(pk=item.pk)
         )
+        project = locked.project
         replay, existing, others = _find_submission(client_uuid, locked, annotator)
         if replay is not None:
             if replay.item_id != locked.pk or replay.annotator_id != annotator.pk:
                 raise ValidationError({"client_uuid": "This submission id was already used."})
             return SubmitResult(annotation=replay, created=False, changed=False)
-        if (
-            existing is None
-            and locked.required_answers is not None
-            and not ItemAssignment.objects.filter(item=locked, user=annotator).exists()
-        ):
-            raise ValidationError(
-                {"item": "This item is assigned to named annotators, and you are not one of them."}
-            )
+        if existing is None:
+            _check_handed_out(project, locked, annotator)
 
         if existing is None:
             annotation = Annotation.objects.create(
@@ -184,11 +190,50 @@ def annotation_submit(
             complete=not still_open,
             classes=label_names or project.class_names(),
         )
-        queue.release_lease(item=locked, user=annotator)
+        queue.release_lease(item=locked, user=annotator, complete=not still_open)
         publish_progress_on_commit(project.pk, locked.pk)
         # The model in the loop learns from this answer once it is committed.
         request_training_on_commit(project.pk)
     return SubmitResult(annotation=annotation, created=created, changed=True)
+
+
+def _check_handed_out(project: Project, item: Item, annotator) -> None:
+    """Refuse a first answer to `item` (locked) that the queue did not hand to `annotator`.
+
+    Accepted: an assignee of an assigned item; else, on an item that still needs answers, the
+    holder of a live lease, or of an expired one while the slot it reserved is still free (no
+    one else took the item over meanwhile: answering then is what leasing it again and answering
+    would do, and a laptop that slept through its lease does not lose the work). Refused: items
+    never handed to them, items held by others, and items that have all their answers.
+    """
+    if item.required_answers is not None:
+        if not ItemAssignment.objects.filter(item=item, user=annotator).exists():
+            raise SubmissionRefused(
+                {"item": "This item is assigned to named annotators, and you are not one of them."}
+            )
+        return  # an assignee who has not answered: the item is open for them
+    if not item.needs_annotation:
+        raise SubmissionRefused(
+            {"item": "This item already has all the answers it needs; yours was not stored."}
+        )
+    now = timezone.now()
+    mine_until = None
+    others_live = 0
+    for user_id, expires_at in ItemLease.objects.filter(item=item).values_list(
+        "user_id", "expires_at"
+    ):
+        if user_id == annotator.pk:
+            mine_until = expires_at
+        elif expires_at > now:
+            others_live += 1
+    if mine_until is None:
+        raise SubmissionRefused(
+            {"item": "This item was not handed to you by the queue; answer the items it gives you."}
+        )
+    if mine_until <= now and others_live >= item.answers_wanted(project) - item.annotation_count:
+        raise SubmissionRefused(
+            {"item": "Your hold on this item expired and another annotator has it now."}
+        )
 
 
 def _find_submission(
@@ -235,7 +280,8 @@ def project_recount(project: Project) -> Project:
     Used after deletions in admin and when the overlap changes; exact, a few set-wise UPDATEs.
     """
     with transaction.atomic():
-        project = Project.objects.select_for_update().get(pk=project.pk)
+        project_write_lock(project.pk, exclusive=True)  # no submission in flight meanwhile
+        project = Project.objects.select_for_update(no_key=True).get(pk=project.pk)
         answered = (
             Annotation.objects.filter(item=OuterRef("pk"), skipped=False)
             .order_by()
@@ -273,9 +319,12 @@ def project_recount(project: Project) -> Project:
 def project_set_overlap(project: Project, overlap: int) -> Project:
     if overlap < 1:
         raise ValidationError({"overlap": "Overlap is at least 1."})
-    Project.objects.filter(pk=project.pk).update(overlap=overlap)
-    project.overlap = overlap
-    return project_recount(project)
+    with transaction.atomic():
+        # Project first, then its items (`project_recount`), as every writer: `annotations.locks`.
+        project_write_lock(project.pk, exclusive=True)
+        Project.objects.filter(pk=project.pk).update(overlap=overlap)
+        project.overlap = overlap
+        return project_recount(project)
 
 
 def project_create(
@@ -354,6 +403,8 @@ def items_delete(items: QuerySet[Item]) -> None:
     """Delete items with their annotations, edits and leases; the projects' progress follows."""
     with transaction.atomic():
         project_ids = set(items.order_by().values_list("project_id", flat=True).distinct())
+        for project_id in sorted(project_ids):
+            project_write_lock(project_id, exclusive=True)
         _delete_items_bottom_up(Item.objects.filter(pk__in=items.values("pk")))
         projects_recount(project_ids)
 
@@ -362,6 +413,8 @@ def annotations_delete(annotations: QuerySet[Annotation]) -> None:
     """Delete answers; the items go back to the queue when they need more answers again."""
     with transaction.atomic():
         project_ids = set(annotations.order_by().values_list("project_id", flat=True).distinct())
+        for project_id in sorted(project_ids):
+            project_write_lock(project_id, exclusive=True)
         annotations.delete()
         projects_recount(project_ids)
 

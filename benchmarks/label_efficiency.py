@@ -331,8 +331,10 @@ def simulate(
     """Label up to `labels` items of a fresh project in `order` ("app" or "random"), training
     after every label as the worker does; score the model after every label (or only after
     the label counts in `evaluate_at`; other points of the curve are NaN)."""
+    from django.utils import timezone
+
     from annotations import queue
-    from annotations.models import Item
+    from annotations.models import Item, ItemLease
     from annotations.services import annotation_submit
     from curation import trainer, worker
 
@@ -357,6 +359,15 @@ def simulate(
         else:
             pk = next(permutation, None)
             item = None if pk is None else Item.objects.select_related("project").get(pk=pk)
+            if item is not None:  # handed out in the permutation's order instead of the queue's
+                now = timezone.now()
+                ItemLease.objects.create(
+                    project=project,
+                    item=item,
+                    user=user,
+                    created_at=now,
+                    expires_at=queue.lease_expiry(now),
+                )
         if item is None:  # the pool is exhausted
             break
         annotation_submit(

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Max, TextField
+from django.db.models import Count, Max, Q, TextField
 from django.db.models.functions import Cast
 
+from annotations.gold import INCOMPLETE
 from annotations.models import Annotation, GoldLabel, GoldSource, Project, Review
 from curation import agreement, artifacts, quality, trainer
 from curation.learner import IncrementalLearner
@@ -173,17 +174,23 @@ def _annotator_quality(project: Project, classes: list[str], rows: list) -> list
 
 def quality_report(project: Project) -> dict:
     """What the quality page and API show: `agreement_report`, the annotator table, who is below
-    the threshold, gold labels by source and reviews by status (every key present, 0 if none)."""
+    the threshold, gold labels by source ("incomplete" for items still waiting for answers) and
+    reviews by status (every key present, 0 if none)."""
     classes, rows = project.class_names(), _answer_rows(project)  # read once for both
     annotators = _annotator_quality(project, classes, rows)
-    # order_by(): the models' default orderings would split the groups.
+    # order_by(): the models' default orderings would split the groups. Items still waiting
+    # for answers are counted apart (a reviewer's decision excepted): one answer would
+    # otherwise count as "unanimous", as the export marks them too.
+    waiting = Q(item__needs_annotation=True) & ~Q(source=GoldSource.ADJUDICATED)
     by_source = dict(
         GoldLabel.objects.filter(project=project)
+        .exclude(waiting)
         .order_by()
         .values("source")
         .annotate(n=Count("pk"))
         .values_list("source", "n")
     )
+    incomplete = GoldLabel.objects.filter(waiting, project=project).count()
     by_status = dict(
         Review.objects.filter(project=project)
         .order_by()
@@ -197,6 +204,7 @@ def quality_report(project: Project) -> dict:
         "agreement": _agreement(project, classes, rows),
         "annotators": annotators,
         "below_threshold": [row["annotator"] for row in annotators if row["below_threshold"]],
-        "gold": {source.value: by_source.get(source.value, 0) for source in GoldSource},
+        "gold": {source.value: by_source.get(source.value, 0) for source in GoldSource}
+        | {INCOMPLETE: incomplete},
         "reviews": {status.value: by_status.get(status.value, 0) for status in Review.Status},
     }

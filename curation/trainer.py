@@ -9,7 +9,7 @@ Each worker process keeps a `ProjectState` per project, so a run costs what chan
 project's size:
 
 - the labelled rows (features plus majority label), caught up with one indexed query on
-  `annotation_changed_idx` for the answers changed since the state's watermark;
+  `gold_changed_idx` for the gold labels changed since the state's watermark;
 - a *pool sample*: feature rows of up to `POOL_SAMPLE` open items drawn uniformly at random
   (walking the queue index below a random priority: the unscored items' priorities are i.i.d.
   uniform, so this is a uniform sample in one index range scan). Scoring a fixed-size sample

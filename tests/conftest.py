@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
-from annotations.models import Item, Membership, Project
-from annotations.services import add_items_counted, project_create
+from annotations import queue
+from annotations.models import Annotation, Item, ItemAssignment, ItemLease, Membership, Project
+from annotations.services import SubmitResult, add_items_counted, annotation_submit, project_create
 
 User = get_user_model()
 PASSWORD = "correct-horse-battery-staple"
@@ -27,6 +29,32 @@ def add_text_items(project: Project, texts: list[str], *, prefix: str = "t") -> 
     add_items_counted(project, len(items))
     project.refresh_from_db()
     return items
+
+
+def hand_out(item: Item, user) -> None:
+    """Lease `item` to `user` as `queue.next_items` does when it serves it, so a test can answer
+    an item of its choosing: `annotation_submit` takes first answers only for items handed out.
+    Fails the test for an item the queue would not give them (complete, held by others)."""
+    if Annotation.objects.filter(item=item, annotator=user).exists():
+        return  # an edit of their own answer: no lease needed
+    if ItemAssignment.objects.filter(item=item, user=user).exists():
+        return  # assigned items go to their assignees without a lease
+    project = Project.objects.get(pk=item.project_id)
+    now = timezone.now()
+    assert queue.open_items_for(project, user, now).filter(pk=item.pk).exists(), (
+        f"the queue would not hand {item} to {user}"
+    )
+    ItemLease.objects.update_or_create(
+        item=item,
+        user=user,
+        defaults={"project": project, "created_at": now, "expires_at": queue.lease_expiry(now)},
+    )
+
+
+def submit_handed_out(*, item: Item, annotator, **kwargs) -> SubmitResult:
+    """`annotation_submit` for an item first handed to the annotator (`hand_out`)."""
+    hand_out(item, annotator)
+    return annotation_submit(item=item, annotator=annotator, **kwargs)
 
 
 @pytest.fixture

@@ -29,14 +29,14 @@ from annotations.models import (
     ReviewEvent,
 )
 from annotations.review import review_flag
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 PAYLOAD = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
 
 def label(item: Item, user, labels: list[str], *, skipped: bool = False) -> Annotation:
-    return services.annotation_submit(
+    return submit_handed_out(
         item=item, annotator=user, labels=labels, skipped=skipped, client_uuid=uuid.uuid4()
     ).annotation
 
@@ -97,7 +97,7 @@ def populated(project, annotator, reviewer, png_item) -> Project:
     items = list(Item.objects.filter(project=project, text__startswith="review").order_by("id"))
     label(items[0], annotator, ["positive"])
     label(items[1], annotator, [], skipped=True)
-    services.annotation_submit(
+    submit_handed_out(
         item=items[0], annotator=annotator, labels=["negative"], client_uuid=uuid.uuid4()
     )
     queue.next_items(project=project, user=reviewer, count=2)

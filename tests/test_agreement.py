@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from annotations.models import Project
-from annotations.services import annotation_submit, project_create
+from annotations.services import project_create
 from curation.agreement import (
     Ratings,
     annotator_confusion,
@@ -19,7 +19,7 @@ from curation.agreement import (
     percent_agreement,
 )
 from curation.services import agreement_report
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 
 def small() -> Ratings:
@@ -155,7 +155,7 @@ def three_annotators(db):
 
 
 def answer(item, user, labels, skipped=False):
-    annotation_submit(
+    submit_handed_out(
         item=item, annotator=user, labels=labels, skipped=skipped, client_uuid=uuid.uuid4()
     )
 
@@ -184,7 +184,7 @@ def test_the_project_report_reads_the_answers_from_the_database(three_annotators
 def test_a_multi_label_project_is_reported_per_class(db):
 
     project = project_create(
-        name="Tags", classes=["cat", "dog"], labeling_mode=Project.LabelingMode.MULTI
+        name="Tags", classes=["cat", "dog"], labeling_mode=Project.LabelingMode.MULTI, overlap=2
     )
     (item,) = add_text_items(project, ["a photo"], prefix="p")
     answer(item, make_user("ann"), ["cat", "dog"])

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from annotations.models import Annotation, AnnotationRevision, Item, ItemLease, Membership
 from annotations.services import add_items_counted
-from tests.conftest import PASSWORD, make_user
+from tests.conftest import PASSWORD, hand_out, make_user
 
 NOT_LOGGED_IN = "Authentication credentials were not provided."
 
@@ -257,6 +257,7 @@ def test_outsiders_get_no_items_from_the_queue(outsider, project):
 def test_a_submission_is_created_once_and_a_resend_answers_200(annotator, project):
     client = api_as(annotator)
     item = project.items.first()
+    hand_out(item, annotator)
     body = {"item": item.pk, "labels": ["negative"], "time_spent_ms": 900}
     body["client_uuid"] = str(uuid.uuid4())
     created = submit(client, project, **body)
@@ -274,6 +275,7 @@ def test_a_submission_is_created_once_and_a_resend_answers_200(annotator, projec
 def test_a_new_answer_for_the_same_item_edits_it_and_keeps_a_revision(annotator, project):
     client = api_as(annotator)
     item = project.items.first()
+    hand_out(item, annotator)
     assert submit(client, project, item=item.pk, labels=["negative"]).status_code == 201
     edited = submit(client, project, item=item.pk, labels=["positive"])
     assert edited.status_code == 200
@@ -282,7 +284,9 @@ def test_a_new_answer_for_the_same_item_edits_it_and_keeps_a_revision(annotator,
 
 
 def test_a_skip_is_stored_without_labels(annotator, project):
-    response = submit(api_as(annotator), project, item=project.items.first().pk, skipped=True)
+    item = project.items.first()
+    hand_out(item, annotator)
+    response = submit(api_as(annotator), project, item=item.pk, skipped=True)
     assert response.status_code == 201
     assert (response.json()["skipped"], response.json()["labels"]) == (True, [])
 
@@ -325,6 +329,8 @@ def test_a_submission_without_client_uuid_is_refused(annotator, project):
 def test_a_client_uuid_reused_for_another_item_is_refused(annotator, project):
     client = api_as(annotator)
     first, second = project.items.all()[:2]
+    hand_out(first, annotator)
+    hand_out(second, annotator)
     key = str(uuid.uuid4())
     created = submit(client, project, item=first.pk, labels=["positive"], client_uuid=key)
     assert created.status_code == 201
@@ -332,6 +338,21 @@ def test_a_client_uuid_reused_for_another_item_is_refused(annotator, project):
     assert response.status_code == 400
     assert "client_uuid" in response.json()
     assert Annotation.objects.count() == 1
+
+
+def test_an_item_the_queue_gave_someone_else_is_a_409_and_stores_nothing(
+    annotator, reviewer, project
+):
+    taken = api_as(reviewer).get(reverse("api-next-items", args=[project.pk])).json()
+    item_id = taken["results"][0]["id"]
+    response = submit(api_as(annotator), project, item=item_id, labels=["positive"])
+    assert response.status_code == 409
+    assert "not handed to you" in response.json()["item"][0]
+    assert not Annotation.objects.exists()
+    mine = api_as(annotator).get(reverse("api-next-items", args=[project.pk])).json()
+    assert item_id not in {r["id"] for r in mine["results"]}
+    first = mine["results"][0]["id"]
+    assert submit(api_as(annotator), project, item=first, labels=["positive"]).status_code == 201
 
 
 def test_an_item_of_another_project_is_not_found(annotator, project, other_project):
@@ -355,6 +376,7 @@ def answered(project, annotator, reviewer):
     """Two answers by the annotator and one by the reviewer."""
     items = list(project.items.order_by("id")[:3])
     for item, user in zip(items, [annotator, annotator, reviewer], strict=True):
+        hand_out(item, user)
         assert submit(api_as(user), project, item=item.pk, labels=["neutral"]).status_code == 201
     return items
 

@@ -27,7 +27,8 @@ from PIL import Image
 
 from annotations.models import Item, ItemLease, Membership, Project, Review
 from annotations.review import review_flag
-from annotations.services import annotation_submit
+from annotations.services import project_set_overlap
+from tests.conftest import submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -215,8 +216,9 @@ def world(
     item.image_width, item.image_height = 4, 3
     item.image.save("pic.png", ContentFile(png_bytes()), save=False)
     item.save()
+    project_set_overlap(project, 3)  # so each of the three may answer it
     for user in (annotator, reviewer, project_admin):
-        annotation_submit(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
+        submit_handed_out(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
     item.project = project
     # The site admin holds the item without answering it (annotate_item wants one or the other).
     now = timezone.now()

@@ -22,6 +22,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from django.contrib.sessions.models import Session
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from annotations import queue
 from annotations.models import (
@@ -41,9 +43,9 @@ from annotations.models import (
     Membership,
     Project,
 )
-from annotations.services import add_items_counted, annotation_submit, project_create
+from annotations.services import add_items_counted, project_create
 from curation.models import ModelVersion
-from tests.conftest import PASSWORD, add_text_items, make_user
+from tests.conftest import PASSWORD, add_text_items, make_user, submit_handed_out
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -747,6 +749,34 @@ def test_a_save_refused_by_the_network_is_retried_until_it_lands(open_page, proj
     assert Annotation.objects.get().item.external_id == "t0"
 
 
+def test_an_item_another_annotator_took_over_is_refused_with_the_reason_and_the_page_moves_on(
+    open_page, project
+):
+    annie, bob = member(project, "annie"), member(project, "bob")
+    page = open_page(annie, annotate_url(project))
+    expect(current_ext_id(page)).to_have_text("t0")
+    t0 = Item.objects.get(project=project, external_id="t0")
+    # Annie's hold on t0 lapsed (a laptop asleep) and the queue gave it to Bob.
+    ItemLease.objects.filter(item=t0, user=annie).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert queue.next_items(project=project, user=bob, count=1) == [t0]
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.url.endswith("/submit/") else None)
+
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("t1")
+    expect(page.locator("#save-status")).to_contain_text(
+        "Item t0 was not saved: Your hold on this item expired and another annotator has it now."
+    )
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")  # the next answer is sent: the refused one is not retried
+    wait_until(page, lambda: Annotation.objects.exists(), "the next answer is saved")
+    assert labels_by_external_id(project, annie) == {"t1": ["negative"]}
+    assert len(posts) == 2
+
+
 def test_an_open_page_keeps_its_items_leased_through_the_heartbeat(open_page, project, settings):
     settings.LEASE_SECONDS = 15  # the page renews every 5 s
     annie = member(project, "annie")
@@ -780,7 +810,7 @@ def test_the_project_list_shows_only_my_projects_with_their_progress(open_page, 
     project_create(name="Not mine", classes=["a"])
     bob = member(project, "bob")
     for item in Item.objects.filter(project=project).order_by("id")[:7]:
-        annotation_submit(item=item, annotator=bob, labels=["positive"], client_uuid=uuid.uuid4())
+        submit_handed_out(item=item, annotator=bob, labels=["positive"], client_uuid=uuid.uuid4())
     page = open_page(annie, "/projects/")
     rows = page.locator(".project-row")
     expect(rows).to_have_count(2)

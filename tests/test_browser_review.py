@@ -10,7 +10,8 @@ import pytest
 
 from annotations.models import Membership, Review, ReviewEvent
 from annotations.review import review_decide, review_flag
-from annotations.services import annotation_submit, project_set_overlap
+from annotations.services import project_set_overlap
+from tests.conftest import submit_handed_out
 from tests.test_browser import (  # noqa: F401 (fixtures)
     CURRENT,
     DOCS,
@@ -141,4 +142,4 @@ def test_the_quality_page_shows_the_heat_maps_and_flags_the_careless_annotator_t
 
 def answer(item, user, label: str) -> None:
     item.refresh_from_db()
-    annotation_submit(item=item, annotator=user, labels=[label], client_uuid=uuid.uuid4())
+    submit_handed_out(item=item, annotator=user, labels=[label], client_uuid=uuid.uuid4())

@@ -14,7 +14,8 @@ from django.db.models import Count
 
 from annotations import queue
 from annotations.models import Annotation, Item, ItemLease, Membership, Project
-from annotations.services import annotation_submit, project_create
+from annotations.project_settings import project_settings_update
+from annotations.services import SubmissionRefused, annotation_submit, project_create
 from tests.conftest import add_text_items, make_user
 
 pytestmark = [
@@ -136,3 +137,67 @@ def test_ten_annotators_with_overlap_two_give_every_item_two_distinct_answers():
     assert set(per_item.values()) == {2} and len(per_item) == 100
     project.refresh_from_db()
     assert project.complete_count == 100
+
+
+def test_changing_the_overlap_while_annotators_submit_neither_deadlocks_nor_miscounts():
+    """Settings lock the project and then rewrite its items; a submission locks its item and
+    then moves the project's counters. One lock order (`annotations.locks`) keeps them apart."""
+    project, users = setup_project(items=100, annotators=4, overlap=2)
+    admin = make_user("boss")
+    Membership.objects.create(project=project, user=admin, role=Membership.Role.ADMIN)
+    settings_done = threading.Event()
+    errors: list[BaseException] = []
+    refused: Counter = Counter()
+    barrier = threading.Barrier(len(users) + 1)
+
+    def annotate(user) -> None:
+        try:
+            barrier.wait(timeout=30)
+            while True:
+                items = queue.next_items(project=project, user=user, count=1)
+                if not items:
+                    if settings_done.is_set():
+                        return
+                    settings_done.wait(timeout=60)  # the overlap may go up again
+                    continue
+                try:
+                    annotation_submit(
+                        item=items[0], annotator=user, labels=["a"], client_uuid=uuid.uuid4()
+                    )
+                except SubmissionRefused:
+                    refused[user.pk] += 1  # the overlap went down under its lease: expected
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def change_settings() -> None:
+        try:
+            barrier.wait(timeout=30)
+            for overlap in [1, 2] * 5:
+                project_settings_update(project=project, values={"overlap": overlap})
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            settings_done.set()
+            connection.close()
+
+    threads = [threading.Thread(target=annotate, args=(u,)) for u in users]
+    threads.append(threading.Thread(target=change_settings))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+
+    project.refresh_from_db()
+    assert project.overlap == 2
+    answers = Counter(
+        Annotation.objects.filter(project=project, skipped=False).values_list("item_id", flat=True)
+    )
+    items = list(Item.objects.filter(project=project))
+    assert {i.pk: i.annotation_count for i in items} == {i.pk: answers[i.pk] for i in items}
+    assert {i.pk: i.needs_annotation for i in items} == {i.pk: answers[i.pk] < 2 for i in items}
+    assert max(answers.values()) <= 2, "an item got more answers than the overlap"
+    assert (project.item_count, project.complete_count) == (100, 100)

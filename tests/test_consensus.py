@@ -17,14 +17,14 @@ from django.core.management.base import CommandError
 
 from annotations.models import GoldLabel, GoldSource, Item, Project
 from annotations.review import review_decide, review_flag
-from annotations.services import annotation_submit, project_create
+from annotations.services import project_create, project_set_overlap
 from curation import jobs, worker
 from curation.consensus import ConsensusRefused, consensus_due, consensus_update
 from curation.models import ProjectTraining
 from curation.services import train_project_once
 from curation.training_requests import TRAINING_CHANNEL
 from dataprep_site.env import channel_layers_for
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -70,7 +70,7 @@ def make_project(name: str = "Pets", *, n: int = 45, seed: int = 0) -> tuple[Pro
 
 
 def answer(item: Item, user, name: str) -> None:
-    annotation_submit(item=item, annotator=user, labels=[name], client_uuid=uuid.uuid4())
+    submit_handed_out(item=item, annotator=user, labels=[name], client_uuid=uuid.uuid4())
 
 
 def gold_accuracy(project: Project, truth: dict) -> float:
@@ -184,6 +184,7 @@ def test_without_a_model_or_a_second_annotator_it_keeps_the_majority_and_says_wh
     assert result.reason == "fewer than two annotators have answered"
 
     second = make_user("second")
+    project = project_set_overlap(project, 2)  # so the queue hands the item to a second person
     answer(items[0], second, CLASSES[1])
     result = consensus_update(project)
     assert (result.method, result.reason) == (

@@ -10,11 +10,11 @@ from django.urls import reverse
 
 from annotations import queue
 from annotations.models import Item, Membership, Project
-from annotations.services import annotation_submit, project_create
+from annotations.services import project_create
 from curation import trainer
 from curation.learner import wilson_interval
 from curation.models import EvalSample, ProjectTraining
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 WORDS = {
     "positive": "good great excellent wonderful superb lovely",
@@ -41,7 +41,7 @@ def setup(db) -> tuple[Project, dict[str, list[Item]], object]:
 
 
 def label(item: Item, user, name: str) -> None:
-    annotation_submit(
+    submit_handed_out(
         item=item, annotator=user, labels=[name], skipped=False, client_uuid=uuid.uuid4()
     )
 

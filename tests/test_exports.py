@@ -10,21 +10,22 @@ import uuid
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connections
 from django.test import AsyncClient
 from django.urls import reverse
 
 from annotations import exports
 from annotations.models import Item, Membership, Project
-from annotations.services import annotation_submit, project_create
-from tests.conftest import add_text_items, make_user
+from annotations.review import review_decide, review_flag
+from annotations.services import project_create, project_set_overlap
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
 
 def answer(item: Item, user, labels: list[str], *, skipped: bool = False, ms: int = 1500):
-    return annotation_submit(
+    return submit_handed_out(
         item=item,
         annotator=user,
         labels=labels,
@@ -36,7 +37,8 @@ def answer(item: Item, user, labels: list[str], *, skipped: bool = False, ms: in
 
 @pytest.fixture
 def labelled(project, annotator, reviewer):
-    """t0 labelled by two people, t1 skipped by one, the rest unlabelled."""
+    """t0 labelled by two people (overlap 2), t1 skipped by one, the rest unlabelled."""
+    project_set_overlap(project, 2)
     t0, t1 = (
         Item.objects.get(project=project, external_id="t0"),
         Item.objects.get(project=project, external_id="t1"),
@@ -105,7 +107,7 @@ def test_an_edited_answer_is_exported_as_it_stands_now(project, labelled, annota
 
 def test_csv_has_a_row_per_answer_and_one_empty_row_per_unlabelled_item(project, labelled):
     rows = csv_of(project)
-    assert list(rows[0]) == list(exports.CSV_COLUMNS)
+    assert list(rows[0]) == [*exports.CSV_COLUMNS, "meta.source", "meta.stars"]
     assert len(rows) == 2 + 1 + 18
     t0_rows = [r for r in rows if r["external_id"] == "t0"]
     assert [(r["annotator"], r["labels"], r["skipped"]) for r in t0_rows] == [
@@ -123,6 +125,8 @@ def test_csv_has_a_row_per_answer_and_one_empty_row_per_unlabelled_item(project,
     assert t5 == {
         "item_id": str(Item.objects.get(project=project, external_id="t5").pk),
         "external_id": "t5",
+        "text": "review number 5",
+        "status": "incomplete",
         "gold_labels": "",
         "gold_source": "",
         "annotator": "",
@@ -130,7 +134,62 @@ def test_csv_has_a_row_per_answer_and_one_empty_row_per_unlabelled_item(project,
         "skipped": "",
         "created_at": "",
         "updated_at": "",
+        "meta.source": "",
+        "meta.stars": "",
     }
+    assert {(r["text"], r["status"], r["meta.source"], r["meta.stars"]) for r in t0_rows} == {
+        ("review number 0", "complete", "web", "4")
+    }
+
+
+def test_an_item_still_waiting_for_answers_is_exported_as_incomplete_not_unanimous(
+    project, annotator, reviewer
+):
+    """At overlap 2 one answer is not a gold label, however unanimous it looks."""
+    project_set_overlap(project, 2)
+    t0 = Item.objects.get(project=project, external_id="t0")
+    answer(t0, annotator, ["positive"])
+    [first] = [r for r in jsonl_of(project) if r["external_id"] == "t0"]
+    assert first["status"] == "incomplete"
+    assert first["gold"] == {"labels": None, "source": "incomplete", "agreement": None}
+    [row] = [r for r in csv_of(project) if r["external_id"] == "t0"]
+    assert (row["status"], row["gold_labels"], row["gold_source"]) == (
+        "incomplete",
+        "",
+        "incomplete",
+    )
+
+    answer(t0, reviewer, ["positive"])
+    [first] = [r for r in jsonl_of(project) if r["external_id"] == "t0"]
+    assert first["status"] == "complete"
+    assert first["gold"] == {"labels": ["positive"], "source": "unanimous", "agreement": 1.0}
+
+
+def test_a_reviewers_decision_on_an_incomplete_item_is_exported_as_decided(
+    project, annotator, reviewer
+):
+    project_set_overlap(project, 3)
+    t0 = Item.objects.get(project=project, external_id="t0")
+    answer(t0, annotator, ["positive"])
+    review = review_flag(item=t0, user=reviewer)
+    review_decide(project=project, review_id=review.pk, reviewer=reviewer, labels=["neutral"])
+    [first] = [r for r in jsonl_of(project) if r["external_id"] == "t0"]
+    assert first["status"] == "incomplete"
+    assert (first["gold"]["labels"], first["gold"]["source"]) == (["neutral"], "adjudicated")
+
+
+def test_csv_metadata_columns_and_text_are_neutralised_against_formulas(db):
+    evil = project_create(name="Evil meta", classes=["a"])
+    [item] = add_text_items(evil, ["=1+1"])
+    Item.objects.filter(pk=item.pk).update(
+        metadata={"=cmd": "@SUM(A1)", "n": -3, "tags": ["x", "y"], "note": None}
+    )
+    [row] = csv_of(evil)
+    assert row["text"] == "'=1+1"
+    assert row["meta.=cmd"] == "'@SUM(A1)"
+    assert (row["meta.n"], row["meta.tags"], row["meta.note"]) == ("'-3", '["x", "y"]', "")
+    header = "".join(exports.csv_chunks(evil)).splitlines()[0]
+    assert header.endswith("meta.=cmd,meta.n,meta.note,meta.tags")  # "meta." leads: harmless
 
 
 def test_csv_joins_multiple_labels_with_a_bar(db):
@@ -188,6 +247,9 @@ def test_an_image_project_exports_the_stored_image_path(db, media_root):
     assert record["external_id"] == "cats/1.png"
     assert record["image"] == item.image.name
     assert "text" not in record
+    [row] = csv_of(images)
+    assert row["image"] == item.image.name
+    assert "text" not in row
 
 
 def test_an_empty_project_exports_only_the_csv_header(db):
@@ -309,6 +371,27 @@ def test_the_command_writes_csv_to_a_file(project, labelled, tmp_path):
     )
     assert target.read_bytes().decode() == "".join(exports.csv_chunks(project))
     assert f"to {target}" in err.getvalue()
+
+
+def test_the_command_takes_the_output_file_as_an_argument_like_import_items(
+    project, labelled, tmp_path
+):
+    target = tmp_path / "labels.jsonl"
+    err = io.StringIO()
+    call_command("export_labels", "Sentiment", str(target), stderr=err)
+    assert target.read_bytes().decode() == "".join(exports.jsonl_chunks(project))
+    assert f"to {target}" in err.getvalue()
+    out = io.StringIO()
+    call_command("export_labels", "Sentiment", "-", "--format", "csv", stdout=out, stderr=err)
+    assert out.getvalue() == "".join(exports.csv_chunks(project))
+
+
+def test_the_command_refuses_two_different_output_files(project, tmp_path):
+    with pytest.raises(CommandError, match="Two output files"):
+        call_command(
+            "export_labels", "Sentiment", str(tmp_path / "a"), "--output", str(tmp_path / "b")
+        )
+    assert not list(tmp_path.iterdir())
 
 
 def test_answers_on_another_projects_items_with_interleaved_ids_stay_out(

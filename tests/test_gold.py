@@ -19,8 +19,8 @@ from annotations.models import (
     ReviewEvent,
 )
 from annotations.review import review_decide, review_flag, review_next, review_reopen
-from annotations.services import annotation_submit, annotations_delete, items_delete
-from tests.conftest import make_user
+from annotations.services import annotations_delete, items_delete, project_set_overlap
+from tests.conftest import make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -28,7 +28,7 @@ ABC = ["a", "b", "c"]
 
 
 def label(item: Item, user, labels: list[str], *, skipped: bool = False) -> None:
-    annotation_submit(
+    submit_handed_out(
         item=item, annotator=user, labels=labels, skipped=skipped, client_uuid=uuid.uuid4()
     )
 
@@ -163,6 +163,7 @@ def test_a_decision_makes_the_gold_label_adjudicated_and_later_answers_do_not_ch
     assert (gold.labels, gold.source, gold.answers) == (["neutral"], GoldSource.ADJUDICATED, 2)
 
     label(item, ann, ["negative"])  # the answers now agree on something else
+    project_set_overlap(project, 3)  # recounted: the item is open again
     label(item, cy, ["negative"])  # and a third one arrives
 
     gold = gold_of(item)

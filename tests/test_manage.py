@@ -23,9 +23,9 @@ from annotations.assignments import (
 from annotations.members import membership_add, membership_remove, membership_set_role
 from annotations.models import Annotation, Item, ItemAssignment, ItemLease, Membership, Project
 from annotations.project_settings import project_settings_update
-from annotations.services import annotation_submit, project_create, project_recount
+from annotations.services import project_create, project_recount
 from curation.models import ProjectTraining
-from tests.conftest import make_user
+from tests.conftest import make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -41,7 +41,7 @@ def member(project: Project, username: str, role: str = Role.ANNOTATOR, **extra)
 
 
 def label(item: Item, user, labels=("positive",), *, skipped: bool = False) -> Annotation:
-    return annotation_submit(
+    return submit_handed_out(
         item=item,
         annotator=user,
         labels=[] if skipped else list(labels),

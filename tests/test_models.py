@@ -18,12 +18,11 @@ from annotations.models import (
     item_image_path,
 )
 from annotations.services import (
-    annotation_submit,
     project_create,
     project_recount,
     project_set_overlap,
 )
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -111,7 +110,7 @@ def test_annotation_labels_must_be_a_list_of_names(project, annotator):
 
 def test_an_annotator_with_answers_cannot_be_deleted_silently(project, annotator):
     item = project.items.select_related("project").first()
-    annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=uuid.uuid4())
+    submit_handed_out(item=item, annotator=annotator, labels=["positive"], client_uuid=uuid.uuid4())
     from django.db.models import ProtectedError
 
     with pytest.raises(ProtectedError):
@@ -174,7 +173,7 @@ def test_project_names_are_unique(project):
 
 def answer(project: Project, item: Item, user, *, skipped: bool = False) -> None:
     item.project = project
-    annotation_submit(
+    submit_handed_out(
         item=item,
         annotator=user,
         labels=[] if skipped else ["positive"],
@@ -190,13 +189,14 @@ def snapshot(project: Project) -> tuple:
 
 
 def test_project_recount_restores_counters_from_the_annotations(project, annotator, reviewer):
+    project = project_set_overlap(project, 2)
     items = list(project.items.order_by("id"))
     answer(project, items[0], annotator)
     answer(project, items[0], reviewer)
     answer(project, items[1], annotator)
     answer(project, items[2], annotator, skipped=True)
     exact = snapshot(project)
-    assert exact[:2] == (20, 2)
+    assert exact[:2] == (20, 1)
     # Corrupt every counter, as a bulk delete in admin or a bad import would.
     Item.objects.filter(project=project).update(annotation_count=7, needs_annotation=False)
     Project.objects.filter(pk=project.pk).update(item_count=3, complete_count=99)
@@ -228,15 +228,17 @@ def test_raising_the_overlap_reopens_items_and_lowering_it_closes_them(
     project, annotator, reviewer
 ):
     items = list(project.items.order_by("id"))
+    project = project_set_overlap(project, 2)
     answer(project, items[0], annotator)
     answer(project, items[0], reviewer)
     answer(project, items[1], annotator)
-    assert snapshot(project)[:2] == (20, 2)
-
-    project = project_set_overlap(project, 2)
-    assert project.overlap == 2
-    assert (project.item_count, project.complete_count) == (20, 1)
+    assert snapshot(project)[:2] == (20, 1)
     assert Item.objects.get(pk=items[1].pk).needs_annotation
+
+    project = project_set_overlap(project, 1)
+    assert project.overlap == 1
+    assert (project.item_count, project.complete_count) == (20, 2)
+    assert not Item.objects.get(pk=items[1].pk).needs_annotation
 
     project = project_set_overlap(project, 3)
     assert project.complete_count == 0

@@ -22,8 +22,8 @@ from annotations.models import (
     Membership,
     Project,
 )
-from annotations.services import annotation_submit, project_recount, project_set_overlap
-from tests.conftest import make_user
+from annotations.services import project_recount, project_set_overlap
+from tests.conftest import make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -35,7 +35,7 @@ def member(project: Project, username: str, role: str = Membership.Role.ANNOTATO
 
 
 def label(item: Item, user, labels: list[str]) -> None:
-    annotation_submit(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
+    submit_handed_out(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
 
 
 def item_named(project: Project, external_id: str) -> Item:
@@ -273,7 +273,7 @@ def test_an_annotator_not_assigned_an_item_cannot_answer_it_even_through_the_api
         {"item": t5.pk, "labels": ["positive"], "client_uuid": str(uuid.uuid4())},
         format="json",
     )
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "assigned to named annotators" in response.json()["item"][0]
     t5.refresh_from_db()
     assert t5.annotation_count == 0

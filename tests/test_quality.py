@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from annotations.models import Item, Membership, Project, Review
 from annotations.review import review_decide, review_flag
-from annotations.services import annotation_submit, project_create
+from annotations.services import project_create
 from annotations.templatetags.quality_tags import (
     contrast,
     kappa_colour,
@@ -24,7 +24,7 @@ from annotations.templatetags.quality_tags import (
 )
 from curation.quality import annotator_table, encode_answers, score_annotators
 from curation.services import annotator_quality, quality_report
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -33,7 +33,7 @@ P, N, U = "positive", "negative", "neutral"
 
 def answer(item: Item, user, label: str | list[str]) -> None:
     labels = label if isinstance(label, list) else [label]
-    annotation_submit(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
+    submit_handed_out(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
 
 
 def decide(project: Project, item: Item, reviewer, label: str) -> None:
@@ -143,9 +143,33 @@ def test_the_report_counts_gold_labels_by_source_and_reviews_by_status(worked):
         "majority": 2,
         "consensus": 0,
         "tie": 0,
+        "incomplete": 0,
     }
     assert report["reviews"] == {"open": 0, "decided": 3}
     assert report["threshold"] == 0.7 and report["agreement"]["annotations"] == 18
+
+
+def test_items_still_waiting_for_answers_are_counted_as_incomplete_not_unanimous(
+    client, three, reviewer
+):
+    project, items, (ann, bob, cy) = three
+    answer(items[0], ann, P)  # one of three answers: "unanimous" so far, but not final
+    answer(items[1], ann, P)
+    answer(items[1], bob, N)
+    for user in (ann, bob, cy):
+        answer(items[2], user, P)
+    report = quality_report(project)
+    assert report["gold"] == {
+        "adjudicated": 0,
+        "unanimous": 1,
+        "majority": 0,
+        "consensus": 0,
+        "tie": 0,
+        "incomplete": 2,
+    }
+    html = page(client, reviewer, project).content.decode()
+    assert 'Unanimous</td><td class="num">1<' in html
+    assert 'still waits for answers</td><td class="num">2<' in html
 
 
 # --- The measures, pure --------------------------------------------------------------------

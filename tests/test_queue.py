@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from annotations import queue
 from annotations.models import Annotation, Item, ItemLease, Membership, Project
 from annotations.services import annotation_submit, project_create, project_set_overlap
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -27,7 +30,7 @@ def member(project: Project, username: str, role: str = Membership.Role.ANNOTATO
 
 
 def label(item: Item, user, labels=("positive",), *, skipped: bool = False) -> Annotation:
-    return annotation_submit(
+    return submit_handed_out(
         item=item,
         annotator=user,
         labels=[] if skipped else list(labels),
@@ -277,9 +280,98 @@ def test_the_empty_queue_page_says_everything_is_done(client, db):
 def test_next_items_locks_candidates_with_skip_locked_on_postgresql(project, annotator):
     with CaptureQueriesContext(connection) as captured:
         queue.next_items(project=project, user=annotator, count=2)
-    locking = [q["sql"] for q in captured if "FOR UPDATE" in q["sql"]]
+    locking = [q["sql"] for q in captured if re.search(r"FOR (NO KEY )?UPDATE", q["sql"])]
     assert locking, "no candidate query locks rows"
     assert all("SKIP LOCKED" in sql for sql in locking)
+
+
+class RowHolder:
+    """Another connection that locks rows of the item table in an open transaction, as the
+    trainer's priority update does for the ranked head, until someone waits on them (or
+    `patience` seconds pass)."""
+
+    def __init__(self, item_ids: list[int], mode: str, patience: float = 10.0) -> None:
+        self.item_ids, self.mode, self.patience = item_ids, mode, patience
+        self.locked = threading.Event()
+        self.waited_on = False
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self.run)
+
+    def __enter__(self) -> RowHolder:
+        self.thread.start()
+        assert self.locked.wait(timeout=30), "the rows were never locked"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive() and not self.errors, self.errors
+
+    def run(self) -> None:
+        table = Item._meta.db_table
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id {self.mode}",
+                    [self.item_ids],
+                )
+                cursor.execute("SELECT pg_backend_pid()")
+                (me,) = cursor.fetchone()
+                self.locked.set()
+                # Release the rows as soon as another backend waits for them: the event a
+                # trainer's commit would be.
+                deadline = time.monotonic() + self.patience
+                while time.monotonic() < deadline:
+                    cursor.execute(
+                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity "
+                        "WHERE %s = ANY(pg_blocking_pids(pid)))",
+                        [me],
+                    )
+                    if cursor.fetchone()[0]:
+                        self.waited_on = True
+                        break
+                    time.sleep(0.01)
+        except BaseException as exc:  # noqa: BLE001 - reported by __exit__
+            self.errors.append(exc)
+        finally:
+            connection.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_queue_is_not_empty_while_others_hold_every_open_item_locked(annotator, project):
+    """On a small project the trainer's re-rank locks every open item for a moment; the API
+    must still hand out an item (after that moment) rather than say the queue is empty."""
+    open_ids = list(Item.objects.filter(project=project).values_list("pk", flat=True))
+    client = APIClient()
+    client.force_authenticate(annotator)
+    url = reverse("api-next-items", args=[project.pk])
+    with RowHolder(open_ids, "FOR NO KEY UPDATE") as holder:
+        response = client.get(url, {"count": 2})
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 2
+    assert holder.waited_on, "it waited for the lock rather than answering empty"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_foreign_key_check_in_flight_does_not_hide_items_from_the_queue(annotator, project):
+    """Inserting rows that point at items (leases, answers, features) takes FOR KEY SHARE on
+    them; the queue's lock must not conflict with it, nor wait for it."""
+    open_ids = list(Item.objects.filter(project=project).values_list("pk", flat=True))
+    with RowHolder(open_ids, "FOR KEY SHARE", patience=2.0) as holder:
+        items = queue.next_items(project=project, user=annotator, count=2)
+        assert len(items) == 2
+    assert not holder.waited_on
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_queue_that_is_truly_empty_answers_empty_at_once(project, annotator):
+    for item in project.items.all():
+        label(item, annotator)
+    started = time.monotonic()
+    assert queue.next_items(project=project, user=annotator, count=2) == []
+    assert time.monotonic() - started < 1.0
 
 
 @pytest.mark.postgres
@@ -320,7 +412,8 @@ def test_the_plain_sql_queue_returns_exactly_what_the_orm_definition_does(db, ov
     label(items[1], me, skipped=True)
     label(items[2], other)
     label(items[3], other)
-    label(items[3], third)
+    if overlap > 1:
+        label(items[3], third)
     for item, user, delta in [
         (items[4], other, 60),
         (items[5], other, -60),  # expired
@@ -346,7 +439,12 @@ def test_the_plain_sql_queue_returns_exactly_what_the_orm_definition_does(db, ov
         assert len(orm) >= 3
 
 
-def test_answering_an_item_drops_its_expired_leases_but_not_live_ones(project, annotator):
+def test_answering_keeps_others_leases_while_the_item_is_open_and_drops_all_once_complete(
+    project, annotator
+):
+    """A holder whose lease expired may still answer while the item is open
+    (`services._check_handed_out`), so only completion, or the hourly purge, drops it."""
+    project = project_set_overlap(project, 3)
     other, third = member(project, "other"), member(project, "third")
     item = queue.next_items(project=project, user=annotator, count=1)[0]
     now = timezone.now()
@@ -357,14 +455,13 @@ def test_answering_an_item_drops_its_expired_leases_but_not_live_ones(project, a
         created_at=now,
         expires_at=now - timedelta(seconds=1),
     )
-    ItemLease.objects.create(
-        project=project,
-        item=item,
-        user=third,
-        created_at=now,
-        expires_at=now + timedelta(seconds=60),
-    )
+    assert queue.next_items(project=project, user=third, count=1) == [item]
     label(item, annotator)
-    assert list(ItemLease.objects.filter(item=item).values_list("user__username", flat=True)) == [
-        "third"
-    ]
+    holders = ItemLease.objects.filter(item=item).values_list("user__username", flat=True)
+    assert sorted(holders) == ["other", "third"]
+    label(item, third)
+    # Expired, but the slot it reserved is still free (not `label`: that would lease it anew).
+    annotation_submit(item=item, annotator=other, labels=["positive"], client_uuid=uuid.uuid4())
+    item.refresh_from_db()
+    assert not item.needs_annotation
+    assert not ItemLease.objects.filter(item=item).exists()

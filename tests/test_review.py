@@ -32,17 +32,17 @@ from annotations.review import (
     review_renew,
     review_reopen,
 )
-from annotations.services import annotation_submit, project_create
+from annotations.services import project_create
 from curation.featurizers import featurizer_for
 from curation.models import ProjectTraining
 from curation.services import current_model, train_project_once
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
 
 def label(item: Item, user, labels: list[str]) -> None:
-    annotation_submit(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
+    submit_handed_out(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
 
 
 def member(project: Project, username: str, role: str = Membership.Role.ANNOTATOR):
@@ -529,7 +529,7 @@ def test_a_reviewer_gets_items_they_did_not_answer_themselves_first(
         item.project = project
     review_flag(item=items[0], user=reviewer)  # older
     review_flag(item=items[1], user=reviewer)
-    annotation_submit(
+    submit_handed_out(
         item=items[0], annotator=reviewer, labels=["positive"], client_uuid=uuid.uuid4()
     )
 

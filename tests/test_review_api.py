@@ -8,8 +8,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from annotations.models import Membership, Review, ReviewEvent
-from annotations.services import annotation_submit, project_set_overlap
-from tests.conftest import make_user
+from annotations.services import project_set_overlap
+from tests.conftest import make_user, submit_handed_out
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ def tie(project, annotator, reviewer):
     item = project.items.order_by("id").first()
     for user, label in ((annotator, "positive"), (bo, "negative")):
         item.refresh_from_db()
-        annotation_submit(item=item, annotator=user, labels=[label], client_uuid=uuid.uuid4())
+        submit_handed_out(item=item, annotator=user, labels=[label], client_uuid=uuid.uuid4())
     return Review.objects.get(item=item)
 
 

@@ -10,15 +10,15 @@ from django.urls import reverse
 
 from annotations import exports
 from annotations.models import Membership, Review, ReviewEvent
-from annotations.services import annotation_submit, project_set_overlap
-from tests.conftest import make_user
+from annotations.services import project_set_overlap
+from tests.conftest import make_user, submit_handed_out
 
 pytestmark = pytest.mark.django_db
 
 
 def answer(item, user, labels):
     item.refresh_from_db()
-    annotation_submit(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
+    submit_handed_out(item=item, annotator=user, labels=labels, client_uuid=uuid.uuid4())
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from PIL import Image
 from annotations import queue
 from annotations.models import Item, Membership, Project
 from annotations.review import review_flag
-from annotations.services import add_items_counted, annotation_submit, project_create
-from tests.conftest import PASSWORD, make_user
+from annotations.services import add_items_counted, project_create
+from tests.conftest import PASSWORD, make_user, submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def evil(db):
     Membership.objects.create(project=project, user=user, role=Membership.Role.ADMIN)
     (first,) = queue.next_items(project=project, user=user, count=1)
     first.project = project
-    annotation_submit(item=first, annotator=user, labels=[SCRIPT], client_uuid=uuid.uuid4())
+    submit_handed_out(item=first, annotator=user, labels=[SCRIPT], client_uuid=uuid.uuid4())
     return project, user, first
 
 

@@ -8,17 +8,25 @@ import re
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
+from uuid import uuid4
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from annotations import queue
 from annotations.models import Annotation, AnnotationRevision, Item, ItemLease, Project
-from annotations.services import annotation_submit, project_create
-from tests.conftest import add_text_items
+from annotations.services import (
+    SubmissionRefused,
+    annotation_submit,
+    project_create,
+    project_set_overlap,
+)
+from tests.conftest import add_text_items, hand_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -66,6 +74,7 @@ def run_in_threads(n: int, work: Callable[[int], object]) -> tuple[list, list[Ba
 @pytest.mark.django_db(transaction=True)
 def test_the_same_submission_sent_ten_times_at_once_is_stored_once(project, annotator):
     item = project.items.order_by("id").first()
+    hand_out(item, annotator)
     sid = uuid.uuid4()
 
     def submit(_: int):
@@ -87,6 +96,7 @@ def test_the_same_submission_sent_ten_times_at_once_is_stored_once(project, anno
 @pytest.mark.django_db(transaction=True)
 def test_the_same_submission_posted_ten_times_at_once_over_http_is_stored_once(project, annotator):
     item = project.items.order_by("id").first()
+    hand_out(item, annotator)
     sid = str(uuid.uuid4())
 
     def post(_: int) -> int:
@@ -109,6 +119,7 @@ def test_the_same_submission_posted_ten_times_at_once_over_http_is_stored_once(p
 def test_ten_different_submissions_for_one_item_at_once_keep_one_answer(project, annotator):
     """A double click that made new ids: one answer, the rest logged as edits, counted once."""
     item = project.items.order_by("id").first()
+    hand_out(item, annotator)
     choices = ["positive", "negative", "neutral"]
 
     def submit(i: int):
@@ -126,12 +137,16 @@ def test_ten_different_submissions_for_one_item_at_once_keep_one_answer(project,
 # --- Resends and edits -----------------------------------------------------------------------
 
 
-def first_item(project: Project) -> Item:
-    return Item.objects.select_related("project").filter(project=project).order_by("id").first()
+def first_item(project: Project, annotator=None) -> Item:
+    """The project's first item, handed out to `annotator` when given."""
+    item = Item.objects.select_related("project").filter(project=project).order_by("id").first()
+    if annotator is not None:
+        hand_out(item, annotator)
+    return item
 
 
 def test_a_resent_submission_returns_the_stored_answer_and_changes_nothing(project, annotator):
-    item, sid = first_item(project), uuid.uuid4()
+    item, sid = first_item(project, annotator), uuid.uuid4()
     first = annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=sid)
     again = annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=sid)
     assert (first.created, first.changed) == (True, True)
@@ -141,7 +156,7 @@ def test_a_resent_submission_returns_the_stored_answer_and_changes_nothing(proje
 
 
 def test_a_resend_arriving_after_an_edit_does_not_revert_the_edit(project, annotator):
-    item, original = first_item(project), uuid.uuid4()
+    item, original = first_item(project, annotator), uuid.uuid4()
     annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=original)
     annotation_submit(item=item, annotator=annotator, labels=["neutral"], client_uuid=uuid.uuid4())
     late = annotation_submit(
@@ -153,7 +168,7 @@ def test_a_resend_arriving_after_an_edit_does_not_revert_the_edit(project, annot
 
 
 def test_a_resent_edit_is_applied_once(project, annotator):
-    item, edit = first_item(project), uuid.uuid4()
+    item, edit = first_item(project, annotator), uuid.uuid4()
     annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=uuid.uuid4())
     for _ in range(3):
         annotation_submit(item=item, annotator=annotator, labels=["negative"], client_uuid=edit)
@@ -162,6 +177,8 @@ def test_a_resent_edit_is_applied_once(project, annotator):
 
 def test_a_submission_id_cannot_be_reused_for_another_item(project, annotator):
     a, b = Item.objects.select_related("project").filter(project=project).order_by("id")[:2]
+    hand_out(a, annotator)
+    hand_out(b, annotator)
     sid = uuid.uuid4()
     annotation_submit(item=a, annotator=annotator, labels=["positive"], client_uuid=sid)
     with pytest.raises(ValidationError, match="already used"):
@@ -171,7 +188,7 @@ def test_a_submission_id_cannot_be_reused_for_another_item(project, annotator):
 
 def test_editing_from_the_history_updates_in_place_and_logs_a_revision(client, project, annotator):
     client.force_login(annotator)
-    item = first_item(project)
+    item = first_item(project, annotator)
     url = reverse("annotate_submit", args=[project.pk])
     client.post(url, {"item": item.pk, "labels": ["positive"], "client_uuid": str(uuid.uuid4())})
     original = Annotation.objects.get()
@@ -198,7 +215,7 @@ def test_editing_from_the_history_updates_in_place_and_logs_a_revision(client, p
 
 
 def test_turning_a_skip_into_an_answer_and_back_moves_the_counters(project, annotator):
-    item = first_item(project)
+    item = first_item(project, annotator)
     annotation_submit(
         item=item, annotator=annotator, labels=[], skipped=True, client_uuid=uuid.uuid4()
     )
@@ -215,6 +232,7 @@ def test_labels_are_stored_in_schema_order_in_a_multi_label_project(db, annotato
     project = project_create(name="Topics", labeling_mode="multi", classes=["a", "b", "c"])
     (item,) = add_text_items(project, ["x"])
     item = Item.objects.select_related("project").get(pk=item.pk)
+    hand_out(item, annotator)
     result = annotation_submit(
         item=item, annotator=annotator, labels=["c", "a"], client_uuid=uuid.uuid4()
     )
@@ -251,7 +269,7 @@ def test_bad_labels_are_refused_with_a_clear_message_and_change_nothing(
 
 
 def test_a_bad_edit_leaves_the_stored_answer_alone(project, annotator):
-    item = first_item(project)
+    item = first_item(project, annotator)
     annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=uuid.uuid4())
     with pytest.raises(ValidationError):
         annotation_submit(
@@ -328,7 +346,7 @@ def test_a_history_link_without_javascript_opens_the_full_page_at_that_item(
     client, project, annotator
 ):
     client.force_login(annotator)
-    item = first_item(project)
+    item = first_item(project, annotator)
     annotation_submit(item=item, annotator=annotator, labels=["neutral"], client_uuid=uuid.uuid4())
     response = client.get(reverse("annotate_item", args=[project.pk, item.pk]))
     assert response.status_code == 200
@@ -343,3 +361,104 @@ def test_an_item_never_handed_to_the_annotator_cannot_be_opened(client, project,
     item = first_item(project)
     response = client.get(reverse("annotate_item", args=[project.pk, item.pk]))
     assert response.status_code == 404
+
+
+@pytest.mark.postgres
+def test_answers_carry_no_index_that_nothing_reads(db):
+    """`annotation_changed_idx` served the trainer's catch-up before it read gold labels
+    (`gold_changed_idx`); kept, it only cost a write on every submission."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s", [Annotation._meta.db_table]
+        )
+        names = {row[0] for row in cursor.fetchall()}
+    assert "annotation_hist_idx" in names  # the query is right: it sees the table's indexes
+    assert "annotation_changed_idx" not in names
+
+
+# --- Only what the queue handed out ------------------------------------------------------------
+
+
+def stored(project: Project) -> tuple[int, int]:
+    """(answers in the project, items complete)."""
+    project.refresh_from_db()
+    return Annotation.objects.filter(project=project).count(), project.complete_count
+
+
+def test_an_item_leased_to_someone_else_cannot_be_answered(project, annotator, reviewer):
+    (held,) = queue.next_items(project=project, user=annotator, count=1)
+    with pytest.raises(SubmissionRefused, match="not handed to you"):
+        annotation_submit(item=held, annotator=reviewer, labels=["positive"], client_uuid=uuid4())
+    assert stored(project) == (0, 0)
+    assert ItemLease.objects.filter(item=held, user=annotator).exists(), "the holder keeps it"
+    annotation_submit(item=held, annotator=annotator, labels=["positive"], client_uuid=uuid4())
+    assert stored(project) == (1, 1)
+
+
+def test_an_item_never_handed_out_cannot_be_answered(project, annotator):
+    queue.next_items(project=project, user=annotator, count=1)
+    last = Item.objects.filter(project=project).order_by("-priority").last()  # the queue's tail
+    with pytest.raises(SubmissionRefused, match="not handed to you"):
+        annotation_submit(item=last, annotator=annotator, labels=["positive"], client_uuid=uuid4())
+    assert stored(project) == (0, 0)
+
+
+def test_an_item_that_has_all_its_answers_takes_no_more(project, annotator, reviewer):
+    project = project_set_overlap(project, 2)
+    (item,) = queue.next_items(project=project, user=annotator, count=1)
+    assert queue.next_items(project=project, user=reviewer, count=1) == [item]
+    annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=uuid4())
+    project = project_set_overlap(project, 1)  # one answer is enough now: the item is complete
+    with pytest.raises(SubmissionRefused, match="already has all the answers"):
+        annotation_submit(item=item, annotator=reviewer, labels=["negative"], client_uuid=uuid4())
+    assert stored(project) == (1, 1)
+
+
+def test_an_expired_lease_still_counts_while_no_one_else_took_the_item(
+    project, annotator, reviewer
+):
+    (item,) = queue.next_items(project=project, user=annotator, count=1)
+    ItemLease.objects.filter(item=item).update(expires_at=timezone.now() - timedelta(seconds=1))
+    annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=uuid4())
+    assert stored(project) == (1, 1)
+
+
+def test_an_expired_lease_no_longer_counts_once_another_annotator_holds_the_item(
+    project, annotator, reviewer
+):
+    (item,) = queue.next_items(project=project, user=annotator, count=1)
+    ItemLease.objects.filter(item=item).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert queue.next_items(project=project, user=reviewer, count=1) == [item]
+    with pytest.raises(SubmissionRefused, match="expired and another annotator has it"):
+        annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=uuid4())
+    assert stored(project) == (0, 0)
+
+
+def test_the_annotate_page_answers_a_refused_item_with_409_and_the_reason(
+    client, project, annotator, reviewer
+):
+    (held,) = queue.next_items(project=project, user=reviewer, count=1)
+    client.force_login(annotator)
+    response = client.post(
+        reverse("annotate_submit", args=[project.pk]),
+        {"item": held.pk, "labels": ["positive"], "client_uuid": str(uuid4()), "want": "1"},
+    )
+    # annotate.js shows a 4xx's message, drops the answer from its outbox and moves on; only
+    # 5xx, 429 and network errors are retried.
+    assert response.status_code == 409
+    assert response["Content-Type"] == "application/json"
+    assert "not handed to you" in json.loads(response.content)["errors"]["item"][0]
+    assert stored(project) == (0, 0)
+
+
+def test_a_resend_after_the_first_submission_released_the_lease_is_still_accepted(
+    client, project, annotator
+):
+    client.force_login(annotator)
+    (item,) = queue.next_items(project=project, user=annotator, count=1)
+    body = {"item": item.pk, "labels": ["positive"], "client_uuid": str(uuid4())}
+    url = reverse("annotate_submit", args=[project.pk])
+    assert client.post(url, body).status_code == 200
+    assert not ItemLease.objects.filter(item=item).exists()
+    assert client.post(url, body).status_code == 200  # the response was lost; the page resends
+    assert stored(project) == (1, 1)

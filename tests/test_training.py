@@ -17,13 +17,13 @@ from PIL import Image
 
 from annotations.models import Item, Project, Review
 from annotations.review import review_decide
-from annotations.services import add_items_counted, annotation_submit, project_create
+from annotations.services import add_items_counted, project_create
 from curation import artifacts
 from curation.featurizers import featurizer_for
 from curation.models import ModelVersion, ProjectTraining
 from curation.services import current_model, train_project_once
 from curation.strategies import margin
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 WORDS = {
     "positive": "good great excellent wonderful superb lovely",
@@ -38,7 +38,7 @@ def _models_in_tmp(data_dir):
 
 
 def label(item: Item, user, labels: list[str], *, skipped: bool = False) -> None:
-    annotation_submit(
+    submit_handed_out(
         item=item, annotator=user, labels=labels, skipped=skipped, client_uuid=uuid.uuid4()
     )
 

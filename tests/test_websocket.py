@@ -13,9 +13,9 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from annotations.models import Item
-from annotations.services import annotation_submit
 from dataprep_site.env import channel_layers_for
 from tests import service_env
+from tests.conftest import submit_handed_out
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -63,7 +63,7 @@ async def communicator(
 @database_sync_to_async
 def submit_first_item(project, user) -> int:
     item = Item.objects.select_related("project").filter(project=project).order_by("id").first()
-    annotation_submit(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
+    submit_handed_out(item=item, annotator=user, labels=["positive"], client_uuid=uuid.uuid4())
     return item.pk
 
 
@@ -102,7 +102,7 @@ async def test_events_of_another_project_are_not_sent(
     item = await database_sync_to_async(
         lambda: Item.objects.select_related("project").get(project=other_project)
     )()
-    await database_sync_to_async(annotation_submit)(
+    await database_sync_to_async(submit_handed_out)(
         item=item, annotator=outsider, labels=["a"], client_uuid=uuid.uuid4()
     )
     assert await ws.receive_nothing(timeout=0.3)

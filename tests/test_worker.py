@@ -16,12 +16,12 @@ from channels.worker import Worker
 from django.test import Client
 
 from annotations.models import Annotation, Item, Project
-from annotations.services import annotation_submit, project_create
+from annotations.services import project_create
 from curation import artifacts, services, trainer, worker
 from curation.models import ModelVersion, ProjectTraining
 from dataprep_site.env import channel_layers_for
 from tests import service_env
-from tests.conftest import add_text_items, make_user
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -68,7 +68,7 @@ def annie(texts):
 
 
 def label(item: Item, user, name: str) -> None:
-    annotation_submit(
+    submit_handed_out(
         item=item, annotator=user, labels=[name], skipped=False, client_uuid=uuid.uuid4()
     )
 

@@ -126,7 +126,8 @@ class NextItems(APIView):
 
 class AnnotationList(generics.ListAPIView):
     """GET: every annotation of the project for reviewers and project admins, an annotator's
-    own otherwise. POST: submit an answer (idempotent per `client_uuid`)."""
+    own otherwise. POST: submit an answer (idempotent per `client_uuid`) to an item the queue
+    handed out (`next/`), or edit one's own; 409 for any other item."""
 
     serializer_class = AnnotationSerializer
     pagination_class = ByIdCursorPagination
@@ -155,6 +156,9 @@ class AnnotationList(generics.ListAPIView):
                 time_spent_ms=body.validated_data["time_spent_ms"],
                 client_uuid=body.validated_data["client_uuid"],
             )
+        except services.SubmissionRefused as exc:
+            # Not a bad request: the item is not (or no longer) this annotator's to answer.
+            return Response(exc.message_dict, status=status.HTTP_409_CONFLICT)
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc
         data = AnnotationSerializer(result.annotation, context={"request": request}).data

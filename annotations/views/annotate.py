@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotations import access, queue
 from annotations.forms import NextForm, SubmitForm
 from annotations.models import Annotation, Item, ItemLease, LabelClass, Project
-from annotations.services import annotation_submit
+from annotations.services import SubmissionRefused, annotation_submit
 from curation.services import is_stale
 from curation.suggest import suggestions_for
 from curation.trainer import model_status
@@ -140,6 +140,9 @@ def annotate_submit(request: HttpRequest, pk: int) -> HttpResponse:
             client_uuid=data["client_uuid"],
             label_names=names,
         )
+    except SubmissionRefused as exc:
+        # The page shows the message and moves on to its next card; resending cannot help.
+        return _error(exc.message_dict, status=409)
     except ValidationError as exc:
         return _error(exc.message_dict)
     want = data["want"] or 0
@@ -211,5 +214,7 @@ def annotate_heartbeat(request: HttpRequest, pk: int) -> HttpResponse:
     return HttpResponse(status=204, headers={"X-Leases-Renewed": str(renewed)})
 
 
-def _error(errors: dict) -> HttpResponse:
-    return HttpResponse(json.dumps({"errors": errors}), status=422, content_type="application/json")
+def _error(errors: dict, *, status: int = 422) -> HttpResponse:
+    return HttpResponse(
+        json.dumps({"errors": errors}), status=status, content_type="application/json"
+    )

@@ -9,6 +9,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from annotations import access
+from annotations.gold import INCOMPLETE
 from annotations.models import GoldSource
 from curation.services import quality_report
 
@@ -36,7 +37,8 @@ def project_quality(request: HttpRequest, pk: int) -> HttpResponse:
             "report": report,
             "sections": sections,
             "below": below,
-            "gold": [(source.label, report["gold"][source.value]) for source in GoldSource],
+            "gold": [(source.label, report["gold"][source.value]) for source in GoldSource]
+            + [("Not final: the item still waits for answers", report["gold"][INCOMPLETE])],
             "can_manage": access.can(project, access.MANAGE),
             "kappa_legend": KAPPA_LEGEND,
             "share_legend": SHARE_LEGEND,
