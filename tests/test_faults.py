@@ -392,10 +392,10 @@ class ApiClient:
 def test_a_server_whose_database_connections_are_terminated_answers_the_next_requests(
     texts, annie, processes, tmp_path
 ):
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     project = texts
-    token = Token.objects.create(user=annie).key
+    _, token = AuthToken.objects.create(user=annie)
     port = free_port()
     server = processes.start(
         ["-m", "uvicorn", "dataprep_site.asgi:application", "--host", "127.0.0.1"]
