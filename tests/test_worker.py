@@ -306,23 +306,39 @@ async def test_the_server_runs_the_worker_itself_only_in_embedded_mode(
 
 def test_an_answer_stamped_before_the_last_run_but_committed_after_it_is_trained(texts, annie):
     """Two annotators' transactions commit out of order: the later commit carries the earlier
-    timestamp. The next run must still count it."""
+    timestamp. The next run must still count it.
+
+    The trainer's watermark is `GoldLabel.updated_at`, so that is the stamp set back here. The
+    late change is a relabel (the number of labelled items stays the same), so the trainer's
+    rebuild-on-count-mismatch cannot hide a missed row: only the look-back catches it."""
     from datetime import timedelta
 
+    from annotations.models import GoldLabel
+    from annotations.queue import next_items
+
     project, by_class = texts
-    label(by_class["positive"][0], annie, "positive")
-    label(by_class["negative"][0], annie, "negative")
+    next_items(project=project, user=annie, count=Item.objects.filter(project=project).count())
+    positive, negative = by_class["positive"], by_class["negative"]
+    for item in positive[:2]:
+        label(item, annie, "positive")
+    for item in negative[:2]:
+        label(item, annie, "negative")
     first = trainer.train(project.pk).version
+    assert first.class_balance == {"positive": 2, "negative": 2}
     watermark = ProjectTraining.objects.get(project=project).labels_until
-    label(by_class["positive"][1], annie, "positive")
-    late = Annotation.objects.filter(item=by_class["positive"][1])
-    late.update(updated_at=watermark - timedelta(seconds=1))
+
+    # Committed after the run read the labels, but stamped before its watermark.
+    label(negative[0], annie, "positive")
+    GoldLabel.objects.filter(item=negative[0]).update(updated_at=watermark - timedelta(seconds=1))
+    # A later change, stamped after the watermark, that makes the next run train.
+    label(positive[1], annie, "negative")
 
     result = trainer.train(project.pk)
 
     assert result is not None and result.version.version == first.version + 1
-    assert result.version.labels_used == 3
-    assert result.version.class_balance == {"positive": 2, "negative": 1}
+    assert result.version.labels_used == 4
+    # negative[0] now positive, positive[1] now negative; without the late relabel: 1 and 3.
+    assert result.version.class_balance == {"positive": 2, "negative": 2}
 
 
 @pytest.mark.redis
