@@ -4,8 +4,9 @@ server, with the database checked after every flow.
 pytest-django's live server is a plain threaded WSGI server, so the project websocket cannot
 connect there; the page has to work without it (it only adds live progress). The model-in-the-loop
 test runs the real ASGI application under uvicorn instead (`asgi_server`), with the training worker
-embedded, so a label trains a model whose version reaches the page over the websocket. The
-screenshots in docs/ for the README are written by these tests.
+embedded, so a label trains a model whose version reaches the page over the websocket.
+Screenshots go to the test's tmp_path (kept by pytest for a look after a failure); the README's
+screenshots in docs/ are made by `python docs/screenshots.py`, never by a test run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -77,7 +77,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 VIEWPORT = {"width": 1280, "height": 800}
 CURRENT = "#queue > article.card:not([hidden])"
 XSS = '<img src=x onerror="window.__xss=1">'
@@ -103,7 +102,6 @@ REVIEWS = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    DOCS.mkdir(exist_ok=True)
     # Playwright's sync API runs an event loop in this thread, while the ORM calls made by these
     # tests are plain synchronous code; allow that here only, so the rest of the suite keeps
     # Django's check against blocking calls from async code.
@@ -370,7 +368,7 @@ def digits(db, settings, tmp_path) -> tuple[Project, dict[str, int]]:
 
 
 def test_annotator_labels_three_items_by_keyboard_and_corrects_one_after_going_back(
-    open_page, reviews
+    open_page, reviews, tmp_path
 ):
     annie = member(reviews, "annie")
     page = open_page()
@@ -434,7 +432,7 @@ def test_annotator_labels_three_items_by_keyboard_and_corrects_one_after_going_b
         expect(current_ext_id(page)).to_have_text(f"review-{number}")
     page.keyboard.press("1")
     expect(page.locator("#save-status")).to_have_text("Saved.")
-    page.screenshot(path=str(DOCS / "annotate.png"))
+    page.screenshot(path=str(tmp_path / "annotate.png"))
 
 
 def test_space_skips_an_item_which_is_recorded_and_never_shown_again(open_page, project):
@@ -505,7 +503,7 @@ def test_an_answer_reopened_from_the_history_strip_by_click_can_be_changed(open_
 
 
 def test_an_image_item_loads_through_the_protected_view_and_is_labelled_by_its_key(
-    open_page, digits, live_server
+    open_page, digits, live_server, tmp_path
 ):
     project, truth = digits
     annie = member(project, "annie")
@@ -539,7 +537,7 @@ def test_an_image_item_loads_through_the_protected_view_and_is_labelled_by_its_k
     )  # the prefetched image was already loaded
     page.keyboard.press(str(truth[current_ext_id(page).inner_text()]))
     expect(page.locator("#save-status")).to_have_text("Saved.")
-    page.screenshot(path=str(DOCS / "annotate-image.png"))
+    page.screenshot(path=str(tmp_path / "annotate-image.png"))
 
     # The image is only served to members: an anonymous browser gets the login page.
     anonymous = open_page()
@@ -774,7 +772,9 @@ def test_an_ended_session_is_reported_instead_of_losing_answers_silently(open_pa
     assert not Annotation.objects.exists()
 
 
-def test_the_project_list_shows_only_my_projects_with_their_progress(open_page, project, reviews):
+def test_the_project_list_shows_only_my_projects_with_their_progress(
+    open_page, project, reviews, tmp_path
+):
     annie = member(project, "annie")
     Membership.objects.create(project=reviews, user=annie, role=Membership.Role.REVIEWER)
     project_create(name="Not mine", classes=["a"])
@@ -789,7 +789,7 @@ def test_the_project_list_shows_only_my_projects_with_their_progress(open_page, 
     assert page.locator("text=Not mine").count() == 0
     width = rows.filter(has_text="Sentiment").locator(".bar").evaluate("b => b.style.width")
     assert width == "35%"
-    page.screenshot(path=str(DOCS / "projects.png"))
+    page.screenshot(path=str(tmp_path / "projects.png"))
 
 
 def test_the_annotate_page_is_usable_in_an_800_pixel_wide_window(open_page, reviews):
@@ -827,7 +827,7 @@ def two_word_families(db) -> Project:
 
 
 def test_each_label_trains_a_model_whose_version_the_page_shows_live_until_it_suggests(
-    open_asgi_page, two_word_families
+    open_asgi_page, two_word_families, tmp_path
 ):
     project = two_word_families
     classes = list(WORDS)
@@ -885,7 +885,7 @@ def test_each_label_trains_a_model_whose_version_the_page_shows_live_until_it_su
     suggested = page.locator("label.choice.suggested")
     expect(suggested).to_have_count(1)
     expect(suggested.locator("input")).to_have_value(guess)
-    page.screenshot(path=str(DOCS / "annotate-model.png"))
+    page.screenshot(path=str(tmp_path / "annotate-model.png"))
     expect(page.locator("label.choice.on")).to_have_count(0)  # highlighted, not chosen
     assert page.evaluate("window.__notReloaded") is True
 
