@@ -133,14 +133,15 @@ _TRACKED = pytest.StashKey[dict[str, str]]()
 
 
 def _tracked_files() -> dict[str, str]:
-    """Content hash of every file git tracks (of every file under docs/ without git)."""
+    """Content hash of every file git tracks and of every file under docs/."""
+    names = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*") if p.is_file()}
     try:
         listed = subprocess.run(
             ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30
         ).stdout.decode()
-        names = [n for n in listed.split("\0") if n]
+        names.update(n for n in listed.split("\0") if n)
     except (OSError, subprocess.SubprocessError):
-        names = [str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*") if p.is_file()]
+        pass  # not a git checkout: docs/ only
     hashes = {}
     for name in names:
         path = ROOT / name
@@ -159,7 +160,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if before is None:
         return
     after = _tracked_files()
-    changed = sorted(n for n in before if after.get(n) != before[n])
+    changed = sorted(n for n in before.keys() | after.keys() if after.get(n) != before.get(n))
     if changed:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
