@@ -502,6 +502,40 @@ def test_an_answer_reopened_from_the_history_strip_by_click_can_be_changed(open_
     assert AnnotationRevision.objects.count() == 1
 
 
+def test_going_back_to_an_answer_whose_save_is_still_on_its_way_shows_that_answer(
+    open_page, project
+):
+    """Backspace right after Enter, before the server has the answer: the item opens (the page
+    still holds its lease) with the answer given on the page, and changing it stores an edit."""
+    annie = member(project, "annie")
+    page = open_page(annie, annotate_url(project))
+    held = []
+    page.route("**/annotate/submit/", lambda route: held.append(route))
+    expect(current_ext_id(page)).to_have_text("t0")
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("t1")
+    wait_until(page, lambda: len(held) == 1, "the save is on its way")
+    page.keyboard.press("Backspace")  # back to t0, whose save the server has not received
+    expect(current_ext_id(page)).to_have_text("t1")
+    held.pop().continue_()
+    page.unroute("**/annotate/submit/")
+
+    expect(current_ext_id(page)).to_have_text("t0")
+    expect(page.locator(f"{CURRENT} .tag-edit")).to_be_visible()
+    expect(choice(page, "positive")).to_have_class("choice on")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    expect(current_ext_id(page)).to_have_text("t1")
+    wait_until(
+        page,
+        lambda: labels_by_external_id(project, annie) == {"t0": ["negative"]},
+        "the change is stored",
+    )
+    assert AnnotationRevision.objects.get().previous_labels == ["positive"]
+    expect(page.locator("#save-status")).not_to_contain_text("cannot be opened")
+
+
 def test_an_image_item_loads_through_the_protected_view_and_is_labelled_by_its_key(
     open_page, digits, live_server, tmp_path
 ):
