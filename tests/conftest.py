@@ -3,6 +3,10 @@ outsider (member of another project) who must be refused everywhere."""
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+from pathlib import Path
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
@@ -158,3 +162,47 @@ def data_dir(settings, tmp_path):
     settings.DATA_DIR = tmp_path
     settings.MEDIA_ROOT = tmp_path / "media"
     return tmp_path
+
+
+# --- Tests never rewrite tracked files ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+_TRACKED = pytest.StashKey[dict[str, str]]()
+
+
+def _tracked_files() -> dict[str, str]:
+    """Content hash of every file git tracks and of every file under docs/."""
+    names = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*") if p.is_file()}
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30
+        ).stdout.decode()
+        names.update(n for n in listed.split("\0") if n)
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout: docs/ only
+    hashes = {}
+    for name in names:
+        path = ROOT / name
+        hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    return hashes
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_TRACKED] = _tracked_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a test changed a tracked file (the README's screenshots were once
+    rewritten by every browser test run; `python docs/screenshots.py` makes them now)."""
+    before = session.config.stash.get(_TRACKED, None)
+    if before is None:
+        return
+    after = _tracked_files()
+    changed = sorted(n for n in before.keys() | after.keys() if after.get(n) != before.get(n))
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"Tracked files changed during the test run: {', '.join(changed)}", red=True
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

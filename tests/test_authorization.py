@@ -71,6 +71,14 @@ EXPECT: dict[str, Rule] = {
     "home": Rule(frozenset(METHODS), PUBLIC),  # a RedirectView: redirects whatever the method
     "login": Rule(frozenset({"GET", "POST", "PUT"}), PUBLIC),  # Django's FormView takes PUT too
     "logout": Rule(POST, PUBLIC),
+    # Passwords (Django's views): change when logged in, reset by email for anyone
+    "password_change": Rule(frozenset({"GET", "POST", "PUT"}), LOGGED_IN),
+    "password_change_done": Rule(GET, LOGGED_IN),
+    "password_reset": Rule(frozenset({"GET", "POST", "PUT"}), PUBLIC),
+    "password_reset_done": Rule(GET, PUBLIC),
+    # A link that is not valid shows "Link no longer valid" whatever the method.
+    "password_reset_confirm": Rule(frozenset(METHODS), PUBLIC),
+    "password_reset_complete": Rule(GET, PUBLIC),
     # Projects and the annotate page
     "project_list": Rule(GET, LOGGED_IN),
     "project_detail": Rule(GET, ANY_MEMBER),
@@ -185,6 +193,8 @@ KWARG_FILLERS: dict[str, Callable[[World], object]] = {
     "review_pk": lambda w: w.review.pk,
     "fmt": lambda w: "csv",
     "format": lambda w: "json",  # DRF's format-suffix variants of API routes
+    "uidb64": lambda w: "MQ",  # a password reset link (not a valid one)
+    "token": lambda w: "not-a-token",
 }
 # Fillers a Rule can name in `kwargs` (e.g. {"pk": "item"} for a route whose pk is an item).
 NAMED_FILLERS: dict[str, Callable[[World], object]] = {

@@ -14,7 +14,6 @@ from annotations.services import project_set_overlap
 from tests.conftest import submit_handed_out
 from tests.test_browser import (  # noqa: F401 (fixtures)
     CURRENT,
-    DOCS,
     annotate_url,
     browser,
     current_ext_id,
@@ -43,7 +42,11 @@ def label_first_item(open_page, project, user, key: str) -> None:  # noqa: F811
     wait_until(page, lambda: "review-0" in labels_by_external_id(project, user), "saved")
 
 
-def test_three_annotators_disagree_and_a_reviewer_resolves_it_by_keyboard(open_page, reviews):  # noqa: F811
+def test_three_annotators_disagree_and_a_reviewer_resolves_it_by_keyboard(
+    open_page,  # noqa: F811 (fixtures from tests.test_browser)
+    reviews,  # noqa: F811
+    tmp_path,
+):
     project = project_set_overlap(reviews, 3)
     annotators = [member(project, name) for name in ("annie", "bo", "cy")]
     rita = member(project, "rita", Membership.Role.REVIEWER)
@@ -71,7 +74,7 @@ def test_three_annotators_disagree_and_a_reviewer_resolves_it_by_keyboard(open_p
     page.keyboard.press("/")
     page.keyboard.type("Ends on a complaint about support.")
     page.keyboard.press("Escape")
-    page.screenshot(path=str(DOCS / "review.png"))
+    page.screenshot(path=str(tmp_path / "review.png"))
     page.keyboard.press("Enter")
 
     expect(page.locator("#review-main .alert-ok")).to_contain_text("review-0 → negative")
@@ -102,6 +105,7 @@ def test_three_annotators_disagree_and_a_reviewer_resolves_it_by_keyboard(open_p
 def test_the_quality_page_shows_the_heat_maps_and_flags_the_careless_annotator_to_admins(
     open_page,  # noqa: F811 (fixtures from tests.test_browser)
     reviews,  # noqa: F811
+    tmp_path,
 ):
     """Four annotators label 12 reviews (three careful, one always a class off), a reviewer
     decides six of them; the project admin's quality page shows it at a glance."""
@@ -133,7 +137,7 @@ def test_the_quality_page_shows_the_heat_maps_and_flags_the_careless_annotator_t
     expect(below).to_contain_text("dan")
     expect(below).not_to_contain_text("annie")
     expect(page.locator("tr.quality-below")).to_have_count(1)
-    page.screenshot(path=str(DOCS / "quality.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "quality.png"), full_page=True)
 
     reviewer_page = open_page(rita, f"/projects/{project.pk}/quality/")
     expect(reviewer_page.locator("h1")).to_contain_text("Quality")

@@ -581,6 +581,8 @@ def test_an_admin_who_removes_themselves_lands_on_their_project_list(
         reverse("project_members", args=[project.pk]), {"action": "remove", "membership": own.pk}
     )
     assert response.status_code == 302 and response["Location"] == reverse("project_list")
+    assert not Membership.objects.filter(pk=own.pk).exists()
+    assert admin_client.get(reverse("project_settings", args=[project.pk])).status_code == 404
 
 
 def test_the_assignments_page_assigns_a_calibration_set_to_every_annotator(

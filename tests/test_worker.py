@@ -124,8 +124,33 @@ async def test_a_committed_label_reaches_the_worker_and_the_page_hears_the_new_v
         running.cancel()
 
 
-async def test_the_training_consumer_trains_the_project_it_is_asked_about(texts, annie):
+def handled_requests(monkeypatch) -> list:
+    """What each training request the consumer handled returned, in order (the real handler
+    runs; this only records its result, so a test can wait for a request instead of sleeping)."""
+    results = []
+    real = worker.handle_request
+
+    def recording(project_id: int):
+        result = real(project_id)
+        results.append(result)
+        return result
+
+    monkeypatch.setattr(worker, "handle_request", recording)
+    return results
+
+
+async def wait_for(condition, what: str, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_training_consumer_trains_the_project_it_is_asked_about(
+    texts, annie, monkeypatch
+):
     """The consumer alone, through channels.testing, as `runworker training` runs it."""
+    handled = handled_requests(monkeypatch)
     project, by_class = texts
     for name, items in by_class.items():
         for item in items[:3]:
@@ -134,24 +159,18 @@ async def test_the_training_consumer_trains_the_project_it_is_asked_about(texts,
         worker.TrainingConsumer.as_asgi(), {"type": "channel", "channel": "training"}
     )
     await consumer.send_input({"type": "training.request", "project_id": project.pk})
-    training = None
-    for _ in range(200):
-        training = await database_sync_to_async(
-            lambda: (
-                ProjectTraining.objects.select_related("current_version")
-                .filter(project=project)
-                .first()
-            )
-        )()
-        if training and training.current_version_id:
-            break
-        await asyncio.sleep(0.05)
+    await wait_for(lambda: len(handled) == 1, "the request is handled")
+    training = await database_sync_to_async(
+        ProjectTraining.objects.select_related("current_version").get
+    )(project=project)
+    assert handled[0].version.pk == training.current_version_id
     assert training.current_version.labels_used == 6
     assert training.current_version.metrics["cold"] is False
     assert training.current_version.metrics["ranked"] > 0
     # A second request with nothing new makes no new version.
     await consumer.send_input({"type": "training.request", "project_id": project.pk})
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: len(handled) == 2, "the second request is handled")
+    assert handled[1] is None
     assert await database_sync_to_async(ModelVersion.objects.filter(project=project).count)() == 1
     consumer.stop()
 
@@ -245,7 +264,7 @@ def test_a_crash_while_writing_the_model_leaves_the_previous_version_whole(
 @pytest.mark.redis
 @pytest.mark.postgres
 def test_labels_wait_in_redis_while_no_worker_runs_and_are_trained_when_one_starts(
-    settings, texts, annie
+    settings, texts, annie, monkeypatch
 ):
     settings.CHANNEL_LAYERS = channel_layers_for(service_env.REDIS_URL)
     channel_layers.backends.clear()
@@ -253,6 +272,7 @@ def test_labels_wait_in_redis_while_no_worker_runs_and_are_trained_when_one_star
 
     layer = get_channel_layer()
     async_to_sync(layer.flush)()
+    handled = handled_requests(monkeypatch)
     project, by_class = texts
     try:
         label(by_class["positive"][0], annie, "positive")
@@ -266,13 +286,7 @@ def test_labels_wait_in_redis_while_no_worker_runs_and_are_trained_when_one_star
             for _ in range(2):  # both events are waiting in Redis
                 message = await layer.receive(worker.TRAINING_CHANNEL)
                 await consumer.send_input(message)
-            for _ in range(200):
-                if await database_sync_to_async(
-                    ModelVersion.objects.filter(project=project).exists
-                )():
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
+            await wait_for(lambda: len(handled) == 2, "both requests are handled")
             consumer.stop()
 
         async_to_sync(one_worker_run)()
@@ -281,6 +295,7 @@ def test_labels_wait_in_redis_while_no_worker_runs_and_are_trained_when_one_star
         channel_layers.backends.clear()
     versions = list(ModelVersion.objects.filter(project=project))
     assert len(versions) == 1 and versions[0].labels_used == 2
+    assert handled[0].version == versions[0] and handled[1] is None  # the second found it done
 
 
 @pytest.mark.parametrize("mode", ["embedded", "external"])
@@ -300,29 +315,45 @@ async def test_the_server_runs_the_worker_itself_only_in_embedded_mode(
     assert app.task is not None and not app.task.done()
     await server.send_input({"type": "lifespan.shutdown"})
     assert (await server.receive_output())["type"] == "lifespan.shutdown.complete"
-    await asyncio.sleep(0.05)
+    await asyncio.wait([app.task], timeout=5)
     assert app.task.cancelled()
 
 
 def test_an_answer_stamped_before_the_last_run_but_committed_after_it_is_trained(texts, annie):
     """Two annotators' transactions commit out of order: the later commit carries the earlier
-    timestamp. The next run must still count it."""
+    timestamp. The next run must still count it.
+
+    The trainer's watermark is `GoldLabel.updated_at`, so that is the stamp set back here. The
+    late change is a relabel (the number of labelled items stays the same), so the trainer's
+    rebuild-on-count-mismatch cannot hide a missed row: only the look-back catches it."""
     from datetime import timedelta
 
+    from annotations.models import GoldLabel
+    from annotations.queue import next_items
+
     project, by_class = texts
-    label(by_class["positive"][0], annie, "positive")
-    label(by_class["negative"][0], annie, "negative")
+    next_items(project=project, user=annie, count=Item.objects.filter(project=project).count())
+    positive, negative = by_class["positive"], by_class["negative"]
+    for item in positive[:2]:
+        label(item, annie, "positive")
+    for item in negative[:2]:
+        label(item, annie, "negative")
     first = trainer.train(project.pk).version
+    assert first.class_balance == {"positive": 2, "negative": 2}
     watermark = ProjectTraining.objects.get(project=project).labels_until
-    label(by_class["positive"][1], annie, "positive")
-    late = Annotation.objects.filter(item=by_class["positive"][1])
-    late.update(updated_at=watermark - timedelta(seconds=1))
+
+    # Committed after the run read the labels, but stamped before its watermark.
+    label(negative[0], annie, "positive")
+    GoldLabel.objects.filter(item=negative[0]).update(updated_at=watermark - timedelta(seconds=1))
+    # A later change, stamped after the watermark, that makes the next run train.
+    label(positive[1], annie, "negative")
 
     result = trainer.train(project.pk)
 
     assert result is not None and result.version.version == first.version + 1
-    assert result.version.labels_used == 3
-    assert result.version.class_balance == {"positive": 2, "negative": 1}
+    assert result.version.labels_used == 4
+    # negative[0] now positive, positive[1] now negative; without the late relabel: 1 and 3.
+    assert result.version.class_balance == {"positive": 2, "negative": 2}
 
 
 @pytest.mark.redis

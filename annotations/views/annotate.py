@@ -176,8 +176,12 @@ def annotate_item(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
     item = Item.objects.filter(project=project, pk=item_pk).first()
     if item is None:
         raise Http404("No such item.")
+    # The lease first, then the answer: a submission turns one into the other in one commit,
+    # which may land between these two reads. In this order one of them is always seen (the
+    # other order read "no answer yet", then "no lease any more": 404 on going back at once).
+    held = ItemLease.objects.filter(item=item, user=request.user).exists()
     mine = Annotation.objects.filter(item=item, annotator=request.user).first()
-    if mine is None and not ItemLease.objects.filter(item=item, user=request.user).exists():
+    if mine is None and not held:
         raise Http404("You have not been given this item.")
     reopened = {item.pk: mine.labels if mine else []}
     if not request.htmx:
