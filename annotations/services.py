@@ -150,6 +150,11 @@ def annotation_submit(
             return SubmitResult(annotation=replay, created=False, changed=False)
         if existing is None:
             _check_handed_out(project, locked, annotator)
+        elif existing.skipped and not skipped and not locked.needs_annotation:
+            # Turning a skip into an answer adds an answer: not past the overlap.
+            raise SubmissionRefused(
+                {"item": "This item got all the answers it needs since you skipped it."}
+            )
 
         if existing is None:
             annotation = Annotation.objects.create(
