@@ -30,7 +30,7 @@ from annotations import queue
 from annotations.assignments import required_answers
 from annotations.events import publish_progress_on_commit
 from annotations.gold import gold_rebuild, gold_refresh_item
-from annotations.label_classes import class_names_locked
+from annotations.label_classes import PALETTE, class_names_locked
 from annotations.locks import project_write_lock
 from annotations.models import (
     PINNED_PRIORITY,
@@ -150,6 +150,11 @@ def annotation_submit(
             return SubmitResult(annotation=replay, created=False, changed=False)
         if existing is None:
             _check_handed_out(project, locked, annotator)
+        elif existing.skipped and not skipped and not locked.needs_annotation:
+            # Turning a skip into an answer adds an answer: not past the overlap.
+            raise SubmissionRefused(
+                {"item": "This item got all the answers it needs since you skipped it."}
+            )
 
         if existing is None:
             annotation = Annotation.objects.create(
@@ -338,18 +343,6 @@ def project_create(
     overlap: int = 1,
 ) -> Project:
     """A project with its label classes, numbered for the keyboard in the order given."""
-    palette = [
-        "#4f7cff",
-        "#e8590c",
-        "#2f9e44",
-        "#c2255c",
-        "#7048e8",
-        "#0c8599",
-        "#e67700",
-        "#5c940d",
-        "#862e9c",
-        "#495057",
-    ]
     with transaction.atomic():
         project = Project(
             name=name,
@@ -363,7 +356,7 @@ def project_create(
         project.save()
         for order, entry in enumerate(classes):
             cname, color = (
-                (entry, palette[order % len(palette)]) if isinstance(entry, str) else entry
+                (entry, PALETTE[order % len(PALETTE)]) if isinstance(entry, str) else entry
             )
             label = LabelClass(project=project, name=cname, color=color, order=order)
             label.full_clean()  # with the project, so a repeated name is a ValidationError

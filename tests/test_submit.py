@@ -414,6 +414,20 @@ def test_an_item_that_has_all_its_answers_takes_no_more(project, annotator, revi
     assert stored(project) == (1, 1)
 
 
+def test_a_skip_cannot_become_an_answer_once_others_completed_the_item(
+    project, annotator, reviewer
+):
+    (item,) = queue.next_items(project=project, user=annotator, count=1)
+    annotation_submit(item=item, annotator=annotator, labels=[], skipped=True, client_uuid=uuid4())
+    assert queue.next_items(project=project, user=reviewer, count=1) == [item]
+    annotation_submit(item=item, annotator=reviewer, labels=["negative"], client_uuid=uuid4())
+    with pytest.raises(SubmissionRefused, match="since you skipped it"):
+        annotation_submit(item=item, annotator=annotator, labels=["positive"], client_uuid=uuid4())
+    item.refresh_from_db()
+    assert item.annotation_count == 1
+    assert Annotation.objects.get(item=item, annotator=annotator).skipped
+
+
 def test_an_expired_lease_still_counts_while_no_one_else_took_the_item(
     project, annotator, reviewer
 ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
@@ -51,3 +52,16 @@ def summarised_delete(
 
 def project_ids_of(queryset: QuerySet) -> set[int]:
     return set(queryset.order_by().values_list("project_id", flat=True).distinct())
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the services only: listed and opened here, never edited."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -18,6 +18,7 @@ from annotations import services
 from annotations.admin.common import (
     FLAG_UP_TO,
     LIST_DELETED_UP_TO,
+    ReadOnlyAdmin,
     project_ids_of,
     summarised_delete,
 )
@@ -264,7 +265,7 @@ class AnnotationAdmin(admin.ModelAdmin):
 
 
 @admin.register(AnnotationRevision)
-class AnnotationRevisionAdmin(admin.ModelAdmin):
+class AnnotationRevisionAdmin(ReadOnlyAdmin):
     """The audit trail of edits: read-only."""
 
     list_display = ["annotation", "previous_labels", "labels", "skipped", "created_at"]
@@ -272,15 +273,6 @@ class AnnotationRevisionAdmin(admin.ModelAdmin):
     search_fields = ["annotation__item__external_id", "annotation__annotator__username"]
     list_select_related = ["annotation__item", "annotation__annotator"]
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class LeaseStateFilter(admin.SimpleListFilter):

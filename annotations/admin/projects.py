@@ -13,7 +13,12 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from annotations import services
-from annotations.admin.common import link_if_route, links_html, summarised_delete
+from annotations.admin.common import (
+    ReadOnlyAdmin,
+    link_if_route,
+    links_html,
+    summarised_delete,
+)
 from annotations.admin.members import MembershipInline
 from annotations.label_classes import label_class_add, project_schema_check, project_schema_set
 from annotations.members import membership_add
@@ -310,7 +315,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(LabelClass)
-class LabelClassAdmin(admin.ModelAdmin):
+class LabelClassAdmin(ReadOnlyAdmin):
     """Listed here; changed on each project's Label classes page (`annotations.label_classes`
     rewrites the stored answers on a rename and refuses to delete a class in use)."""
 
@@ -325,15 +330,6 @@ class LabelClassAdmin(admin.ModelAdmin):
     def manage(self, obj: LabelClass):
         page = link_if_route("Label classes page", "project_label_classes", obj.project_id)
         return links_html([page])
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     @admin.display(description="colour")
     def swatch(self, obj: LabelClass):

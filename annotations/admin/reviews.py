@@ -7,6 +7,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
+from annotations.admin.common import ReadOnlyAdmin
 from annotations.assignments import assignments_delete
 from annotations.models import (
     Annotation,
@@ -17,19 +18,6 @@ from annotations.models import (
 )
 
 # --- Assignments, gold labels and reviews -----------------------------------------------------
-
-
-class _ReadOnly(admin.ModelAdmin):
-    """Rows written by the services only: listed and opened here, never edited."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(ItemAssignment)
@@ -69,7 +57,7 @@ class ItemAssignmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(GoldLabel)
-class GoldLabelAdmin(_ReadOnly):
+class GoldLabelAdmin(ReadOnlyAdmin):
     list_display = ["item", "project", "label_list", "source", "agreement", "answers"]
     list_display += ["updated_at"]
     list_filter = ["source", "project"]
@@ -113,7 +101,7 @@ class ReviewEventInline(admin.TabularInline):
 
 
 @admin.register(Review)
-class ReviewAdmin(_ReadOnly):
+class ReviewAdmin(ReadOnlyAdmin):
     """The review queue and its decisions, with their log. Reviewers work on the review page;
     decisions go through `annotations.review`, which keeps the gold labels in step."""
 
@@ -132,7 +120,7 @@ class ReviewAdmin(_ReadOnly):
 
 
 @admin.register(ReviewEvent)
-class ReviewEventAdmin(_ReadOnly):
+class ReviewEventAdmin(ReadOnlyAdmin):
     list_display = ["review", "actor", "action", "labels", "chosen", "created_at"]
     list_filter = ["action", "review__project"]
     search_fields = ["review__item__external_id", "actor__username", "comment"]
