@@ -674,7 +674,7 @@ def explain_queue(project_pk: int, usernames: list[str], stress_rows: int) -> st
     def plan(title: str, *, full: bool = False) -> None:
         ItemLease.objects.filter(project=project, user=me).delete()  # so a fresh walk runs
         walk = explain(
-            captured(lambda: queue.next_items(project=project, user=me, count=1), "FOR UPDATE")
+            captured(lambda: queue.next_items(project=project, user=me, count=1), "SKIP LOCKED")
         )
         count = explain(captured(lambda: queue.queue_status(project=project, user=me), "COUNT"))
         took = next(x.strip() for x in walk if "Execution Time" in x)
