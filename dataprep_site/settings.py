@@ -272,6 +272,8 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": [], "level": "NOTSET", "propagate": True},
         "django.channels.server": {"level": "WARNING"},
+        # django-axes logs four INFO lines per login; its warnings (lockouts) are what matter.
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -37,6 +37,8 @@ with override_settings(ROOT_URLCONF="probe_urls"):
 logging.getLogger("django.channels.server").warning("HTTP GET /denied/ 403")
 logging.getLogger("annotations.probe").info("an app line at INFO")
 logging.getLogger("django.probe").info("a django line at INFO")
+logging.getLogger("axes.handlers.database").info("AXES: Successful login by probe.")
+logging.getLogger("axes.handlers.database").warning("AXES: Locking out probe after failures.")
 """
 
 
@@ -68,6 +70,9 @@ def test_in_debug_every_line_is_logged_once_and_refusals_without_a_traceback(tmp
     assert done.stderr.count("Traceback (most recent call last)") == 1, done.stderr
     assert "ValueError: a real bug" in done.stderr
     assert "PermissionDenied" not in done.stderr
+    # The lockout's bookkeeping (four lines per login) stays out; a lockout is logged.
+    assert "AXES: Successful login by probe." not in lines
+    assert lines.count("AXES: Locking out probe after failures.") == 1
 
 
 def test_in_production_the_log_level_comes_from_log_level(tmp_path):
