@@ -4,17 +4,14 @@ answers an unknown address exactly as a known one, so it tells nobody who has an
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
 
 from tests.conftest import PASSWORD, make_user
-from tests.test_settings import ROOT, clean_env
+from tests.test_settings import load_settings
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
@@ -135,8 +132,6 @@ def test_a_forged_reset_link_changes_nothing(client):
 
 EMAIL_PROBE = """
 import json
-import django
-django.setup()
 from django.conf import settings
 print(json.dumps({k: getattr(settings, k) for k in (
     "EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "EMAIL_USE_TLS", "EMAIL_HOST_USER",
@@ -145,16 +140,7 @@ print(json.dumps({k: getattr(settings, k) for k in (
 
 
 def email_settings(tmp_path, **env: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", EMAIL_PROBE],
-        env=clean_env(tmp_path, **env),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return load_settings(tmp_path, probe=EMAIL_PROBE, **env)
 
 
 def test_the_demo_prints_reset_mails_to_the_console(tmp_path):

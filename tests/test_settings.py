@@ -167,9 +167,10 @@ def clean_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def load_settings(tmp_path: Path, **env: str) -> dict:
+def load_settings(tmp_path: Path, *, probe: str = PROBE, **env: str) -> dict:
+    """The JSON that `probe` prints last, run after django.setup() in a fresh process."""
     done = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()\n" + PROBE],
+        [sys.executable, "-c", "import django; django.setup()\n" + probe],
         env=clean_env(tmp_path, **env),
         cwd=ROOT,
         capture_output=True,
