@@ -181,3 +181,20 @@ def test_after_a_review_decision_the_focus_is_on_the_next_item_not_the_body(csp_
     expect(page.locator("#review-main .card.empty")).to_be_visible()
     expect(page.locator("#review-main article.card.empty")).to_be_focused()
     assert page.evaluate("document.activeElement !== document.body")
+
+
+def test_a_key_pressed_before_the_swap_settles_still_acts_through_htmx(csp_page, worked):
+    """htmx wires swapped-in forms when the swap settles; review.js wires them at once, so a fast
+    reviewer's Space right after a decision skips in place instead of posting the bare form and
+    reloading the page (the cause of a CI failure: the reload left the focus on the body)."""
+    project, root = worked
+    page = csp_page(root, f"/projects/{project.pk}/review/")
+    # A slow settle (a busy machine) leaves a wide window between the swap and the wiring.
+    page.evaluate("htmx.config.defaultSettleDelay = 3000; window.__samePage = true")
+    first = page.locator("#review-main .review-card .ext-id").inner_text()
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    expect(page.locator("#review-main .review-card .ext-id")).not_to_have_text(first)
+    page.keyboard.press("Space")
+    expect(page.locator("#review-main article.card.empty")).to_be_focused()
+    assert page.evaluate("window.__samePage === true"), "the skip reloaded the page"

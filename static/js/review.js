@@ -125,8 +125,12 @@
   // A new item came in: forget the previous one's picks and put the focus on the new card, so
   // that the keys keep working, a screen reader reads the new item, and Tab starts from there
   // (the swap removed the focused button: the focus would otherwise fall back to the body).
+  // htmx wires the new forms only when the swap settles (20 ms later, more on a busy machine); a
+  // key pressed before that would submit the bare form and reload the whole page, so wire them now.
   document.body.addEventListener("htmx:afterSwap", (event) => {
     if (!event.detail.target || event.detail.target.id !== "review-main") return;
+    const main = document.getElementById("review-main");
+    if (main) htmx.process(main);
     picked = -1;
     paint();
     const card = document.querySelector("#review-main article.card");
