@@ -50,6 +50,10 @@ from benchmarks import next_item as nb  # noqa: E402 - after the path fix above
 ROOT = nb.ROOT
 RESULTS = nb.RESULTS
 QUEUE_TARGET = 2  # 1 + PREFETCH_ITEMS: the current card and one fetched ahead, as the page
+# py-spy from the same environment (`pip install -e '.[bench]'`), else from PATH
+PY_SPY = str(Path(sys.executable).with_name("py-spy"))
+if not Path(PY_SPY).exists():
+    PY_SPY = "py-spy"
 _CARD = re.compile(rb'<article class="card" data-item-id="(\d+)"')
 
 
@@ -71,6 +75,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overlap", type=int, default=1, help="answers wanted per item")
     p.add_argument("--no-trainworker", action="store_true", help="run without training worker")
     p.add_argument("--reload", action="store_true", help="delete and bulk-load the items again")
+    p.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        default="",
+        help="record each server process and the worker with py-spy over the window (raw "
+        "collapsed stacks, one file per process, into DIR); `--py-spy-gil` samples only the "
+        "thread holding the GIL (CPU, not waits)",
+    )
+    p.add_argument("--py-spy-gil", action="store_true")
     p.add_argument("--output", default=str(RESULTS / "load.md"))
     args = p.parse_args(argv)
     try:
@@ -97,6 +110,9 @@ class Stats:
     acknowledged: dict[str, tuple[int, str]] = field(default_factory=dict)  # uuid -> item, user
     served: dict[int, set[str]] = field(default_factory=dict)  # item -> annotators given it
     empty_queue: int = 0  # responses that said "nothing left for you"
+    # name -> (CPU seconds, RSS bytes) of each server process at the window's start and end
+    before: dict[str, tuple[float, int]] = field(default_factory=dict)
+    after: dict[str, tuple[float, int]] = field(default_factory=dict)
     client_errors: list[str] = field(default_factory=list)
 
     def in_window(self, t: float) -> bool:
@@ -191,11 +207,24 @@ async def annotator_loop(page: PageClient, interval: float, stop_at: float, seed
                 due = time.perf_counter()  # behind: no burst to catch up
 
 
+async def watch_processes(stats: Stats, pids: dict[str, int], profile: list[str]) -> None:
+    """CPU time and memory of the server's processes at the start and end of the window;
+    `profile` = [directory, "gil" or ""] records them with py-spy meanwhile."""
+    await asyncio.sleep(max(0.0, stats.window[0] - time.perf_counter()))
+    stats.before = await asyncio.to_thread(snapshot, pids)  # the ORM: not on the event loop
+    if profile:
+        spy(pids, profile, stats.window[1] - stats.window[0])
+    await asyncio.sleep(max(0.0, stats.window[1] - time.perf_counter()))
+    stats.after = await asyncio.to_thread(snapshot, pids)
+
+
 async def run_load(
     port: int,
     project_pk: int,
     annotators: list[nb.Annotator],
     *,
+    pids: dict[str, int],
+    profile: list[str],
     rate: float,
     warmup: float,
     duration: float,
@@ -224,6 +253,7 @@ async def run_load(
             sessions.append(session)
             page = PageClient(session, base, project_pk, who, stats)
             tasks.append(asyncio.create_task(annotator_loop(page, interval, stop_at, i)))
+        tasks.append(asyncio.create_task(watch_processes(stats, pids, profile)))
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 stats.client_errors.append(repr(outcome))
@@ -231,6 +261,18 @@ async def run_load(
         for session in sessions:
             await session.close()
     return stats, _self_cpu() - cpu0
+
+
+def spy(pids: dict[str, int], profile: list[str], seconds: float) -> None:
+    """Start one `py-spy record` per process (they end by themselves after `seconds`)."""
+    out = Path(profile[0])
+    out.mkdir(parents=True, exist_ok=True)
+    for name, pid in pids.items():
+        cmd = [PY_SPY, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "50"]
+        cmd += ["-f", "raw", "--nonblocking", "-o", str(out / f"{name.replace(' ', '-')}.txt")]
+        if profile[1]:
+            cmd.append("--gil")
+        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _self_cpu() -> float:
@@ -271,13 +313,36 @@ def process_tree(root: int) -> list[int]:
 
 
 def snapshot(pids: dict[str, int]) -> dict[str, tuple[float, int]]:
-    """name -> (CPU seconds, RSS bytes) for each process still alive."""
+    """name -> (CPU seconds, RSS bytes) for each process still alive; the PostgreSQL backends
+    serving the benchmark's database (a local server) are summed as one row."""
     out = {}
     for name, pid in pids.items():
         info = _stat(pid)
         if info is not None:
             out[name] = (info[1], info[2])
+    for pid in _postgres_backends():
+        if (info := _stat(pid)) is not None:
+            out[f"{PG} {pid}"] = (info[1], 0)
     return out
+
+
+PG = "PostgreSQL backends"
+
+
+def _postgres_backends() -> list[int]:
+    """Pids of the backends connected to this benchmark's database (other helpers' work on
+    the same server is not counted)."""
+    from django.db import connection
+
+    try:
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+            return [row[0] for row in cur.fetchall()]
+    except Exception:  # noqa: BLE001 - a measurement, never a reason to fail the run
+        return []
 
 
 def server_processes(server_pid: int, worker_pid: int | None) -> dict[str, int]:
@@ -425,8 +490,8 @@ class Result:
     client_cpu: float
     elapsed: float  # wall-clock seconds of the whole run, warm-up included
     verdict: Verdict
-    before: dict[str, tuple[float, int]]
-    after: dict[str, tuple[float, int]]
+    start: dict[str, tuple[float, int]]  # RSS before the run
+    end: dict[str, tuple[float, int]]  # RSS after it (and the verification)
 
     @property
     def labels_per_s(self) -> float:
@@ -450,6 +515,8 @@ def measure(
             port,
             project_pk,
             annotators,
+            pids=pids,
+            profile=[args.py_spy, "gil" if args.py_spy_gil else ""] if args.py_spy else [],
             rate=args.rate,
             warmup=args.warmup,
             duration=args.duration,
@@ -540,16 +607,26 @@ def checks_table(results: list[Result]) -> str:
 
 
 def memory_table(results: list[Result]) -> str:
-    out = "| items | process | RSS before | RSS after | CPU s during the run | CPU ms per label |\n"
-    out += "|---:|---|---:|---:|---:|---:|\n"
+    out = (
+        "| items | process | RSS before the run | RSS after it | CPU s in the window "
+        "| CPU ms per label in the window |\n|---:|---|---:|---:|---:|---:|\n"
+    )
     for r in results:
-        labels = max(1, r.verdict.acknowledged)
-        for name, (cpu, rss) in r.before.items():
-            cpu1, rss1 = r.after.get(name, (cpu, rss))
+        labels = max(1, r.stats.labels_in_window)
+        for name, (_, rss) in r.start.items():
+            if name.startswith(PG):
+                continue
+            cpu = r.stats.before.get(name, (0.0, 0))[0]
+            cpu1 = r.stats.after.get(name, (cpu, 0))[0]
+            rss1 = r.end.get(name, (0.0, rss))[1]
             out += (
                 f"| {r.size:,} | {name} | {rss / 2**20:.0f} MB | {rss1 / 2**20:.0f} MB "
                 f"| {cpu1 - cpu:.1f} | {1000 * (cpu1 - cpu) / labels:.1f} |\n"
             )
+        # Backends that connected during the window count whole (they are new).
+        pg = [k for k in r.stats.after if k.startswith(PG)]
+        cpu = sum(r.stats.after[k][0] - r.stats.before.get(k, (0.0, 0))[0] for k in pg)
+        out += f"| {r.size:,} | {PG} ({len(pg)}) | | | {cpu:.1f} | {1000 * cpu / labels:.1f} |\n"
     return out
 
 
