@@ -343,6 +343,8 @@ def _postgres_backends() -> list[int]:
             return [row[0] for row in cur.fetchall()]
     except Exception:  # noqa: BLE001 - a measurement, never a reason to fail the run
         return []
+    finally:
+        connection.close()  # called from a worker thread: leave no connection behind
 
 
 def server_processes(server_pid: int, worker_pid: int | None) -> dict[str, int]:
