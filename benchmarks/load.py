@@ -71,6 +71,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=150, help="labels/s offered; 0 = flat out")
     p.add_argument("--warmup", type=float, default=10, help="seconds before the window")
     p.add_argument("--duration", type=float, default=30, help="seconds measured")
+    p.add_argument(
+        "--reopen-every",
+        type=int,
+        default=20,
+        help="every N labels an annotator's cards are dropped and fetched again with "
+        "next?count=2, the page's own refill (as after a reload); 0 = never: every card then "
+        "comes with a submission",
+    )
     p.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     p.add_argument("--overlap", type=int, default=1, help="answers wanted per item")
     p.add_argument("--no-trainworker", action="store_true", help="run without training worker")
@@ -185,19 +193,28 @@ class PageClient:
             self._take(body)
 
 
-async def annotator_loop(page: PageClient, interval: float, stop_at: float, seed: int) -> None:
+async def annotator_loop(
+    page: PageClient, interval: float, stop_at: float, seed: int, reopen_every: int
+) -> None:
     """Label until `stop_at`: think, answer, repeat; each label is due `interval` s after the
-    previous one (a little jitter), or at once when the server was slower than that."""
+    previous one (a little jitter), or at once when the server was slower than that. Every
+    `reopen_every` labels the page is opened again: its cards are dropped and fetched anew
+    (the server hands the annotator's leased items back first)."""
     rng = random.Random(seed)
     await asyncio.sleep(rng.uniform(0, interval))  # the team does not start in lockstep
     due = time.perf_counter()
+    since_open = 0
     while time.perf_counter() < stop_at:
+        if reopen_every and since_open >= reopen_every:
+            page.queue.clear()
+            since_open = 0
         if not page.queue:
             await page.refill()
             if not page.queue:  # empty or an error: ask again later, as the page polls
                 await asyncio.sleep(1.0)
                 continue
         await page.answer(nb.CLASSES[rng.randrange(len(nb.CLASSES))])
+        since_open += 1
         if interval:
             due += interval * rng.uniform(0.8, 1.2)
             wait = due - time.perf_counter()
@@ -226,6 +243,7 @@ async def run_load(
     pids: dict[str, int],
     profile: list[str],
     rate: float,
+    reopen_every: int = 20,
     warmup: float,
     duration: float,
 ) -> tuple[Stats, float]:
@@ -252,7 +270,9 @@ async def run_load(
             )
             sessions.append(session)
             page = PageClient(session, base, project_pk, who, stats)
-            tasks.append(asyncio.create_task(annotator_loop(page, interval, stop_at, i)))
+            tasks.append(
+                asyncio.create_task(annotator_loop(page, interval, stop_at, i, reopen_every))
+            )
         tasks.append(asyncio.create_task(watch_processes(stats, pids, profile)))
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(outcome, BaseException):
@@ -520,6 +540,7 @@ def measure(
             pids=pids,
             profile=[args.py_spy, "gil" if args.py_spy_gil else ""] if args.py_spy else [],
             rate=args.rate,
+            reopen_every=args.reopen_every,
             warmup=args.warmup,
             duration=args.duration,
         )
@@ -580,7 +601,7 @@ def results_table(results: list[Result]) -> str:
         offered = f"{r.rate:.0f}" if r.rate else "flat out"
         cells = [f"{r.size:,}", offered, f"{r.labels_per_s:.1f}"]
         cells += [nb.ms(x) if r.stats.submit_ms else "–" for x in s]
-        cells += [nb.ms(x) if r.stats.next_ms else "– (none needed)" for x in n]
+        cells += [nb.ms(x) if r.stats.next_ms else "–" for x in n]
         cells.append(f"{r.client_cpu:.1f} s (~{share:.0f}% of a core)")
         out += "| " + " | ".join(cells) + " |\n"
     return out
@@ -668,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{info}\n- commit: {commit or 'unknown'}\n"
         f"- {args.annotators} annotators (distinct accounts), each with its own kept-alive "
         "connections (aiohttp, at most 2), the annotate page's protocol (next?count=2, then "
-        "submit with want/exclude); "
+        f"submit with want/exclude; the page reopened every {args.reopen_every} labels); "
         f"{'offered ' + format(args.rate, '.0f') + ' labels/s' if args.rate else 'flat out'}; "
         f"{args.warmup:.0f} s warm-up, then {args.duration:.0f} s measured; overlap "
         f"{args.overlap}; uvicorn with {args.workers} worker processes, DB_POOL=1, "

@@ -83,7 +83,15 @@ def test_the_harness_counts_what_the_database_stores(team, server):
     project, annotators = team
     stats, client_cpu = asyncio.run(
         load.run_load(
-            server, project.pk, annotators, pids={}, profile=[], rate=0, warmup=1, duration=3
+            server,
+            project.pk,
+            annotators,
+            pids={},
+            profile=[],
+            rate=0,
+            reopen_every=5,
+            warmup=1,
+            duration=3,
         )
     )
 
@@ -94,7 +102,7 @@ def test_the_harness_counts_what_the_database_stores(team, server):
     assert (verdict.missing, verdict.duplicated, verdict.unacknowledged) == (0, 0, 0)
     assert (verdict.over_overlap, verdict.served_twice) == (0, 0)
     assert verdict.ok
-    assert stats.labels_in_window > 0 and stats.submit_ms
+    assert stats.labels_in_window > 0 and stats.submit_ms and stats.next_ms
     assert not stats.client_errors
     # Everything acknowledged was handed to the annotator who answered it, by the server.
     for item_id, username in stats.acknowledged.values():
