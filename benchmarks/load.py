@@ -674,11 +674,13 @@ def main(argv: list[str] | None = None) -> int:
     nb.vacuum_analyze()
     connection.close()
 
-    results = run(args, env, usernames, projects)
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as data_dir:
+        env["DATA_DIR"] = data_dir  # model files of the run, not the checkout's data/
+        results = run(args, env, usernames, projects)
     table = results_table(results)
     print("\n" + table + "\n" + checks_table(results) + "\n" + memory_table(results))
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     args.requests = 0  # machine_info's line about next_item.py's requests is dropped below
     info = nb.machine_info(args, "unknown" if idle is None else f"{idle:.0f}")
