@@ -69,6 +69,69 @@ _sweep_lock = threading.Lock()
 #: pile up more of them.
 _sweep_queued = threading.Event()
 
+#: Under a stream of labels one project trains at most this share of the time: after a run that
+#: took T seconds, during which `STREAM_REQUESTS` or more labels arrived, the next run starts
+#: T * (1 / share - 1) seconds after it ended at the earliest. A label after a quiet spell, or
+#: one annotator's next label, still trains at once.
+STREAM_SHARE = 0.5
+STREAM_REQUESTS = 2
+
+
+class TrainingPace:
+    """Coalesces and paces one process's training requests, per project.
+
+    Every committed label sends a request; 50 annotators send ~150 a second, and each used to
+    queue a training run of its own, run back to back on one of the machine's cores. Now a
+    request for a project that already has one waiting is merged into it (the run reads every
+    label from the database when it starts, so nothing is lost), and under a stream a project's
+    runs are spaced so that training takes at most `STREAM_SHARE` of a core.
+    """
+
+    def __init__(self, share: float = STREAM_SHARE) -> None:
+        self.share = share
+        self._waiting: set[int] = set()  # a request is queued and its run has not started
+        self._arrivals: dict[int, int] = {}  # requests since the project's last run started
+        self._not_before: dict[int, float] = {}  # monotonic time of the next run's earliest start
+        self._lock = threading.Lock()
+
+    def admit(self, project_id: int) -> bool:
+        """False when a request for the project is waiting already: this one is merged."""
+        with self._lock:
+            self._arrivals[project_id] = self._arrivals.get(project_id, 0) + 1
+            if project_id in self._waiting:
+                return False
+            self._waiting.add(project_id)
+            return True
+
+    def delay(self, project_id: int) -> float:
+        """Seconds to hold the project's next run back (0 unless it is in a stream)."""
+        with self._lock:
+            return max(0.0, self._not_before.get(project_id, 0.0) - time.monotonic())
+
+    def started(self, project_id: int) -> None:
+        """A run begins: labels committed from now on need a request of their own."""
+        with self._lock:
+            self._waiting.discard(project_id)
+            self._arrivals[project_id] = 0
+
+    def finished(self, project_id: int, seconds: float, *, trained: bool) -> None:
+        with self._lock:
+            if trained and self._arrivals.get(project_id, 0) >= STREAM_REQUESTS:
+                gap = seconds * (1 / self.share - 1)
+                self._not_before[project_id] = time.monotonic() + gap
+            else:
+                self._not_before.pop(project_id, None)
+
+    def forget(self) -> None:
+        """A worker stopped: the requests it held are gone with it."""
+        with self._lock:
+            self._waiting.clear()
+            self._arrivals.clear()
+            self._not_before.clear()
+
+
+pace = TrainingPace()
+
 
 def _one_blas_thread() -> None:
     """Training refits small models many times; BLAS thread pools only add contention there
@@ -145,7 +208,14 @@ class TrainingConsumer(AsyncConsumer):
     another (`TrainingWorker` gives the follow-up jobs an instance of their own)."""
 
     async def training_request(self, message: dict[str, Any]) -> None:
-        await sync_to_async(handle_request, thread_sensitive=False)(message["project_id"])
+        project_id = message["project_id"]
+        # Under a stream of labels: wait, while the requests arriving meanwhile merge into this
+        # one (`TrainingWorker.dispatch`), so training leaves the cores to the web server.
+        await asyncio.sleep(pace.delay(project_id))
+        pace.started(project_id)
+        began = time.monotonic()
+        result = await sync_to_async(handle_request, thread_sensitive=False)(project_id)
+        pace.finished(project_id, time.monotonic() - began, trained=result is not None)
 
     async def training_sweep(self, message: dict[str, Any]) -> None:
         await sync_to_async(_sweep_now, thread_sensitive=False)()
@@ -220,6 +290,7 @@ class TrainingWorker(Worker):
     async def handle(self) -> None:
         self.loop = asyncio.get_running_loop()
         jobs.attach_worker(self.submit)
+        pace.forget()
         try:
             _sweep_queued.clear()
             self.request_sweep()  # catch up with what happened while no worker ran
@@ -229,6 +300,7 @@ class TrainingWorker(Worker):
         finally:
             jobs.attach_worker(None)
             jobs.forget_jobs()
+            pace.forget()
 
     async def listener(self, channel: str) -> None:
         outage = _Outage()
@@ -269,7 +341,10 @@ class TrainingWorker(Worker):
             self.dispatch({"type": "training.sweep"})
 
     def dispatch(self, message: dict[str, Any]) -> None:
-        """Hand a message to the consumer: jobs to one instance, the rest to another."""
+        """Hand a message to the consumer: jobs to one instance, the rest to another. A training
+        request for a project that has one waiting already is merged into it (`pace`)."""
+        if message["type"] == "training.request" and not pace.admit(message["project_id"]):
+            return
         kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
         scope = {"type": "channel", "channel": TRAINING_CHANNEL}
         self.get_or_create_application_instance(kind, scope).put_nowait(message)

@@ -131,6 +131,13 @@ if TRAINING_SWEEP_SECONDS < 1:
     raise ImproperlyConfigured(
         f"TRAINING_SWEEP_SECONDS={TRAINING_SWEEP_SECONDS}: use a number of seconds, at least 1."
     )
+# CPU priority (nice) of `manage.py trainworker`: training is background work, so on a machine it
+# shares with the web server, the pages and submissions get the cores first (0 = no change).
+TRAINING_WORKER_NICE = env_int("TRAINING_WORKER_NICE", 10)
+if not 0 <= TRAINING_WORKER_NICE <= 19:
+    raise ImproperlyConfigured(
+        f"TRAINING_WORKER_NICE={TRAINING_WORKER_NICE}: use 0 (unchanged) to 19 (lowest)."
+    )
 # Model versions kept per project besides milestones and the current one (`curation.versions`).
 MODEL_VERSIONS_KEPT = env_int("MODEL_VERSIONS_KEPT", 200)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -40,11 +41,15 @@ class Command(BaseCommand):
         if sweep_seconds is not None and sweep_seconds <= 0:
             raise CommandError(f"--sweep-seconds must be positive, not {sweep_seconds}.")
         seconds = settings.TRAINING_SWEEP_SECONDS if sweep_seconds is None else sweep_seconds
+        # Background work: the web server's requests get the CPU first (TRAINING_WORKER_NICE).
+        niceness = max(os.getpriority(os.PRIO_PROCESS, 0), settings.TRAINING_WORKER_NICE)
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)  # absolute, and never raises priority
         logger.info(
-            "training worker on channel %r (%s), sweeping every %s s",
+            "training worker on channel %r (%s), sweeping every %s s, nice %s",
             TRAINING_CHANNEL,
             type(layer).__name__,
             seconds,
+            niceness,
         )
         worker = TrainingWorker(
             training_application(), [TRAINING_CHANNEL], layer, sweep_seconds=seconds
