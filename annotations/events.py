@@ -41,22 +41,29 @@ def publish_on_commit(group: str, message: dict) -> None:
     transaction.on_commit(lambda: publish(group, message))
 
 
-def publish_progress_on_commit(project_id: int, item_id: int) -> None:
+def publish_progress_on_commit(
+    project_id: int, item_id: int, *, counts: tuple[int, int] | None = None
+) -> None:
     """After commit, tell the project's open pages the new progress (one read, not one per
-    listener)."""
+    listener). `counts`: the project's (total, complete) as the committing transaction wrote
+    them, when it has them: then nothing is read."""
 
     def send() -> None:
-        from annotations.models import Project
+        if counts is None:
+            from annotations.models import Project
 
-        counts = Project.objects.filter(pk=project_id).values("item_count", "complete_count")
-        row = counts.first()
-        if row is None:
-            return
+            row = Project.objects.filter(pk=project_id).values_list("item_count", "complete_count")
+            found = row.first()
+            if found is None:
+                return
+            total, complete = found
+        else:
+            total, complete = counts
         event: ProgressEvent = {
             "type": "project.progress",
             "project_id": project_id,
-            "total": row["item_count"],
-            "complete": row["complete_count"],
+            "total": total,
+            "complete": complete,
             "item_id": item_id,
         }
         publish(project_group(project_id), dict(event))

@@ -126,10 +126,8 @@ def annotate_submit(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _error(form.errors.get_json_data())
     data = form.cleaned_data
-    item = Item.objects.filter(project=project, pk=data["item"]).first()
-    if item is None:
-        raise Http404("No such item in this project.")
-    item.project = project
+    # Not read here: the service reads it locked, and refuses an item of another project.
+    item = Item(pk=data["item"], project=project)
     try:
         annotation_submit(
             item=item,
@@ -140,6 +138,8 @@ def annotate_submit(request: HttpRequest, pk: int) -> HttpResponse:
             client_uuid=data["client_uuid"],
             label_names=names,
         )
+    except Item.DoesNotExist:
+        raise Http404("No such item in this project.") from None
     except SubmissionRefused as exc:
         # The page shows the message and moves on to its next card; resending cannot help.
         return _error(exc.message_dict, status=409)
