@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from annotations import queue
 from annotations.assignments import required_answers
-from annotations.events import publish_progress_on_commit
+from annotations.events import publish_answer_on_commit
 from annotations.gold import gold_rebuild, gold_refresh_item
 from annotations.label_classes import PALETTE, class_names_locked
 from annotations.locks import project_write_lock
@@ -48,7 +48,6 @@ from annotations.models import (
 )
 from curation import artifacts
 from curation.models import EvalSample, ItemFeatures, models_dir
-from curation.worker import request_training_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +125,9 @@ def annotation_submit(
     """
     project = item.project
     # Not list(labels): that would split a bare string into letters instead of refusing it.
-    labels = validate_labels(project, labels, skipped=skipped, names=label_names)
+    # Checked here when the caller has the names, else only under the lock below (one read).
+    if label_names is not None:
+        labels = validate_labels(project, labels, skipped=skipped, names=label_names)
     time_spent_ms = max(0, min(int(time_spent_ms or 0), 24 * 3600 * 1000))
     with transaction.atomic():
         # The project's write lock before the item (`annotations.locks`), and the schema lock:
@@ -196,12 +197,12 @@ def annotation_submit(
             locked,
             answers=answers,
             complete=not still_open,
-            classes=label_names or project.class_names(),
+            classes=label_names,
         )
         queue.release_lease(item=locked, user=annotator, complete=not still_open)
-        publish_progress_on_commit(project.pk, locked.pk, counts=progress)
-        # The model in the loop learns from this answer once it is committed.
-        request_training_on_commit(project.pk)
+        # The pages' progress, and the model in the loop learns from this answer, once it is
+        # committed.
+        publish_answer_on_commit(project.pk, locked.pk, counts=progress)
     return SubmitResult(annotation=annotation, created=created, changed=True)
 
 

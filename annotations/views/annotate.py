@@ -121,8 +121,7 @@ def annotate_next(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def annotate_submit(request: HttpRequest, pk: int) -> HttpResponse:
     project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
-    names = project.class_names()
-    form = SubmitForm(request.POST, label_names=names)
+    form = SubmitForm(request.POST)
     if not form.is_valid():
         return _error(form.errors.get_json_data())
     data = form.cleaned_data
@@ -136,7 +135,6 @@ def annotate_submit(request: HttpRequest, pk: int) -> HttpResponse:
             skipped=data["skipped"],
             time_spent_ms=data["time_spent_ms"] or 0,
             client_uuid=data["client_uuid"],
-            label_names=names,
         )
     except Item.DoesNotExist:
         raise Http404("No such item in this project.") from None
