@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, QuerySet
+from django.db import connection
+from django.db.models import QuerySet
 from django.http import Http404
 
 from annotations.models import Item, ItemAssignment, Membership, Project
@@ -54,42 +55,44 @@ def get_project_for_user(user, pk: int, *, allowed: frozenset[str] = VIEW) -> Pr
     as `project.has_assignments`."""
     if not user.is_authenticated:
         raise Http404("No such project.")
-    # Whether the user has items assigned in the project rides along (an index probe), so the
-    # queue skips looking for assigned items in the common case of none, at no extra query.
-    assigned = ItemAssignment.objects.filter(project_id=pk, user=user)
-    row = (
-        Membership.objects.filter(project_id=pk, user=user)
-        .select_related("project")
-        .only("role", "project")
-        .annotate(has_assignments=Exists(assigned))
-        .first()
-    )
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        raise Http404("No such project.") from None
+    project = _project_with_role(pk, user)
     if is_site_admin(user):
-        return _for_site_admin(pk, row, assigned)
-    if row is None:
+        # A site admin acts as project admin in every project, member or not.
+        if project is None:
+            raise Http404("No such project.")
+        project.site_admin_access = project.member_role != Role.ADMIN
+        project.user_role = Role.ADMIN
+        return project
+    if project is None or project.member_role is None:
         raise Http404("No such project.")
-    if row.role not in allowed:
+    if project.member_role not in allowed:
         raise PermissionDenied("Your role in this project does not allow this.")
-    project = row.project
-    project.user_role = row.role
-    project.has_assignments = row.has_assignments
+    project.user_role = project.member_role
     project.site_admin_access = False
     return project
 
 
-def _for_site_admin(pk: int, row: Membership | None, assigned: QuerySet) -> Project:
-    """A site admin acts as project admin in every project, member or not."""
-    if row is not None:
-        project, has_assignments = row.project, row.has_assignments
-    else:
-        project = Project.objects.filter(pk=pk).annotate(has_assignments=Exists(assigned)).first()
-        if project is None:
-            raise Http404("No such project.")
-        has_assignments = project.has_assignments
-    project.user_role = Role.ADMIN
-    project.has_assignments = has_assignments
-    project.site_admin_access = row is None or row.role != Role.ADMIN
-    return project
+def _project_with_role(pk: int, user) -> Project | None:
+    """The project `pk` with the user's role in it (`member_role`, None for a non-member) and
+    whether they have items assigned in it (`has_assignments`, an index probe: the queue then
+    skips looking for assigned items in the common case of none), or None if there is no such
+    project. One plain statement: every page and endpoint of a project runs it, and building it
+    with the ORM (`Exists`, `select_related`) cost a tenth of a submission's CPU."""
+    project, membership, assignment = (
+        connection.ops.quote_name(m._meta.db_table) for m in (Project, Membership, ItemAssignment)
+    )
+    rows = Project.objects.raw(
+        f"SELECT p.*, m.role AS member_role, EXISTS (SELECT 1 FROM {assignment} a "
+        "WHERE a.project_id = p.id AND a.user_id = %s) AS has_assignments "
+        f"FROM {project} p LEFT JOIN {membership} m ON m.project_id = p.id AND m.user_id = %s "
+        "WHERE p.id = %s",
+        [user.pk, user.pk, pk],
+    )
+    return next(iter(rows), None)
 
 
 def get_item_for_user(user, project_pk: int, item_pk: int, *, allowed=VIEW) -> Item:

@@ -3,7 +3,9 @@ stays the source of truth, so a lost event only delays, never loses, anything.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import TypedDict
 
 from asgiref.sync import async_to_sync
@@ -41,27 +43,72 @@ def publish_on_commit(group: str, message: dict) -> None:
     transaction.on_commit(lambda: publish(group, message))
 
 
-def publish_progress_on_commit(project_id: int, item_id: int) -> None:
-    """After commit, tell the project's open pages the new progress (one read, not one per
-    listener)."""
-
-    def send() -> None:
+def _progress_event(
+    project_id: int, item_id: int, counts: tuple[int, int] | None
+) -> ProgressEvent | None:
+    """The progress event; `counts` (total, complete) as the committed transaction wrote them,
+    else read now (None: the project is gone)."""
+    if counts is None:
         from annotations.models import Project
 
-        counts = Project.objects.filter(pk=project_id).values("item_count", "complete_count")
-        row = counts.first()
-        if row is None:
-            return
-        event: ProgressEvent = {
-            "type": "project.progress",
-            "project_id": project_id,
-            "total": row["item_count"],
-            "complete": row["complete_count"],
-            "item_id": item_id,
-        }
-        publish(project_group(project_id), dict(event))
+        counts = (
+            Project.objects.filter(pk=project_id)
+            .values_list("item_count", "complete_count")
+            .first()
+        )
+        if counts is None:
+            return None
+    return {
+        "type": "project.progress",
+        "project_id": project_id,
+        "total": counts[0],
+        "complete": counts[1],
+        "item_id": item_id,
+    }
+
+
+def publish_progress_on_commit(
+    project_id: int, item_id: int, *, counts: tuple[int, int] | None = None
+) -> None:
+    """After commit, tell the project's open pages the new progress (one read, not one per
+    listener). `counts`: the project's (total, complete) as the committing transaction wrote
+    them, when it has them: then nothing is read."""
+
+    def send() -> None:
+        event = _progress_event(project_id, item_id, counts)
+        if event is not None:
+            publish(project_group(project_id), dict(event))
 
     transaction.on_commit(send)
+
+
+def publish_answer_on_commit(
+    project_id: int, item_id: int, *, counts: tuple[int, int] | None = None
+) -> None:
+    """After an answer commits: the progress event to the project's pages and a training
+    request to the worker, sent side by side in one hop to the event loop (this runs on every
+    submission; two `async_to_sync` calls cost two thread switches and two Redis waits)."""
+
+    def send() -> None:
+        from curation.training_requests import TRAINING_CHANNEL, training_request
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        event = _progress_event(project_id, item_id, counts)
+        sends = [layer.send(TRAINING_CHANNEL, training_request(project_id))]
+        if event is not None:
+            sends.append(layer.group_send(project_group(project_id), dict(event)))
+        outcomes = async_to_sync(_gather)(sends)
+        for outcome, what in zip(outcomes, ("training request", "progress event"), strict=False):
+            if isinstance(outcome, Exception):  # Redis down or channel full: the DB has it all
+                logger.warning("%s for project %s not sent: %r", what, project_id, outcome)
+
+    transaction.on_commit(send)
+
+
+async def _gather(awaitables: list[Awaitable]) -> list:
+    return await asyncio.gather(*awaitables, return_exceptions=True)
 
 
 # --- Access changes, for the sockets of one user ------------------------------------------------

@@ -3,21 +3,32 @@ from __future__ import annotations
 from django import forms
 
 
+class LabelsField(forms.Field):
+    """The chosen class names, as sent (a list of strings). Checked against the project's
+    classes by the service, under its schema lock (`services.validate_labels`), not here: the
+    page's submission then reads the class names once, not twice."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value) -> list[str]:
+        if not value:
+            return []
+        if not isinstance(value, list | tuple):
+            raise forms.ValidationError("Labels must be a list of class names.")
+        return [str(v) for v in value]
+
+
 class SubmitForm(forms.Form):
     """One answer from the annotate page. `exclude` lists the items the page already holds,
     `want` how many new items to fetch ahead in the same round trip."""
 
     item = forms.IntegerField(min_value=1)
-    labels = forms.MultipleChoiceField(required=False, choices=())
+    labels = LabelsField(required=False)
     skipped = forms.BooleanField(required=False)
     time_spent_ms = forms.IntegerField(required=False, min_value=0)
     client_uuid = forms.UUIDField()
     exclude = forms.CharField(required=False)
     want = forms.IntegerField(required=False, min_value=0, max_value=5)
-
-    def __init__(self, *args, label_names: list[str], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["labels"].choices = [(n, n) for n in label_names]
 
     def clean_exclude(self) -> frozenset[int]:
         return parse_ids(self.cleaned_data.get("exclude") or "")

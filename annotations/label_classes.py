@@ -194,13 +194,20 @@ def _schema_lock(project_id: int, *, shared: bool) -> None:
         cursor.execute(f"SELECT {function}(%s, %s)", [_SCHEMA_LOCK, project_id])
 
 
-def class_names_locked(project: Project) -> ClassNames:
+def class_names_locked(project: Project, *, write_lock: bool = False) -> ClassNames:
     """The project's class names, read inside the caller's transaction under the shared schema
     lock: the labels of an answer or decision checked against these are still the project's
-    names when it commits (a rename waits for it, or it waits for the rename)."""
+    names when it commits (a rename waits for it, or it waits for the rename).
+
+    `write_lock`: take the project's shared write lock first (`annotations.locks`), in the same
+    statement as the schema lock. The names are read by a later statement either way: its
+    snapshot is taken once both locks are held, so it sees a rename that committed meanwhile."""
     if not connection.in_atomic_block:
         raise RuntimeError("class_names_locked() is for use inside a transaction")
-    _schema_lock(project.pk, shared=True)
+    if write_lock:
+        project_write_lock(project.pk, exclusive=False, then_shared=(_SCHEMA_LOCK,))
+    else:
+        _schema_lock(project.pk, shared=True)
     return project.class_names()
 
 

@@ -19,6 +19,8 @@ transactions one at a time, so it needs none of this.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.db import connection
 
 # The first key of the two-key advisory lock: the lock's kind, so project ids cannot collide with
@@ -26,12 +28,20 @@ from django.db import connection
 _PROJECT_WRITES = 0x5DA7A9
 
 
-def project_write_lock(project_id: int, *, exclusive: bool) -> None:
-    """Take the project's write lock until the end of the current transaction."""
+def project_write_lock(
+    project_id: int, *, exclusive: bool, then_shared: Sequence[int] = ()
+) -> None:
+    """Take the project's write lock until the end of the current transaction.
+
+    `then_shared`: first keys of further advisory locks on the project (say, the schema lock
+    of `annotations.label_classes`) to take shared right after it, in the same statement (its
+    select list is evaluated in order): one round trip for what every submission needs."""
     if connection.vendor != "postgresql":
         return
     if not connection.in_atomic_block:
         raise RuntimeError("project_write_lock is held until commit: call it in a transaction.")
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    calls = [f"{function}(%s, %s)"] + ["pg_advisory_xact_lock_shared(%s, %s)"] * len(then_shared)
+    params = [key for first in (_PROJECT_WRITES, *then_shared) for key in (first, project_id)]
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}(%s, %s)", [_PROJECT_WRITES, project_id])
+        cursor.execute(f"SELECT {', '.join(calls)}", params)

@@ -25,7 +25,6 @@ from django.utils import timezone
 from annotations.events import publish_progress_on_commit
 from annotations.gold import gold_refresh
 from annotations.label_classes import class_names_locked
-from annotations.locks import project_write_lock
 from annotations.models import Annotation, Item, Project, Review, ReviewEvent
 from annotations.services import validate_labels
 from curation.worker import request_training_on_commit
@@ -176,8 +175,8 @@ def review_decide(
     labels = validate_labels(project, list(labels), skipped=False, names=label_names)
     comment = (comment or "").strip()
     with transaction.atomic():
-        project_write_lock(project.pk, exclusive=False)  # before any row: `annotations.locks`
-        label_names = class_names_locked(project)  # see `annotation_submit`
+        # The write lock before any row (`annotations.locks`); see `annotation_submit`.
+        label_names = class_names_locked(project, write_lock=True)
         labels = validate_labels(project, labels, skipped=False, names=label_names)
         review = _locked(project, review_id)
         if client_uuid is not None:

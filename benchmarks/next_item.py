@@ -5,7 +5,9 @@ server on PostgreSQL, for projects of 10k, 100k and 1M text items.
 Every request opens a fresh TCP connection and closes it afterwards (as a browser opening a
 new connection or a script using one-shot requests would), so the numbers include the
 connect and the whole Django request cycle: session, permission check, queue query, lease
-write, template rendering.
+write, template rendering. A submission is sent as the annotate page sends it (asking for the
+next item in the same request), and a training worker runs beside the server (`--no-worker` to
+leave it out), as in production; each process's memory is recorded after each size.
 
     python benchmarks/next_item.py                    # defaults: ~2 min (+15 s the first time)
     python benchmarks/next_item.py --sizes 100000 --server uvicorn,daphne \\
@@ -43,6 +45,11 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import processes  # noqa: E402  (needs ROOT on sys.path)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PYTHON = sys.executable
 PASSWORD = "bench-" + secrets.token_hex(8)
@@ -86,6 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10,
         help="annotators working at once for the throughput table (0 to skip)",
     )
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="no training worker beside the server (production runs one; it needs Redis)",
+    )
     p.add_argument("--reload", action="store_true", help="delete and bulk-load the items again")
     p.add_argument("--no-explain", action="store_true", help="skip EXPLAIN ANALYZE")
     p.add_argument(
@@ -110,6 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for m in args.db_list:
         if m not in DB_MODES:
             p.error(f"--db-connections: unknown mode {m!r} (choose from {', '.join(DB_MODES)})")
+    args.worker = not args.no_worker and bool(args.redis_url)
     if args.requests < 1 or args.annotators < 1:
         p.error("--requests and --annotators must be at least 1")
     return args
@@ -342,8 +355,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(kind: str, workers: int, env: dict[str, str]):
-    """Start the ASGI server in its own process group; yields its port; stops it."""
+def running_server(kind: str, workers: int, env: dict[str, str], pids: list[int] | None = None):
+    """Start the ASGI server in its own process group; yields its port; stops it. The server's
+    (master) process id is appended to `pids` when given."""
     port = free_port()
     app = "dataprep_site.asgi:application"
     if kind == "uvicorn":
@@ -360,6 +374,8 @@ def running_server(kind: str, workers: int, env: dict[str, str]):
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -422,7 +438,7 @@ class Annotator:
 
 
 _CSRF_INPUT = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
-_ITEM_ID = re.compile(rb'data-item-id="(\d+)"')
+_ITEM_ID = re.compile(rb'<article class="card" data-item-id="(\d+)"')  # a card, not the history
 
 
 def login(port: int, username: str) -> Annotator:
@@ -465,14 +481,19 @@ def next_item(port: int, project_pk: int, who: Annotator) -> tuple[float, int]:
     return elapsed, int(match.group(1))
 
 
-def submit(port: int, project_pk: int, who: Annotator, item_id: int, label: str) -> float:
+def submit(
+    port: int, project_pk: int, who: Annotator, item_id: int, label: str, *, want: int = 1
+) -> tuple[float, int | None]:
+    """POST an answer as the annotate page does (static/js/annotate.js): `want` new items to
+    hold, so the response carries the next card; returns (seconds, that card's item id)."""
     form = urlencode(
         {
             "item": item_id,
             "labels": label,
+            "skipped": "",
             "client_uuid": str(uuid.uuid4()),
             "time_spent_ms": 1500,
-            "want": 0,
+            "want": want,
             "exclude": "",
         }
     )
@@ -490,7 +511,23 @@ def submit(port: int, project_pk: int, who: Annotator, item_id: int, label: str)
     elapsed = time.perf_counter() - started
     if status != 200:
         raise SystemExit(f"submit of item {item_id}: HTTP {status}\n{body[:500]!r}")
-    return elapsed
+    match = _ITEM_ID.search(body)
+    if want and match is None:
+        raise SystemExit(f"submit of item {item_id} with want={want}: no next card")
+    return elapsed, int(match.group(1)) if match else None
+
+
+def label_round(
+    port: int, project_pk: int, who: Annotator, turn: int
+) -> tuple[float, float, float]:
+    """One round of the page's protocol: the next item (the page's refill, a fresh lease), its
+    answer asking for one more item (the page's usual submission, `want=1`), then the answer to
+    that one with a full queue (`want=0`), which leaves the page holding nothing, as at the
+    start of the round. Returns the three latencies in seconds."""
+    t_next, item_id = next_item(port, project_pk, who)
+    t_submit, held = submit(port, project_pk, who, item_id, CLASSES[turn % 3], want=1)
+    t_full, _ = submit(port, project_pk, who, held, CLASSES[(turn + 1) % 3], want=0)
+    return t_next, t_submit, t_full
 
 
 def api_next(port: int, project_pk: int, who: Annotator) -> tuple[float, int | None, int]:
@@ -531,8 +568,10 @@ def _first_item_id(data) -> int | None:
 class Run:
     size: int
     next_ms: list[float] = field(default_factory=list)
-    submit_ms: list[float] = field(default_factory=list)
+    submit_ms: list[float] = field(default_factory=list)  # want=1, as the page sends it
+    submit_full_ms: list[float] = field(default_factory=list)  # want=0: the page's queue is full
     api_next_ms: list[float] = field(default_factory=list)
+    memory: list[tuple[str, int, float]] = field(default_factory=list)  # (role, pid, RSS MiB)
 
 
 def percentiles(values: list[float]) -> tuple[float, float, float]:
@@ -546,17 +585,14 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
 def measure_sequential(
     port: int, project_pk: int, annotators: list[Annotator], warmup: int, n: int
 ) -> Run:
-    """Annotators take turns: each asks for its next item (a fresh lease: the previous one was
-    released by its submission) and labels it. One request in flight at a time."""
+    """Annotators take turns at `label_round`. One request in flight at a time."""
     run = Run(size=0)
-    labels = CLASSES
     for i in range(warmup + n):
-        who = annotators[i % len(annotators)]
-        t_next, item_id = next_item(port, project_pk, who)
-        t_submit = submit(port, project_pk, who, item_id, labels[i % len(labels)])
+        t_next, t_submit, t_full = label_round(port, project_pk, annotators[i % len(annotators)], i)
         if i >= warmup:
             run.next_ms.append(t_next * 1000)
             run.submit_ms.append(t_submit * 1000)
+            run.submit_full_ms.append(t_full * 1000)
     return run
 
 
@@ -570,14 +606,14 @@ def measure_api(
     if status != 200 or item_id is None:
         print(f"  API next: HTTP {status}, no item id understood; skipped")
         return None
-    submit(port, project_pk, annotators[0], item_id, CLASSES[0])
+    submit(port, project_pk, annotators[0], item_id, CLASSES[0], want=0)
     out: list[float] = []
     for i in range(warmup + n):
         who = annotators[i % len(annotators)]
         elapsed, item_id, status = api_next(port, project_pk, who)
         if status != 200 or item_id is None:
             raise SystemExit(f"API next for {who.username}: HTTP {status}")
-        submit(port, project_pk, who, item_id, CLASSES[i % 3])
+        submit(port, project_pk, who, item_id, CLASSES[i % 3], want=0)
         if i >= warmup:
             out.append(elapsed * 1000)
     return out
@@ -607,15 +643,13 @@ def measure_concurrent(
     def work(who: Annotator, index: int) -> None:
         try:
             for i in range(max(1, warmup // len(annotators))):
-                _, item_id = next_item(port, project_pk, who)
-                submit(port, project_pk, who, item_id, CLASSES[i % 3])
+                label_round(port, project_pk, who, i)
             barrier.wait()
             mine_next, mine_submit = [], []
-            for i in range(per):
-                t_next, item_id = next_item(port, project_pk, who)
-                t_submit = submit(port, project_pk, who, item_id, CLASSES[(i + index) % 3])
+            for i in range(max(1, per // 2)):  # two answers a round
+                t_next, t_submit, t_full = label_round(port, project_pk, who, i + index)
                 mine_next.append(t_next * 1000)
-                mine_submit.append(t_submit * 1000)
+                mine_submit += [t_submit * 1000, t_full * 1000]
             with lock:
                 next_ms.extend(mine_next)
                 submit_ms.extend(mine_submit)
@@ -837,7 +871,8 @@ def machine_info(args: argparse.Namespace, idle: str) -> str:
         f"PostgreSQL {pg}, channel layer: {'Redis' if args.redis_url else 'in-memory'}\n"
         f"- {args.requests} measured requests of each kind after {args.warmup} warm-up "
         f"requests, {args.annotators} annotators taking turns, one request in flight, "
-        "a new TCP connection per request\n"
+        "a new TCP connection per request; submissions as the page sends them (`want=1`)\n"
+        f"- training worker: {'running (manage.py trainworker)' if args.worker else 'none'}\n"
     )
 
 
@@ -849,6 +884,7 @@ class Setup:
     runs: list[Run] = field(default_factory=list)
     concurrent: list[Concurrent] = field(default_factory=list)
     error: str = ""  # why the set-up could not finish, if it could not
+    worker_peak_mib: float | None = None  # the training worker's VmHWM at the end
 
     @property
     def label(self) -> str:
@@ -870,29 +906,61 @@ def run_setup(setup: Setup, args, env, usernames: list[str], projects: dict[int,
 
 
 def _measure_setup(setup: Setup, args, env, usernames: list[str], projects: dict[int, int]) -> None:
-    with running_server(setup.server, setup.workers, {**env, **DB_MODES[setup.db]}) as port:
-        annotators = [login(port, u) for u in usernames]
-        turn_takers = annotators[: args.annotators]
-        for size, pk in projects.items():
-            run = measure_sequential(port, pk, turn_takers, args.warmup, args.requests)
-            run.size = size
-            run.api_next_ms = measure_api(port, pk, turn_takers, args.warmup, args.requests) or []
-            setup.runs.append(run)
-            n50, _, n99 = percentiles(run.next_ms)
-            s50, _, s99 = percentiles(run.submit_ms)
-            print(
-                f"  {size:>9,} items: next p50 {n50:.1f} p99 {n99:.1f} ms, "
-                f"submit p50 {s50:.1f} p99 {s99:.1f} ms"
-            )
-            if args.concurrency:
-                c = measure_concurrent(
-                    port, pk, annotators[: args.concurrency], args.warmup, args.requests, size
-                )
-                setup.concurrent.append(c)
-                print(
-                    f"  {size:>9,} items, {c.annotators} annotators at once: "
-                    f"{c.submissions / c.seconds:.0f} annotations/s"
-                )
+    pids: list[int] = []
+    worker = processes.start_training_worker(env) if args.worker else None
+    try:
+        with running_server(
+            setup.server, setup.workers, {**env, **DB_MODES[setup.db]}, pids
+        ) as port:
+            annotators = [login(port, u) for u in usernames]
+            for size, pk in projects.items():
+                _measure_size(setup, args, port, annotators, size, pk, pids[0], worker)
+    finally:
+        if worker is not None:
+            setup.worker_peak_mib = worker.peak_rss_mib()
+            worker.stop()
+
+
+def _measure_size(setup: Setup, args, port, annotators, size, pk, server_pid, worker) -> None:
+    run = measure_sequential(port, pk, annotators[: args.annotators], args.warmup, args.requests)
+    run.size = size
+    run.api_next_ms = (
+        measure_api(port, pk, annotators[: args.annotators], args.warmup, args.requests) or []
+    )
+    setup.runs.append(run)
+    n50, _, n99 = percentiles(run.next_ms)
+    s50, _, s99 = percentiles(run.submit_ms)
+    print(
+        f"  {size:>9,} items: next p50 {n50:.1f} p99 {n99:.1f} ms, "
+        f"submit p50 {s50:.1f} p99 {s99:.1f} ms"
+    )
+    if args.concurrency:
+        c = measure_concurrent(
+            port, pk, annotators[: args.concurrency], args.warmup, args.requests, size
+        )
+        setup.concurrent.append(c)
+        print(
+            f"  {size:>9,} items, {c.annotators} annotators at once: "
+            f"{c.submissions / c.seconds:.0f} annotations/s"
+        )
+    # Memory once this size has been served (each process keeps what it loaded).
+    run.memory = processes.server_memory(server_pid)
+    if worker is not None and (rss := worker.rss_mib()) is not None:
+        run.memory.append(("training worker", worker.proc.pid, rss))
+    print("  RSS: " + ", ".join(f"{role} {mib:.0f} MiB" for role, _, mib in run.memory))
+
+
+def memory_table(runs: list[Run]) -> str:
+    """RSS of each process after each size was served: the server's master, its helper and
+    workers, and the training worker."""
+    rows = [r for r in runs if r.memory]
+    if not rows:
+        return ""
+    out = "| items | " + " | ".join(role for role, _, _ in rows[0].memory) + " |\n"
+    out += "|---:|" + "---:|" * len(rows[0].memory) + "\n"
+    for r in rows:
+        out += f"| {r.size:,} | " + " | ".join(f"{mib:.0f}" for _, _, mib in r.memory) + " |\n"
+    return out
 
 
 def setup_section(setup: Setup, args) -> str:
@@ -904,6 +972,13 @@ def setup_section(setup: Setup, args) -> str:
     out += f"Sequential latency (ms):\n\n{latency_table(setup.runs)}\n"
     if api_table(setup.runs):
         out += f"JSON API `GET /api/projects/<pk>/next/` (ms):\n\n{api_table(setup.runs)}\n"
+    if memory_table(setup.runs):
+        peak = setup.worker_peak_mib
+        out += (
+            "Resident memory (MiB, VmRSS) of each process once the size was served"
+            + (f"; training worker peak (VmHWM) {peak:.0f} MiB" if peak else "")
+            + f":\n\n{memory_table(setup.runs)}\n"
+        )
     if setup.concurrent:
         out += (
             f"{args.concurrency} annotators at once (each: next, then submit, in a loop):\n\n"

@@ -1,15 +1,18 @@
 """The processes of a benchmark run, seen from /proc (Linux): CPU time and RSS of the server's
 processes, the training worker and the PostgreSQL backends of the benchmark's database, plus
-starting the training worker and recording them with py-spy. Used by `benchmarks/load.py`."""
+starting the training worker and recording them with py-spy. Used by `benchmarks/load.py` and
+`benchmarks/next_item.py`."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,32 +97,12 @@ def server_processes(server_pid: int, worker_pid: int | None) -> dict[str, int]:
 
 @contextmanager
 def running_trainworker(env: dict[str, str]):
-    """`manage.py trainworker` as production runs it; yields its pid; stops it."""
-    log = tempfile.NamedTemporaryFile("w+", prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "trainworker"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    """`manage.py trainworker` as production runs it; yields its pid once it listens; stops it."""
+    worker = start_training_worker(env)
     try:
-        time.sleep(1.0)
-        if proc.poll() is not None:
-            log.seek(0)
-            raise SystemExit(f"trainworker exited with {proc.returncode}:\n{log.read()[-3000:]}")
-        yield proc.pid
+        yield worker.proc.pid
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-        os.unlink(log.name)
+        worker.stop()
 
 
 def uvicorn_pid() -> int:
@@ -153,3 +136,102 @@ def spy(pids: dict[str, int], profile: list[str], seconds: float) -> None:
         if profile[1]:
             cmd.append("--gil")
         subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _status_kib(pid: int, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident set size now (VmRSS), in MiB."""
+    kib = _status_kib(pid, "VmRSS")
+    return None if kib is None else kib / 1024
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """Peak resident set size so far (VmHWM), in MiB."""
+    kib = _status_kib(pid, "VmHWM")
+    return None if kib is None else kib / 1024
+
+
+def _role(pid: int, root: int) -> str:
+    if pid == root:
+        return "server master"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    if "resource_tracker" in cmdline or "semaphore_tracker" in cmdline:
+        return "server helper"
+    return "server worker"
+
+
+def server_memory(root: int) -> list[tuple[str, int, float]]:
+    """(role, pid, RSS MiB) of the server's master and every process it started."""
+    out = []
+    for pid in process_tree(root):
+        rss = rss_mib(pid)
+        if rss is not None:
+            out.append((_role(pid, root), pid, rss))
+    return out
+
+
+@dataclass
+class TrainingWorker:
+    """A `manage.py trainworker` process, as production runs beside the server."""
+
+    proc: subprocess.Popen
+    log_path: Path
+
+    def rss_mib(self) -> float | None:
+        return rss_mib(self.proc.pid)
+
+    def peak_rss_mib(self) -> float | None:
+        return peak_rss_mib(self.proc.pid)
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log_path.unlink(missing_ok=True)
+
+
+def start_training_worker(env: dict[str, str]) -> TrainingWorker:
+    """Start `manage.py trainworker` in its own process group; returns once it listens."""
+    from curation.worker import TRAINING_CHANNEL
+
+    fd, name = tempfile.mkstemp(prefix="bench-training-worker-", suffix=".log")
+    with os.fdopen(fd, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "trainworker"],
+            env={**env, "LOG_LEVEL": "INFO"},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    worker = TrainingWorker(proc, Path(name))
+    deadline = time.monotonic() + 60
+    while f"training worker on channel {TRAINING_CHANNEL!r}" not in worker.log_tail():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = worker.log_tail()
+            worker.stop()
+            raise SystemExit(f"the training worker did not start:\n{tail}")
+        time.sleep(0.1)
+    return worker

@@ -35,9 +35,14 @@ def send_to_worker(message: dict[str, Any]) -> bool:
     return True
 
 
+def training_request(project_id: int) -> dict[str, Any]:
+    """The message that asks a worker to train `project_id`."""
+    return {"type": "training.request", "project_id": int(project_id)}
+
+
 def request_training(project_id: int) -> bool:
     """Ask a worker to train `project_id`; False (logged) when the channel layer is down."""
-    return send_to_worker({"type": "training.request", "project_id": int(project_id)})
+    return send_to_worker(training_request(project_id))
 
 
 def request_training_on_commit(project_id: int) -> None:
