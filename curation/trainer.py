@@ -85,6 +85,10 @@ DIVERSE_HEAD = 50
 #: class, and the random candidates of the pool sample they are chosen among.
 COLD_HEAD = 50
 COLD_CANDIDATES = 2_000
+#: Typical items are woven into the ranking while a class is unseen, up to this many labels:
+#: past it a class is rare, the clustering's ~0.1 s a run is no longer worth it, and the
+#: exploration share keeps looking.
+COLD_MIX_LABELS = 300
 
 #: How far back each catch-up re-reads answers, for transactions that committed out of order.
 COMMIT_SKEW_SECONDS = 5
@@ -613,7 +617,7 @@ def _rank(
     else:
         scores = get_strategy(training.strategy)(proba, multi_label=multi, rng=_rng)
         order = select(scores, k, exploration=0.0).tolist()
-    if state.learner.unseen_classes():
+    if state.learner.unseen_classes() and state.learner.n_labels < COLD_MIX_LABELS:
         order = _alternate(_typical_head(state), order)[:k]
     order = _weave_exploration(order, len(ids), training.exploration)
     return _weave_eval_items(project, training, [ids[r] for r in order])
@@ -623,11 +627,19 @@ def _typical_head(state: ProjectState) -> list[int]:
     """Up to COLD_HEAD positions in the sample, typical of the dense regions that no label
     covers yet (`curation.cold_start`), drawn from COLD_CANDIDATES random ones: on a text set
     greedy k-centre, used before, picked outliers (mostly texts of 30 characters or less)."""
-    X = _sample_matrix(state)
-    positions = np.arange(X.shape[0])
-    if X.shape[0] > COLD_CANDIDATES:
-        positions = np.sort(_rng.choice(X.shape[0], COLD_CANDIDATES, replace=False))
-        X = X[positions]
+    size = _sample_size(state)
+    positions = np.arange(size)
+    if size > COLD_CANDIDATES:
+        positions = np.sort(_rng.choice(size, COLD_CANDIDATES, replace=False))
+    # The candidates' rows, block by block: stacking a full sample first costs more.
+    parts, start = [], 0
+    for block in state.blocks:
+        end = start + len(block.ids)
+        local = positions[(positions >= start) & (positions < end)] - start
+        if local.size:
+            parts.append(block.X[local])
+        start = end
+    X = sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.vstack(parts)
     rows = [state.rows[i] for i in state.labels if i in state.rows]
     labelled = (sp.vstack(rows) if sp.issparse(rows[0]) else np.vstack(rows)) if rows else None
     seed = int(_rng.integers(2**31))

@@ -98,8 +98,8 @@ def test_duplicated_rows_are_picked_once_each_and_fewer_distinct_rows_than_clust
 @pytest.mark.parametrize("budget", [2, 6])
 def test_hashed_text_picks_ordinary_sentences_of_each_topic_before_short_oddities(budget):
     rng = np.random.default_rng(0)
-    flights = "flight delayed gate crew seat boarding cancelled plane hours late".split()
-    bags = "bag luggage lost suitcase claim baggage carousel missing found desk".split()
+    flights = ["flight", "delayed", "gate", "crew", "seat", "boarding", "plane", "hours", "late"]
+    bags = ["bag", "luggage", "lost", "suitcase", "claim", "baggage", "carousel", "missing"]
     texts = [" ".join(rng.choice(flights, 8)) for _ in range(80)]
     texts += [" ".join(rng.choice(bags, 8)) for _ in range(80)]
     odd = ["ok", "lol", "?!", "#fail", "thx", "meh"]
