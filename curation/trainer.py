@@ -617,8 +617,13 @@ def _rank(
     else:
         scores = get_strategy(training.strategy)(proba, multi_label=multi, rng=_rng)
         order = select(scores, k, exploration=0.0).tolist()
-    if state.learner.unseen_classes() and state.learner.n_labels < COLD_MIX_LABELS:
-        order = _alternate(_typical_head(state), order)[:k]
+    learner = state.learner
+    if learner.unseen_classes() and learner.n_labels < COLD_MIX_LABELS:
+        # The head is rewritten after every label and its top served next: the label count's
+        # parity says which kind comes first, so one annotator also gets one of each in turn.
+        typical = _typical_head(state)
+        pair = (typical, order) if learner.n_labels % 2 == 0 else (order, typical)
+        order = _alternate(*pair)[:k]
     order = _weave_exploration(order, len(ids), training.exploration)
     return _weave_eval_items(project, training, [ids[r] for r in order])
 

@@ -220,7 +220,8 @@ def test_the_queue_serves_typical_items_until_two_classes_have_labels_then_ranks
 
 
 def test_while_a_class_is_unseen_every_other_place_of_the_head_is_a_typical_item(separable, user):
-    """The model cannot be unsure about a class it never saw: half the head looks for it."""
+    """The model cannot be unsure about a class it never saw: half the head looks for it,
+    typical items first after an even number of labels, the model's picks after an odd one."""
     project, by_class = separable
     ProjectTraining.objects.create(project=project, exploration=0.0, eval_share=0.0)
     for item in by_class["positive"][:3]:
@@ -241,6 +242,15 @@ def test_while_a_class_is_unseen_every_other_place_of_the_head_is_a_typical_item
     assert np.all(np.diff(scores[1:40:2]) <= 1e-9)
     assert not np.all(np.diff(scores[:40]) <= 1e-9)
     assert items[1] == max(items, key=lambda i: scores[items.index(i)])
+
+    # After the next label the model's pick comes first: one annotator gets one of each in turn.
+    label(by_class["positive"][3], user, ["positive"])
+    train_project_once(project)
+    items = list(head.all())  # a fresh query: `head` caches its first results
+    X = featurizer_for("text").transform([i.text for i in items])
+    scores = margin(current_model(project).predict_proba(X))
+    assert scores[0] == scores.max()
+    assert np.all(np.diff(scores[0:40:2]) <= 1e-9)
 
 
 def test_an_item_trains_on_its_gold_label_and_a_tie_waits_for_review(project, user):
