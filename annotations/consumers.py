@@ -84,6 +84,8 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
                 "since": event.get("since", 0),
                 "estimated_accuracy": event.get("estimated_accuracy"),
                 "cold": event.get("cold", False),
+                "ranking": event.get("ranking", not event.get("cold", False)),
+                "needs": event.get("needs") or [],
                 "eval": event.get("eval") or {},
                 "ranked": event.get("ranked", 0),
             }

@@ -26,6 +26,7 @@ from annotations.events import project_group, publish
 from annotations.models import Project
 from curation import consensus, trainer
 from curation.models import ModelVersion, ProjectTraining
+from curation.status import model_status
 from curation.training_requests import send_to_worker
 
 logger = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def _estimate(project_id: int) -> bool:
         project_id=project_id, current_version_id=version.pk
     ).exists()
     if still_current:  # a newer version carries this estimate forward and announces itself
-        publish(project_group(project_id), trainer.model_status(training.project))
+        publish(project_group(project_id), model_status(training.project))
     return True
 
 

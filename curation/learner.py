@@ -288,9 +288,24 @@ class IncrementalLearner:
     def is_cold(self, min_per_class: int = DEFAULT_MIN_PER_CLASS) -> bool:
         """True until every class has `min_per_class` labels (multi-label: positive labels).
 
-        While cold the model's ranking is noise, so the caller serves a diverse random sample.
+        While cold the model is not trusted to flag label errors; the page lists the classes
+        still short of `min_per_class` as the examples the model needs.
         """
         return bool((self.label_counts < min_per_class).any())
+
+    def can_rank(self) -> bool:
+        """Whether the model tells items apart at all: single-label once two classes have
+        labels (a softmax needs two), multi-label once some class has both a positive and a
+        negative label. Before that it predicts the prior everywhere, so its scores are ties."""
+        counts = self.label_counts
+        if self.multi_label:
+            return bool(((counts > 0) & (counts < self.n_labels)).any())
+        return bool((counts > 0).sum() >= 2)
+
+    def unseen_classes(self) -> list[str]:
+        """Classes without a label (multi-label: without a positive one): the model can never
+        predict them, so its guesses are not shown as confident until this is empty."""
+        return [c for c, n in zip(self.classes, self.label_counts, strict=True) if n == 0]
 
     def estimated_accuracy(self, *, random_state: int = 0) -> float | None:
         """Cross-validated quality on the labels so far, or None when there are too few.

@@ -42,17 +42,17 @@ import scipy.sparse as sp
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
-from sklearn.preprocessing import normalize
 
 from annotations.events import project_group, publish
 from annotations.gold import reviews_for_model_disagreement
 from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
-from curation import artifacts, evaluation, versions
+from curation import artifacts, cold_start, evaluation, versions
 from curation.evaluation import eval_summary
 from curation.features import item_features
 from curation.featurizers import Featurizer, featurizer_for
 from curation.learner import IncrementalLearner
 from curation.models import BATCH_DIVERSE, EvalSample, ModelVersion, ProjectTraining, models_dir
+from curation.status import announcement, class_needs, model_status
 from curation.strategies import batch_diverse, get_strategy, margin, select
 
 logger = logging.getLogger(__name__)
@@ -81,9 +81,14 @@ SAMPLE_CHECK_RUNS = 20
 RANKED = 500
 #: Items picked greedily for diversity at the head of the queue by the batch-diverse strategy.
 DIVERSE_HEAD = 50
-#: While the model is cold: the diverse head's length and the random candidates it is drawn from.
+#: Typical items (`_typical_head`) served while the model cannot rank or has not seen every
+#: class, and the random candidates of the pool sample they are chosen among.
 COLD_HEAD = 50
 COLD_CANDIDATES = 2_000
+#: Typical items are woven into the ranking while a class is unseen, up to this many labels:
+#: past it a class is rare, the clustering's ~0.1 s a run is no longer worth it, and the
+#: exploration share keeps looking.
+COLD_MIX_LABELS = 300
 
 #: How far back each catch-up re-reads answers, for transactions that committed out of order.
 COMMIT_SKEW_SECONDS = 5
@@ -213,28 +218,6 @@ def learner_snapshot(project: Project, version: int) -> IncrementalLearner | Non
     return state.learner
 
 
-def model_status(project: Project) -> dict[str, Any]:
-    """What the annotate page shows about the model before the websocket says more."""
-    training = (
-        ProjectTraining.objects.filter(project=project).select_related("current_version").first()
-    )
-    version = training.current_version if training else None
-    answered = GoldLabel.objects.filter(project=project, labels__isnull=False).count()
-    if version is None:
-        return {
-            "version": None,
-            "labels_used": 0,
-            "since": answered,
-            "cold": True,
-            "estimated_accuracy": None,
-            "eval": eval_summary(project),
-            "suggestions": training.suggestions if training else "highlight",
-        }
-    return _announcement(project, training, version) | {
-        "since": max(0, answered - (training.labels_seen or 0))
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # State
 # --------------------------------------------------------------------------------------------
@@ -310,7 +293,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         clock.lap("write")
     state.runs += 1
     state.version = version.version
-    announced = _announcement(project, training, version) | {"since": 0, "ranked": len(ranked)}
+    announced = announcement(project, training, version) | {"since": 0, "ranked": len(ranked)}
     return TrainingResult(version, len(ranked), announced, clock.laps)
 
 
@@ -609,18 +592,20 @@ def _sample_matrix(state: ProjectState) -> Any:
 def _rank(
     project: Project, training: ProjectTraining, state: ProjectState
 ) -> tuple[list[int], list[int]]:
-    """(the ranked head of the queue, its evaluation items); both empty while the model is cold.
+    """(the ranked head of the queue, its evaluation items).
 
-    Cold (some class has fewer than a few labels): a model that has not seen every class ranks
-    by noise, so the head is a diverse sample instead (`_diverse_head`). Nothing is written
-    here; `_write_ranking` does that at the end of the transaction.
+    Until two classes have labels the model cannot rank at all, so the head is typical items
+    of the regions no label covers yet (`_typical_head`). Then it ranks; while some class has
+    no label, every other place of the head is such a typical item (the model cannot be
+    uncertain about a class it has never seen). Nothing is written here; `_write_ranking` does
+    that at the end of the transaction.
     """
     if not state.blocks:  # a new worker's first run: it cannot rank an empty sample
         _grow_sample(project, state)
     if not state.blocks:
         return [], []
-    if state.learner.is_cold():
-        return _diverse_head(state), []
+    if not state.learner.can_rank():
+        return [_sample_ids(state)[r] for r in _typical_head(state)], []
     ids, proba = _sample_proba(state)
     multi = state.learner.multi_label
     k = min(RANKED, len(ids))
@@ -632,54 +617,55 @@ def _rank(
     else:
         scores = get_strategy(training.strategy)(proba, multi_label=multi, rng=_rng)
         order = select(scores, k, exploration=0.0).tolist()
+    learner = state.learner
+    if learner.unseen_classes() and learner.n_labels < COLD_MIX_LABELS:
+        # The head is rewritten after every label and its top served next: the label count's
+        # parity says which kind comes first, so one annotator also gets one of each in turn.
+        typical = _typical_head(state)
+        pair = (typical, order) if learner.n_labels % 2 == 0 else (order, typical)
+        order = _alternate(*pair)[:k]
     order = _weave_exploration(order, len(ids), training.exploration)
     return _weave_eval_items(project, training, [ids[r] for r in order])
 
 
-def _unit_rows(X: Any) -> Any:
-    """Rows scaled to unit length, so a dot product is a cosine similarity."""
-    if sp.issparse(X):
-        return normalize(X, copy=True)
-    return normalize(np.asarray(X, dtype=np.float64), copy=True)
+def _typical_head(state: ProjectState) -> list[int]:
+    """Up to COLD_HEAD positions in the sample, typical of the dense regions that no label
+    covers yet (`curation.cold_start`), drawn from COLD_CANDIDATES random ones: on a text set
+    greedy k-centre, used before, picked outliers (mostly texts of 30 characters or less)."""
+    size = _sample_size(state)
+    positions = np.arange(size)
+    if size > COLD_CANDIDATES:
+        positions = np.sort(_rng.choice(size, COLD_CANDIDATES, replace=False))
+    # The candidates' rows, block by block: stacking a full sample first costs more.
+    parts, start = [], 0
+    for block in state.blocks:
+        end = start + len(block.ids)
+        local = positions[(positions >= start) & (positions < end)] - start
+        if local.size:
+            parts.append(block.X[local])
+        start = end
+    X = sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.vstack(parts)
+    rows = [state.rows[i] for i in state.labels if i in state.rows]
+    labelled = (sp.vstack(rows) if sp.issparse(rows[0]) else np.vstack(rows)) if rows else None
+    seed = int(_rng.integers(2**31))
+    picks = cold_start.typical_picks(X, COLD_HEAD, labelled=labelled, seed=seed)
+    return positions[picks].tolist()
 
 
-def _flat(values: Any) -> np.ndarray:
-    """A matrix product's one column (sparse or dense) as a flat float array."""
-    return np.asarray(values.todense() if sp.issparse(values) else values, dtype=float).ravel()
-
-
-def _diverse_head(state: ProjectState) -> list[int]:
-    """Cold start: COLD_HEAD items of the sample, each the farthest (cosine) from every item
-    labelled so far and every item picked before it (greedy k-centre on random candidates).
-
-    Such a batch covers the data better than the random order, so every class shows up sooner
-    and the model warms up on fewer labels: on digits, 95% of full-data accuracy came ~8% sooner
-    than with a random cold start (5 seeds, simulated).
-    """
-    ids = _sample_ids(state)
-    if len(ids) > COLD_CANDIDATES:
-        chosen = np.sort(_rng.choice(len(ids), COLD_CANDIDATES, replace=False))
-        X = _sample_matrix(state)[chosen]
-        ids = [ids[i] for i in chosen]
-    else:
-        X = _sample_matrix(state)
-    X = _unit_rows(X)
-    labelled = [state.rows[i] for i in state.labels if i in state.rows]
-    if labelled:
-        L = _unit_rows(sp.vstack(labelled) if sp.issparse(labelled[0]) else np.vstack(labelled))
-        similarity = np.asarray(
-            (X @ L.T).max(axis=1).todense() if sp.issparse(X) else (X @ L.T).max(axis=1)
-        )
-        distance = 1.0 - similarity.ravel()
-    else:
-        distance = np.ones(X.shape[0])
-    picks: list[int] = []
-    for _ in range(min(COLD_HEAD, len(ids))):
-        j = int(np.argmax(distance))
-        picks.append(j)
-        distance = np.minimum(distance, 1.0 - _flat(X @ X[j].T))
-        distance[picks] = -np.inf
-    return [ids[j] for j in picks]
+def _alternate(first: list[int], second: list[int]) -> list[int]:
+    """One from each list in turn, starting with `first`, skipping any already taken."""
+    woven: list[int] = []
+    taken: set[int] = set()
+    sources = [iter(first), iter(second)]
+    while sources:
+        for source in list(sources):
+            pick = next((r for r in source if r not in taken), None)
+            if pick is None:
+                sources.remove(source)
+            else:
+                woven.append(pick)
+                taken.add(pick)
+    return woven
 
 
 def _weave_exploration(order: list[int], n: int, share: float) -> list[int]:
@@ -772,7 +758,10 @@ def _save_version(
         "cv_labels": cv_labels,
         "annotations_counted": count,
         "last_label_at": last_change.isoformat() if last_change else None,
-        "cold": learner.is_cold(),
+        # No suggestions until the model has seen every class (`curation.status`).
+        "cold": bool(learner.unseen_classes()),
+        "ranking": learner.can_rank(),
+        "needs": class_needs(classes, learner.label_counts),
         "pool_sample": _sample_size(state),
         "ranked": ranked,
         "eval": eval_summary(project),
@@ -810,26 +799,6 @@ def _save_version(
     # robust: a failed clean-up is logged, never taken for a failed run.
     transaction.on_commit(lambda: versions.versions_prune(project_id=project.pk), robust=True)
     return version
-
-
-def _announcement(
-    project: Project, training: ProjectTraining, version: ModelVersion
-) -> dict[str, Any]:
-    """The "model.updated" event: everything the annotate page shows about the model."""
-    metrics = version.metrics or {}
-    return {
-        "type": "model.updated",
-        "project_id": project.pk,
-        "version": version.version,
-        "labels_used": version.labels_used,
-        "estimated_accuracy": version.estimated_accuracy,
-        "cold": bool(metrics.get("cold", False)),
-        # Evaluation items are scored only by training runs, so the version's copy is current.
-        "eval": metrics.get("eval") or eval_summary(project),
-        "strategy": version.strategy,
-        "suggestions": training.suggestions,
-        "trained_at": version.trained_at.isoformat(),
-    }
 
 
 class _Clock:

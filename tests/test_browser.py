@@ -924,7 +924,14 @@ def test_each_label_trains_a_model_whose_version_the_page_shows_live_until_it_su
     expect(version).to_have_text("1", timeout=MODEL_EVENT_MS)
     expect(labels_used).to_have_text("1")
     expect(model).to_have_attribute("data-model-version", "1")
-    expect(state).to_contain_text("Learning")  # one class seen: still cold
+    expect(state).to_contain_text("Learning")  # one class seen: nothing to rank with yet
+    needs = model.locator("[data-model-needs]")
+    seen = next(c for c in classes if counts[c])
+    unseen = next(c for c in classes if not counts[c])
+    expect(needs).to_be_visible()
+    expect(needs).to_contain_text("The model needs examples of: ")
+    expect(needs).to_contain_text(f"{seen} (1/3)")
+    expect(needs).to_contain_text(f"{unseen} (0/3)")
     assert page.evaluate("window.__notReloaded") is True
 
     while min(counts[name] for name in classes) < 3:  # the model warms up at 3 labels a class
@@ -934,6 +941,7 @@ def test_each_label_trains_a_model_whose_version_the_page_shows_live_until_it_su
         "Ranking the queue: most informative items first.", timeout=MODEL_EVENT_MS
     )
     warm_at = counts.total()
+    expect(needs).to_be_hidden()  # every class has its 3 labels: the line goes away
 
     # Cards already on the page were served by the cold model; the next ones carry its guess.
     suggestion = page.locator(f"{CURRENT} .suggest")

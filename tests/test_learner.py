@@ -90,6 +90,26 @@ def test_one_class_seen_is_not_fitted_and_returns_the_smoothed_prior(digits):
     np.testing.assert_allclose(learner.predict_proba(np.zeros((1, 4))), [[0.6, 0.2, 0.2]])
 
 
+def test_the_learner_can_rank_from_two_classes_and_names_the_classes_it_never_saw():
+    learner = IncrementalLearner(["a", "b", "c"])
+    assert not learner.can_rank() and learner.unseen_classes() == ["a", "b", "c"]
+    learner.update(np.eye(3)[[0, 0]], ["a", "a"])
+    assert not learner.can_rank() and learner.unseen_classes() == ["b", "c"]
+    learner.update(np.eye(3)[[1]], ["b"])
+    assert learner.can_rank() and learner.unseen_classes() == ["c"]
+
+
+def test_a_multi_label_learner_can_rank_once_a_class_has_a_positive_and_a_negative():
+    learner = IncrementalLearner(["a", "b"], multi_label=True)
+    learner.update(np.eye(2)[[0]], [["a", "b"]])
+    assert not learner.can_rank()  # every class positive on every label: nothing to tell apart
+    learner.update(np.eye(2)[[1]], [["b"]])
+    assert learner.can_rank() and learner.unseen_classes() == []
+    other = IncrementalLearner(["a", "b"], multi_label=True)
+    other.update(np.eye(2)[[0, 1]], [["a"], []])
+    assert other.can_rank() and other.unseen_classes() == ["b"]
+
+
 def test_learner_stays_cold_until_every_class_has_three_labels(digits):
     learner = IncrementalLearner(["a", "b"])
     learner.update(np.eye(2)[[0, 0, 0, 1, 1]], ["a", "a", "a", "b", "b"])

@@ -23,6 +23,7 @@ from curation.featurizers import featurizer_for
 from curation.models import ModelVersion, ProjectTraining
 from curation.services import current_model, train_project_once
 from curation.strategies import margin
+from curation.suggest import suggestions_for
 from tests.conftest import add_text_items, make_user, submit_handed_out
 
 WORDS = {
@@ -169,23 +170,87 @@ def test_a_warm_model_puts_open_items_above_one_in_uncertainty_order(separable, 
     assert elapsed < 10
 
 
-def test_a_cold_model_serves_a_diverse_sample_first(separable, user):
-    """Two classes seen once each: the model is cold, so instead of its ranking the queue's
-    head is a diverse sample, starting with what is least like anything labelled so far."""
-    project, by_class = separable
-    label(by_class["positive"][0], user, ["positive"])
-    label(by_class["negative"][0], user, ["negative"])
-
-    version = train_project_once(project)
-
-    assert version.metrics["cold"] is True and version.metrics["ranked"] == 50
-    head = list(
-        Item.objects.filter(project=project, needs_annotation=True)
+def head_of(project: Project, n: int) -> list[str]:
+    return list(
+        Item.objects.filter(project=project, needs_annotation=True, priority__gte=1.0)
         .order_by("-priority", "id")
-        .values_list("external_id", flat=True)[:10]
+        .values_list("external_id", flat=True)[:n]
     )
-    assert head[0].startswith("neutral")  # shares no word with the labelled items but "item"
-    assert {name for name in WORDS if any(h.startswith(name) for h in head)} == set(WORDS)
+
+
+def test_the_queue_serves_typical_items_until_two_classes_have_labels_then_ranks(separable, user):
+    """One class seen: no ranking is possible, the head is 50 typical items. Two classes: the
+    model ranks, but a class is still unseen, so no suggestion yet. Every class seen:
+    suggestions. The page's list of classes the model needs shrinks all along."""
+    project, by_class = separable
+    ProjectTraining.objects.create(project=project, exploration=0.0, eval_share=0.0)
+    open_items = list(Item.objects.filter(project=project).exclude(pk=by_class["positive"][0].pk))
+
+    label(by_class["positive"][0], user, ["positive"])
+    one = train_project_once(project)
+
+    assert (one.metrics["ranking"], one.metrics["cold"], one.metrics["ranked"]) == (False, True, 50)
+    assert one.metrics["needs"] == [
+        {"name": "positive", "labels": 1, "wanted": 3},
+        {"name": "negative", "labels": 0, "wanted": 3},
+        {"name": "neutral", "labels": 0, "wanted": 3},
+    ]
+    assert len(head_of(project, 100)) == 50
+    assert suggestions_for(project, open_items[:5])[1] == {}
+
+    label(by_class["negative"][0], user, ["negative"])
+    two = train_project_once(project)
+
+    assert (two.metrics["ranking"], two.metrics["cold"]) == (True, True)
+    assert two.metrics["ranked"] == 58  # every open item: the model ranks the whole sample
+    assert [n["name"] for n in two.metrics["needs"]] == ["positive", "negative", "neutral"]
+    # A model that never saw "neutral" would call every neutral item positive or negative.
+    assert suggestions_for(project, open_items[:5])[1] == {}
+
+    label(by_class["neutral"][0], user, ["neutral"])
+    three = train_project_once(project)
+
+    assert (three.metrics["ranking"], three.metrics["cold"]) == (True, False)
+    assert len(suggestions_for(project, open_items[5:10])[1]) == 5
+    for name, items in by_class.items():
+        for item in items[1:3]:
+            label(item, user, [name])
+    warm = train_project_once(project)
+    assert warm.metrics["needs"] == []
+
+
+def test_while_a_class_is_unseen_every_other_place_of_the_head_is_a_typical_item(separable, user):
+    """The model cannot be unsure about a class it never saw: half the head looks for it,
+    typical items first after an even number of labels, the model's picks after an odd one."""
+    project, by_class = separable
+    ProjectTraining.objects.create(project=project, exploration=0.0, eval_share=0.0)
+    for item in by_class["positive"][:3]:
+        label(item, user, ["positive"])
+    for item in by_class["negative"][:3]:
+        label(item, user, ["negative"])
+
+    train_project_once(project)
+
+    head = Item.objects.filter(project=project, needs_annotation=True).order_by("-priority", "id")
+    items = list(head)
+    learner = current_model(project)
+    scores = margin(
+        learner.predict_proba(featurizer_for("text").transform([i.text for i in items]))
+    )
+    # Typical items at the even places, margin's picks at the odd ones (in margin order),
+    # until one of the two runs out (54 open items, 50 typical ones).
+    assert np.all(np.diff(scores[1:40:2]) <= 1e-9)
+    assert not np.all(np.diff(scores[:40]) <= 1e-9)
+    assert items[1] == max(items, key=lambda i: scores[items.index(i)])
+
+    # After the next label the model's pick comes first: one annotator gets one of each in turn.
+    label(by_class["positive"][3], user, ["positive"])
+    train_project_once(project)
+    items = list(head.all())  # a fresh query: `head` caches its first results
+    X = featurizer_for("text").transform([i.text for i in items])
+    scores = margin(current_model(project).predict_proba(X))
+    assert scores[0] == scores.max()
+    assert np.all(np.diff(scores[0:40:2]) <= 1e-9)
 
 
 def test_an_item_trains_on_its_gold_label_and_a_tie_waits_for_review(project, user):

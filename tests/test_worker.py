@@ -113,9 +113,14 @@ async def test_a_committed_label_reaches_the_worker_and_the_page_hears_the_new_v
         await database_sync_to_async(label)(by_class["positive"][0], annie, "positive")
         first = await receive_until(page, "model")
         assert (first["version"], first["labels_used"], first["since"]) == (1, 1, 0)
+        # The page hears which classes the model still needs, and that it cannot rank yet.
+        assert (first["cold"], first["ranking"]) == (True, False)
+        assert first["needs"][0] == {"name": "positive", "labels": 1, "wanted": 3}
+        assert [need["name"] for need in first["needs"]] == list(WORDS)
         await database_sync_to_async(label)(by_class["negative"][0], annie, "negative")
         second = await receive_until(page, "model")
         assert (second["version"], second["labels_used"]) == (2, 2)
+        assert second["ranking"] is True  # two classes: the model ranks the queue
         assert (
             await database_sync_to_async(ModelVersion.objects.filter(project=project).count)() == 2
         )

@@ -138,6 +138,24 @@
     if (el) el.textContent = text;
   }
 
+  // The same sentences as the server-rendered panel (annotate.html).
+  function modelState(msg) {
+    if (!msg.ranking) return "Learning: the queue serves typical items until two classes have labels.";
+    if (msg.cold) return "Ranking the queue; suggestions start once every class has a label.";
+    return "Ranking the queue: most informative items first.";
+  }
+
+  // "The model needs examples of: cat (0/3), dog (1/3)", hidden once every class has enough.
+  const NEEDS_SHOWN = 12;
+  function showNeeds(needs) {
+    const line = document.getElementById("model").querySelector("[data-model-needs]");
+    if (!line) return;
+    const shown = needs.slice(0, NEEDS_SHOWN).map((n) => `${n.name} (${n.labels}/${n.wanted})`);
+    const more = needs.length > NEEDS_SHOWN ? ` and ${needs.length - NEEDS_SHOWN} more` : "";
+    setText("[data-model-needs-list]", shown.join(", ") + more);
+    line.hidden = !needs.length;
+  }
+
   // A new model version arrived over the websocket (textContent only: nothing here is HTML).
   function showModel(msg) {
     const panel = document.getElementById("model");
@@ -146,12 +164,8 @@
     setText("[data-model-version]", String(msg.version));
     setText("[data-model-labels]", String(msg.labels_used));
     setText("[data-model-since]", String(msg.since || 0));
-    setText(
-      "[data-model-state]",
-      msg.cold
-        ? "Learning: the queue stays in random order until every class has a few labels."
-        : "Ranking the queue: most informative items first."
-    );
+    setText("[data-model-state]", modelState(msg));
+    showNeeds(msg.needs || []);
     const ev = msg.eval || {};
     setText(
       "[data-model-eval]",
