@@ -28,7 +28,7 @@ from annotations.label_classes import class_names_locked
 from annotations.locks import project_write_lock
 from annotations.models import Annotation, Item, Project, Review, ReviewEvent
 from annotations.services import validate_labels
-from curation.worker import request_training_on_commit
+from curation.training_requests import request_training_on_commit
 
 NEW = "new"
 MODEL = "model"

@@ -53,6 +53,7 @@ from curation.features import item_features
 from curation.featurizers import Featurizer, featurizer_for
 from curation.learner import IncrementalLearner
 from curation.models import BATCH_DIVERSE, EvalSample, ModelVersion, ProjectTraining, models_dir
+from curation.status import announcement, model_status
 from curation.strategies import batch_diverse, get_strategy, margin, select
 
 logger = logging.getLogger(__name__)
@@ -214,28 +215,6 @@ def learner_snapshot(project: Project, version: int) -> IncrementalLearner | Non
     return state.learner
 
 
-def model_status(project: Project) -> dict[str, Any]:
-    """What the annotate page shows about the model before the websocket says more."""
-    training = (
-        ProjectTraining.objects.filter(project=project).select_related("current_version").first()
-    )
-    version = training.current_version if training else None
-    answered = GoldLabel.objects.filter(project=project, labels__isnull=False).count()
-    if version is None:
-        return {
-            "version": None,
-            "labels_used": 0,
-            "since": answered,
-            "cold": True,
-            "estimated_accuracy": None,
-            "eval": eval_summary(project),
-            "suggestions": training.suggestions if training else "highlight",
-        }
-    return _announcement(project, training, version) | {
-        "since": max(0, answered - (training.labels_seen or 0))
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # State
 # --------------------------------------------------------------------------------------------
@@ -311,7 +290,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         clock.lap("write")
     state.runs += 1
     state.version = version.version
-    announced = _announcement(project, training, version) | {"since": 0, "ranked": len(ranked)}
+    announced = announcement(project, training, version) | {"since": 0, "ranked": len(ranked)}
     return TrainingResult(version, len(ranked), announced, clock.laps)
 
 
@@ -802,26 +781,6 @@ def _save_version(
     # robust: a failed clean-up is logged, never taken for a failed run.
     transaction.on_commit(lambda: versions.versions_prune(project_id=project.pk), robust=True)
     return version
-
-
-def _announcement(
-    project: Project, training: ProjectTraining, version: ModelVersion
-) -> dict[str, Any]:
-    """The "model.updated" event: everything the annotate page shows about the model."""
-    metrics = version.metrics or {}
-    return {
-        "type": "model.updated",
-        "project_id": project.pk,
-        "version": version.version,
-        "labels_used": version.labels_used,
-        "estimated_accuracy": version.estimated_accuracy,
-        "cold": bool(metrics.get("cold", False)),
-        # Evaluation items are scored only by training runs, so the version's copy is current.
-        "eval": metrics.get("eval") or eval_summary(project),
-        "strategy": version.strategy,
-        "suggestions": training.suggestions,
-        "trained_at": version.trained_at.isoformat(),
-    }
 
 
 class _Clock:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 
 import numpy as np
@@ -196,3 +199,32 @@ def test_the_workers_guess_is_the_one_suggest_computes_from_probabilities():
     ]
     assert json.loads(multi[0]) == {"labels": ["a", "b"], "p": 0.55}
     assert head_suggestions(classes, None, [10], multi_label=False) == [None]
+
+
+PROBE = """
+import os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataprep_site.settings")
+import dataprep_site.asgi
+from django.urls import get_resolver
+get_resolver().url_patterns  # every view module, as the first request imports them
+heavy = ("numpy", "scipy", "sklearn", "pandas", "statsmodels", "curation.trainer")
+print(" ".join(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_a_server_process_starts_without_the_model_machinery(tmp_path):
+    """With an external training worker a server never trains; the annotate page reads stored
+    guesses; so a server process loads neither the numerical libraries nor the trainer until
+    a page needs them (the reviewer's prediction, the quality report): ~130 MB less each."""
+    env = {
+        **os.environ,
+        "TRAINING_WORKER": "external",
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "sqlite:///" + str(tmp_path / "probe.sqlite3"),
+    }
+    env.pop("REDIS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

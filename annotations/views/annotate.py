@@ -20,8 +20,8 @@ from annotations.forms import NextForm, SubmitForm
 from annotations.models import Annotation, Item, ItemLease, LabelClass, Project
 from annotations.services import SubmissionRefused, annotation_submit
 from curation.services import is_stale
+from curation.status import model_status
 from curation.suggest import suggestions_for
-from curation.trainer import model_status
 from curation.training_requests import request_training
 
 HISTORY_LENGTH = 10
