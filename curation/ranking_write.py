@@ -61,8 +61,9 @@ def ranking_write(
     *,
     version: int | None,
 ) -> None:
-    """Set each of `ids` (open, not pinned) to its priority and its guess by model `version`;
-    open evaluation items get no guess."""
+    """Set each of `ids` (open, not pinned) to its priority and its guess by model `version`
+    where `suggestions` has one; an item without keeps the guess it had (the page shows none
+    once it is too old: `curation.suggest`). Open evaluation items get none."""
     if not ids:
         return
     table = connection.ops.quote_name(Item._meta.db_table)
@@ -72,8 +73,9 @@ def ranking_write(
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} i SET priority = v.p, suggestion_version = %s, suggestion = "
-                f"CASE WHEN {held_out} THEN NULL ELSE v.s::jsonb END "
+                f"UPDATE {table} i SET priority = v.p, suggestion = CASE WHEN {held_out} THEN NULL "
+                "WHEN v.s IS NULL THEN i.suggestion ELSE v.s::jsonb END, suggestion_version = "
+                "CASE WHEN v.s IS NULL THEN i.suggestion_version ELSE %s END "
                 "FROM unnest(%s::bigint[], %s::float8[], %s::text[]) AS v(id, p, s) "
                 "WHERE i.id = v.id AND i.project_id = %s AND i.priority < %s",
                 [
@@ -89,10 +91,12 @@ def ranking_write(
     # SQLite: one prepared statement run per row (bulk_update's CASE WHEN costs ~10x more).
     with connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {table} AS i SET priority = %s, suggestion_version = %s, suggestion = "
-            f"CASE WHEN {held_out} THEN NULL ELSE %s END WHERE id = %s AND priority < %s",
+            f"UPDATE {table} AS i SET priority = %s, suggestion = CASE WHEN {held_out} THEN NULL "
+            "WHEN %s IS NULL THEN suggestion ELSE %s END, suggestion_version = "
+            "CASE WHEN %s IS NULL THEN suggestion_version ELSE %s END "
+            "WHERE id = %s AND priority < %s",
             [
-                (p, version, s, pk, PINNED_PRIORITY)
+                (p, s, s, s, version, pk, PINNED_PRIORITY)
                 for p, s, pk in zip(priorities, suggestions, ids, strict=True)
             ],
         )

@@ -21,7 +21,7 @@ from annotations.models import Item, Membership, Project
 from annotations.services import project_create
 from curation import trainer
 from curation.models import EvalSample, ProjectTraining, models_dir
-from curation.ranking_write import head_suggestions
+from curation.ranking_write import head_suggestions, ranking_write
 from curation.suggest import SUGGESTION_MAX_AGE, item_suggestion, suggestions_for
 from tests.conftest import add_text_items, make_user, submit_handed_out
 
@@ -228,3 +228,18 @@ def test_a_server_process_starts_without_the_model_machinery(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
+
+
+def test_an_item_the_run_did_not_score_keeps_its_guess_and_its_age(setup):
+    project, by_class, user = setup
+    ProjectTraining.objects.create(project=project, eval_share=0.0)
+    label(project, by_class, user, per_class=4)
+    number = trainer.train(project.pk).version.version
+    item = Item.objects.filter(project=project, suggestion__isnull=False).first()
+    before = item.suggestion
+
+    # Sent back to the random part of the queue by a later run that did not score it.
+    ranking_write(project, [item.pk], [0.5], [None], version=number + 1)
+
+    item.refresh_from_db()
+    assert (item.priority, item.suggestion, item.suggestion_version) == (0.5, before, number)
