@@ -38,7 +38,6 @@ from django.db import transaction
 
 from annotations.models import Item, LabelClass, Membership, Project
 from annotations.services import add_items_counted, project_create
-from curation.features import store_image_features
 
 Role = Membership.Role
 
@@ -93,6 +92,14 @@ class DemoResult:
 
 
 # --- data -----------------------------------------------------------------------------------
+
+
+def store_image_features(items: list[Item], *, contents: list[bytes]) -> None:
+    """`curation.features.store_image_features`, imported at its first call: the
+    featurizers load the numerical libraries, which a web process otherwise does without."""
+    from curation.features import store_image_features as store
+
+    store(items, contents=contents)
 
 
 def digit_external_id(index: int) -> str:

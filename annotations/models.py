@@ -245,6 +245,13 @@ class Item(models.Model):
     # Set for items assigned to named annotators (`ItemAssignment`): only they get the item, and
     # it is complete when all of them answered. None: the project's overlap, anyone may answer.
     required_answers = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    # The model's guess for the item, {"labels": [...], "p": confidence}, and the version that
+    # made it: written by the training worker with the ranking (`curation.ranking_write`), so
+    # the annotate page shows it without loading a model (`curation.suggest`). Null: no guess
+    # (never ranked, an evaluation item, or ranked while the model was cold).
+    suggestion = models.JSONField(null=True, blank=True, editable=False)
+    # IntegerField, not Positive…: a CHECK would make adding the column scan every row.
+    suggestion_version = models.IntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ItemQuerySet.as_manager()

@@ -27,7 +27,7 @@ from annotations.gold import gold_refresh
 from annotations.label_classes import class_names_locked
 from annotations.models import Annotation, Item, Project, Review, ReviewEvent
 from annotations.services import validate_labels
-from curation.worker import request_training_on_commit
+from curation.training_requests import request_training_on_commit
 
 NEW = "new"
 MODEL = "model"

@@ -46,7 +46,6 @@ from annotations.models import (
     Review,
     ReviewEvent,
 )
-from curation import artifacts
 from curation.models import EvalSample, ItemFeatures, models_dir
 
 logger = logging.getLogger(__name__)
@@ -460,6 +459,9 @@ def _delete_files_on_commit(
             except OSError:
                 logger.warning("could not delete the image file %s", name, exc_info=True)
         for folder in model_folders:
+            # Imported here: the model machinery stays out of the web processes until needed.
+            from curation import artifacts
+
             artifacts.delete_project_models(folder)
 
     transaction.on_commit(delete)

@@ -15,10 +15,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from annotations.project_settings import TRAINING_FIELDS, project_settings_update
-from curation.jobs import jobs_status
 from curation.models import ModelVersion, ProjectTraining
-from curation.services import train_project_once
-from curation.trainer import eval_summary
 
 
 @admin.register(ModelVersion)
@@ -77,6 +74,10 @@ class ProjectTrainingAdmin(admin.ModelAdmin):
     @admin.display(description="Accuracy on random items")
     def evaluation(self, obj: ProjectTraining) -> str:
         """Test-then-train accuracy on the evaluation slice, with its 95% Wilson interval."""
+        # Here, not at the top: every web process loads the admin, and the modules behind these
+        # helpers load the numerical libraries.
+        from curation.evaluation import eval_summary
+
         summary = eval_summary(obj.project)
         if not summary["total"]:
             return "not measured yet"
@@ -88,10 +89,14 @@ class ProjectTrainingAdmin(admin.ModelAdmin):
     @admin.display(description="Follow-up jobs")
     def follow_up(self, obj: ProjectTraining) -> str:
         """Due jobs wait for a training worker's next run or sweep (`curation.jobs`)."""
+        from curation.jobs import jobs_status
+
         return ", ".join(f"{name}: {state}" for name, state in jobs_status(obj.project).items())
 
     @admin.action(description="Train now")
     def train_now(self, request: HttpRequest, queryset: QuerySet[ProjectTraining]) -> None:
+        from curation.services import train_project_once
+
         for training in queryset.select_related("project"):
             version = train_project_once(training.project)
             if version is None:

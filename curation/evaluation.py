@@ -10,17 +10,16 @@ on random items with its Wilson interval (`eval_summary`). See `curation.models.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Count, Q
 from django.utils import timezone
 
 from annotations.models import Project
+from curation.accuracy import eval_summary as eval_summary
 from curation.features import item_features
 from curation.featurizers import Featurizer
-from curation.learner import IncrementalLearner, wilson_interval
+from curation.learner import IncrementalLearner
 from curation.models import EvalSample
 
 __all__ = ["eval_predict", "eval_resolve", "eval_summary"]
@@ -53,22 +52,6 @@ def eval_resolve(*, project: Project, changed: set[int], labels: dict[int, Label
         sample.resolved_at = now
         resolved.append(sample)
     EvalSample.objects.bulk_update(resolved, ["truth", "correct", "resolved_at"])
-
-
-def eval_summary(project: Project) -> dict[str, Any]:
-    """Accuracy on the resolved evaluation items, with its 95% Wilson interval."""
-    row = EvalSample.objects.filter(project=project, resolved_at__isnull=False).aggregate(
-        total=Count("id"), correct=Count("id", filter=Q(correct=True))
-    )
-    total, correct = row["total"], row["correct"]
-    low, high = wilson_interval(correct, total)
-    return {
-        "total": total,
-        "correct": correct,
-        "accuracy": correct / total if total else None,
-        "low": low if total else None,
-        "high": high if total else None,
-    }
 
 
 def eval_predict(

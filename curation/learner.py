@@ -26,6 +26,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.multiclass import OneVsRestClassifier
 
+from curation.accuracy import wilson_interval as wilson_interval
+from curation.strategy_names import DEFAULT_MIN_PER_CLASS as DEFAULT_MIN_PER_CLASS
+
 __all__ = ["DEFAULT_C", "DEFAULT_MAX_ITER", "IncrementalLearner", "wilson_interval"]
 
 #: Inverse regularisation strength. 1.0 is scikit-learn's default and generalises well at tens
@@ -34,28 +37,8 @@ DEFAULT_C = 1.0
 #: lbfgs iterations per update. Warm-started refits converge in a few iterations; the cap bounds
 #: the cost of the first fit and of an update that adds a new class (which starts from scratch).
 DEFAULT_MAX_ITER = 100
-#: Labels per class before the model is trusted to rank the queue (see `is_cold`).
-DEFAULT_MIN_PER_CLASS = 3
 
 Labels = str | Sequence[str]
-
-
-def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for an accuracy of correct/total (default 95%).
-
-    Used for the test-then-train evaluation slice: unlike the normal approximation it stays inside
-    [0, 1] and is sensible at the small counts a fresh project has. No trials gives (0, 1).
-    """
-    if total < 0 or not 0 <= correct <= total:
-        raise ValueError(f"need 0 <= correct <= total; got correct={correct}, total={total}")
-    if total == 0:
-        return 0.0, 1.0
-    p = correct / total
-    z2 = z * z
-    denom = 1.0 + z2 / total
-    center = (p + z2 / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def _frozen_lr(

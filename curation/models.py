@@ -14,12 +14,12 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from curation.strategies import DEFAULT_STRATEGY, STRATEGIES
+from curation.strategy_names import DEFAULT_STRATEGY, STRATEGY_NAMES
 
 #: Per-item scorers, plus the batch-diverse variant: margin scores, then the head of the queue
 #: picked greedily so that it is not a run of near-duplicates (`strategies.batch_diverse`).
 BATCH_DIVERSE = "batch_diverse"
-STRATEGY_CHOICES = [(name, name.replace("_", " ").capitalize()) for name in STRATEGIES]
+STRATEGY_CHOICES = [(name, name.replace("_", " ").capitalize()) for name in STRATEGY_NAMES]
 STRATEGY_CHOICES.append((BATCH_DIVERSE, "Batch-diverse margin"))
 
 

@@ -7,6 +7,7 @@ in the admin and `manage.py train` give exactly what the loop gives.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Max, Q, TextField
@@ -14,9 +15,14 @@ from django.db.models.functions import Cast
 
 from annotations.gold import INCOMPLETE
 from annotations.models import Annotation, GoldLabel, GoldSource, Project, Review
-from curation import agreement, artifacts, quality, trainer
-from curation.learner import IncrementalLearner
 from curation.models import ModelVersion, ProjectTraining
+
+# The numerical modules are imported by the functions that use them: the web processes import
+# this module for `is_stale` and the reports, and should not load scikit-learn, SciPy and
+# statsmodels until a page needs them (a fresh server process is ~140 MB smaller without).
+if TYPE_CHECKING:
+    from curation import agreement
+    from curation.learner import IncrementalLearner
 
 __all__ = [
     "agreement_report",
@@ -32,6 +38,8 @@ __all__ = [
 
 def train_project_once(project: Project) -> ModelVersion | None:
     """Retrain `project` on all its labels and re-rank its queue; None if nothing changed."""
+    from curation import trainer
+
     result = trainer.train(project.pk)
     return result.version if result else None
 
@@ -41,6 +49,8 @@ def current_model(project: Project) -> IncrementalLearner | None:
 
     Raises `artifacts.ModelFileError` for a corrupt or tampered file rather than ranking with it.
     """
+    from curation import artifacts
+
     training = (
         ProjectTraining.objects.filter(project=project).select_related("current_version").first()
     )
@@ -123,6 +133,8 @@ def _answer_rows(project: Project) -> list[tuple[int, str, list[str]]]:
 
 
 def _agreement(project: Project, classes: list[str], rows: list) -> dict:
+    from curation import agreement
+
     known = set(classes)
     if project.is_multi_label:
         answers = [(i, who, [n for n in names if n in known]) for i, who, names in rows]
@@ -139,6 +151,8 @@ def _agreement(project: Project, classes: list[str], rows: list) -> dict:
 
 
 def _coefficients(ratings: agreement.Ratings) -> dict:
+    from curation import agreement
+
     fleiss, fleiss_items = agreement.fleiss_kappa(ratings)
     return {
         "items": len(ratings.items),
@@ -163,6 +177,8 @@ def annotator_quality(project: Project) -> list[dict]:
 
 
 def _annotator_quality(project: Project, classes: list[str], rows: list) -> list[dict]:
+    from curation import quality
+
     multi = project.is_multi_label
     answers = quality.encode_answers(rows, classes, multi_label=multi)
     adjudicated = GoldLabel.objects.filter(
@@ -176,6 +192,8 @@ def quality_report(project: Project) -> dict:
     """What the quality page and API show: `agreement_report`, the annotator table, who is below
     the threshold, gold labels by source ("incomplete" for items still waiting for answers) and
     reviews by status (every key present, 0 if none)."""
+    from curation import quality
+
     classes, rows = project.class_names(), _answer_rows(project)  # read once for both
     annotators = _annotator_quality(project, classes, rows)
     # order_by(): the models' default orderings would split the groups. Items still waiting

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from annotations.models import GoldLabel, Project
-from curation.evaluation import eval_summary
-from curation.learner import DEFAULT_MIN_PER_CLASS
+from curation.accuracy import eval_summary
 from curation.models import ModelVersion, ProjectTraining
+from curation.strategy_names import DEFAULT_MIN_PER_CLASS
 
 __all__ = ["announcement", "class_needs", "model_status"]
 

@@ -20,6 +20,8 @@ from numpy.typing import ArrayLike
 from scipy.stats import entropy as _scipy_entropy
 from sklearn.metrics.pairwise import cosine_distances
 
+from curation.strategy_names import DEFAULT_STRATEGY as DEFAULT_STRATEGY
+
 RngLike = np.random.Generator | int | None
 
 # predict_proba output is float64 and normalised to ~1e-15; 1e-6 still accepts float32 models.
@@ -132,8 +134,6 @@ STRATEGIES: dict[str, Strategy] = {
     "margin": margin,
     "entropy": entropy,
 }
-# Margin: best label efficiency in the digits measurements, and cheap (a partition).
-DEFAULT_STRATEGY = "margin"
 
 
 def get_strategy(name: str) -> Strategy:

@@ -46,7 +46,7 @@ from django.utils import timezone
 from annotations.events import project_group, publish
 from annotations.gold import reviews_for_model_disagreement
 from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
-from curation import artifacts, cold_start, evaluation, versions
+from curation import artifacts, cold_start, evaluation, ranking_write, versions
 from curation.evaluation import eval_summary
 from curation.features import item_features
 from curation.featurizers import Featurizer, featurizer_for
@@ -131,6 +131,7 @@ class ProjectState:
     runs: int = 0
     pending_eval: list[int] = field(default_factory=list)  # open evaluation items
     version: int | None = None  # the model version the learner was saved as
+    scores: ranking_write.Scores | None = None  # the sample's probabilities this run, if ranked
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -289,7 +290,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         version = _save_version(project, training, state, (count, last_change, len(ranked)), clock)
         clock.lap("save")
         # Last, so the head's rows are locked (and skipped by next_items) only until the commit.
-        _write_ranking(project, ranked)
+        _write_ranking(project, ranked, state, version.version)
         clock.lap("write")
     state.runs += 1
     state.version = version.version
@@ -600,6 +601,7 @@ def _rank(
     uncertain about a class it has never seen). Nothing is written here; `_write_ranking` does
     that at the end of the transaction.
     """
+    state.scores = None
     if not state.blocks:  # a new worker's first run: it cannot rank an empty sample
         _grow_sample(project, state)
     if not state.blocks:
@@ -607,6 +609,7 @@ def _rank(
     if not state.learner.can_rank():
         return [_sample_ids(state)[r] for r in _typical_head(state)], []
     ids, proba = _sample_proba(state)
+    state.scores = (ids, proba)  # the items written get their guess from these
     multi = state.learner.multi_label
     k = min(RANKED, len(ids))
     if training.strategy == BATCH_DIVERSE:
@@ -694,8 +697,11 @@ def _weave_exploration(order: list[int], n: int, share: float) -> list[int]:
     return woven
 
 
-def _write_ranking(project: Project, ranked: Sequence[int]) -> None:
+def _write_ranking(
+    project: Project, ranked: Sequence[int], state: ProjectState, version: int
+) -> None:
     """Give `ranked` priorities 2 → 1 in order; send other ranked items back to random [0, 1).
+    Every item written gets the guess of model `version` when the run scored it, else none.
 
     The items ranked before are found on item_queue_idx (priority >= 1 is its head), so this
     costs the size of the head, not of the project.
@@ -709,24 +715,10 @@ def _write_ranking(project: Project, ranked: Sequence[int]) -> None:
     ids = [*ranked, *demoted]
     priorities = [1.0 + (n - pos) / (n + 1) for pos in range(n)]
     priorities += [float(p) for p in _rng.random(len(demoted))]
-    if not ids:
-        return
-    if connection.vendor == "postgresql":
-        table = connection.ops.quote_name(Item._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} i SET priority = v.p FROM unnest(%s::bigint[], %s::float8[]) "
-                "AS v(id, p) WHERE i.id = v.id AND i.project_id = %s AND i.priority < %s",
-                [ids, priorities, project.pk, PINNED_PRIORITY],
-            )
-        return
-    # SQLite: one prepared statement run per row (bulk_update's CASE WHEN costs ~10x more).
-    table = connection.ops.quote_name(Item._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"UPDATE {table} SET priority = %s WHERE id = %s AND priority < %s",
-            [(p, pk, PINNED_PRIORITY) for p, pk in zip(priorities, ids, strict=True)],
-        )
+    guesses = ranking_write.head_suggestions(
+        state.schema[0], state.scores, ids, multi_label=state.learner.multi_label
+    )
+    ranking_write.ranking_write(project, ids, priorities, guesses, version=version)
 
 
 # --------------------------------------------------------------------------------------------

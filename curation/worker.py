@@ -32,7 +32,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer
-from channels.layers import get_channel_layer
 from channels.routing import ChannelNameRouter
 from channels.worker import Worker
 from django.conf import settings
@@ -40,6 +39,7 @@ from django.db import close_old_connections
 from threadpoolctl import threadpool_limits
 
 from curation import jobs, services, trainer
+from curation.embedded import EmbeddedTrainingWorker
 from curation.training_requests import (
     TRAINING_CHANNEL,
     request_training,
@@ -355,48 +355,7 @@ class TrainingWorker(Worker):
         self.loop.call_soon_threadsafe(self.dispatch, message)
 
 
-class EmbeddedTrainingWorker:
-    """ASGI wrapper that runs the training worker inside the server process (embedded mode).
-
-    The worker must share the server's event loop, because the in-memory channel layer's
-    queues belong to it; so it is started from the first ASGI call (lifespan startup under
-    uvicorn, the first request under daphne/runserver). It sweeps for stale projects at once.
-    """
-
-    def __init__(self, application: Any, channel_application: Any) -> None:
-        self.application = application
-        self.channel_application = channel_application
-        self.task: asyncio.Task | None = None
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if (
-            self.task is None
-            and scope["type"] != "channel"  # a runworker process is a worker already
-            and settings.TRAINING_WORKER == "embedded"
-        ):
-            self.start()
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        await self.application(scope, receive, send)
-
-    def start(self) -> None:
-        worker = TrainingWorker(self.channel_application, [TRAINING_CHANNEL], get_channel_layer())
-        self.task = asyncio.get_running_loop().create_task(worker.arun())
-        self.task.add_done_callback(_log_exit)
-
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.task is not None:
-                    self.task.cancel()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-
-def _log_exit(task: asyncio.Task) -> None:
+def log_exit(task: asyncio.Task) -> None:
+    """Log why an embedded worker stopped (`curation.embedded`)."""
     if not task.cancelled() and task.exception() is not None:
         logger.error("embedded training worker stopped", exc_info=task.exception())

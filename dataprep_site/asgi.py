@@ -13,11 +13,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from curation.worker import EmbeddedTrainingWorker, training_application  # noqa: E402
+from curation.embedded import EmbeddedTrainingWorker, LazyTrainingApplication  # noqa: E402
 from dataprep_site.routing import websocket_urlpatterns  # noqa: E402
 
-# Messages for the training worker (`manage.py trainworker`, or embedded below).
-channel_application = training_application()
+# Messages for the training worker (`manage.py runworker training`, or embedded below); built
+# at the first message, so a server with an external worker never loads the model machinery.
+channel_application = LazyTrainingApplication()
 
 application = EmbeddedTrainingWorker(
     ProtocolTypeRouter(

@@ -19,6 +19,7 @@ from curation.strategies import (
     random_scores,
     select,
 )
+from curation.strategy_names import STRATEGY_NAMES
 
 BINARY = [[0.5, 0.5], [0.9, 0.1], [0.6, 0.4]]
 
@@ -133,6 +134,10 @@ def test_the_registry_offers_the_four_strategies_with_margin_as_default():
     assert set(STRATEGIES) == {"random", "least_confidence", "margin", "entropy"}
     assert DEFAULT_STRATEGY == "margin"
     assert get_strategy(DEFAULT_STRATEGY) is margin
+
+
+def test_the_names_offered_without_the_numerical_libraries_are_the_registrys():
+    assert tuple(STRATEGIES) == STRATEGY_NAMES
 
 
 def test_every_registered_strategy_shares_one_call_signature():

@@ -36,7 +36,6 @@ from annotations.imports.storage import (
 )
 from annotations.models import Item, Project
 from annotations.services import add_items_counted
-from curation.features import store_image_features
 from curation.pixel_budget import decoding_budget
 
 IMAGE_BATCH = 200
@@ -54,6 +53,14 @@ class ImageInfo:
     format: str
     width: int
     height: int
+
+
+def store_image_features(items: list[Item], *, contents: list[bytes]) -> None:
+    """`curation.features.store_image_features`, imported at its first call: the
+    featurizers load the numerical libraries, which a web process otherwise does without."""
+    from curation.features import store_image_features as store
+
+    store(items, contents=contents)
 
 
 def check_image(data: bytes) -> ImageInfo:

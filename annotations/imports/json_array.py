@@ -17,12 +17,12 @@ a limit.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import ijson
-import numpy as np
 
 #: Characters that may start a JSON value, and what to call the value.
 _KINDS = {
@@ -244,9 +244,17 @@ _BODY = rb'[^"\\]*(?:\\.[^"\\]*)*'
 _STRING = re.compile(rb'"' + _BODY + rb'"', re.DOTALL)
 _STRING_END = re.compile(_BODY + rb'"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_OPENERS = np.zeros(256, dtype=np.int8)
-_OPENERS[[ord("["), ord("{")]] = 1
-_OPENERS[[ord("]"), ord("}")]] = -1
+
+
+@functools.cache
+def _openers() -> Any:
+    """+1 for each opening bracket's byte, -1 for each closing one's, 0 elsewhere."""
+    import numpy as np
+
+    table = np.zeros(256, dtype=np.int8)
+    table[[ord("["), ord("{")]] = 1
+    table[[ord("]"), ord("}")]] = -1
+    return table
 
 
 class NestingGuard:
@@ -282,7 +290,10 @@ class NestingGuard:
         steps = outside.translate(None, _NOT_BRACKETS)
         if not steps:
             return self.depth
-        depths = self.depth + np.cumsum(_OPENERS[np.frombuffer(steps, dtype=np.uint8)])
+        # Imported here: only imports need it, and a web process starts without NumPy.
+        import numpy as np
+
+        depths = self.depth + np.cumsum(_openers()[np.frombuffer(steps, dtype=np.uint8)])
         deepest = max(self.depth, int(depths.max()))
         self.depth = int(depths[-1])
         return deepest

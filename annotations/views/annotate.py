@@ -22,7 +22,7 @@ from annotations.services import SubmissionRefused, annotation_submit
 from curation.services import is_stale
 from curation.status import model_status
 from curation.suggest import suggestions_for
-from curation.worker import request_training
+from curation.training_requests import request_training
 
 HISTORY_LENGTH = 10
 
