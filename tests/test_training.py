@@ -211,7 +211,9 @@ def test_the_queue_serves_typical_items_until_two_classes_have_labels_then_ranks
     three = train_project_once(project)
 
     assert (three.metrics["ranking"], three.metrics["cold"]) == (True, False)
-    assert len(suggestions_for(project, open_items[5:10])[1]) == 5
+    # The worker stored each ranked item's guess on its row: read the rows again.
+    fresh = list(Item.objects.filter(pk__in=[i.pk for i in open_items[5:10]]))
+    assert len(suggestions_for(project, fresh)[1]) == 5
     for name, items in by_class.items():
         for item in items[1:3]:
             label(item, user, [name])
