@@ -1,4 +1,5 @@
-"""A project's model history: which `ModelVersion` rows and model files are kept.
+"""A project's model history: each run's new `ModelVersion` (`version_save`), what the page is
+told about it (`announcement`, `model_status`), and which rows and model files are kept.
 
 The trainer saves a version after every label, so without pruning a project with 100,000
 labels would carry 100,000 rows. After each run (`versions_prune`) a project keeps:
@@ -19,15 +20,32 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Max
+from django.utils import timezone
 
+from annotations.models import GoldLabel, Project
+from curation import artifacts
+from curation.evaluation import eval_summary
+from curation.featurizers import Featurizer
+from curation.learner import IncrementalLearner
 from curation.models import ModelVersion, ProjectTraining, models_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KEEP_FILES", "milestone", "versions_prune"]
+__all__ = [
+    "KEEP_FILES",
+    "Clock",
+    "announcement",
+    "milestone",
+    "model_status",
+    "version_save",
+    "versions_prune",
+]
 
 #: Model files kept on disk per project.
 KEEP_FILES = 10
@@ -80,3 +98,131 @@ def _prune_files(project_id: int, newest: int) -> None:
             continue
         if number <= newest - KEEP_FILES:
             path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# A run's new version
+# --------------------------------------------------------------------------------------------
+
+
+class Clock:
+    """Milliseconds per step of a run, kept in the version's metrics and the benchmark."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round((now - self.last) * 1000, 2)
+        self.last = now
+
+    def total(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+def version_save(
+    *,
+    project: Project,
+    training: ProjectTraining,
+    learner: IncrementalLearner,
+    featurizer: Featurizer,
+    facts: dict[str, Any],
+    clock: Clock,
+) -> ModelVersion:
+    """Write the model file (atomically) and its `ModelVersion` row, and make it current; in the
+    caller's transaction, under the project's training lock. `facts`: the label fingerprint
+    (`count`, `last_change`) and the run's `ranked` and `pool_sample` sizes."""
+    count, last_change = facts["count"], facts["last_change"]
+    previous = training.current_version
+    # Carried over until the worker's accuracy estimate job refreshes it (`curation.jobs`).
+    accuracy = previous.estimated_accuracy if previous else None
+    cv_labels = (previous.metrics or {}).get("cv_labels", 0) if previous else 0
+    number = (project.model_versions.aggregate(v=Max("version"))["v"] or 0) + 1
+    artifact = Path(f"project-{project.pk}") / f"v{number}.dpmodel"
+    balance = {name: int(n) for name, n in zip(learner.classes, learner.label_counts, strict=True)}
+    metrics = {
+        "labels_used": int(learner.n_labels),
+        "class_balance": balance,
+        "estimated_accuracy": accuracy,
+        "cv_labels": cv_labels,
+        "annotations_counted": count,
+        "last_label_at": last_change.isoformat() if last_change else None,
+        "cold": learner.is_cold(),
+        "pool_sample": facts["pool_sample"],
+        "ranked": facts["ranked"],
+        "eval": eval_summary(project),
+        "timings_ms": dict(clock.laps),
+    }
+    path = models_dir() / artifact
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.save_learner(
+        learner,
+        path,
+        featurizer_name=featurizer.name,
+        featurizer_version=featurizer.version,
+        metrics=metrics,
+    )
+    now = timezone.now()
+    version = ModelVersion.objects.create(
+        project=project,
+        version=number,
+        artifact=artifact.as_posix(),
+        featurizer_name=featurizer.name,
+        featurizer_version=featurizer.version,
+        labels_used=learner.n_labels,
+        class_balance=balance,
+        estimated_accuracy=accuracy,
+        metrics=metrics,
+        strategy=training.strategy,
+        trained_at=now,
+        duration_ms=int(clock.total()),
+    )
+    training.current_version = version
+    training.labels_seen = count
+    training.labels_until = last_change
+    training.trained_at = now
+    training.save(update_fields=["current_version", "labels_seen", "labels_until", "trained_at"])
+    return version
+
+
+def announcement(
+    project: Project, training: ProjectTraining, version: ModelVersion
+) -> dict[str, Any]:
+    """The "model.updated" event: everything the annotate page shows about the model."""
+    metrics = version.metrics or {}
+    return {
+        "type": "model.updated",
+        "project_id": project.pk,
+        "version": version.version,
+        "labels_used": version.labels_used,
+        "estimated_accuracy": version.estimated_accuracy,
+        "cold": bool(metrics.get("cold", False)),
+        # Evaluation items are scored only by training runs, so the version's copy is current.
+        "eval": metrics.get("eval") or eval_summary(project),
+        "strategy": version.strategy,
+        "suggestions": training.suggestions,
+        "trained_at": version.trained_at.isoformat(),
+    }
+
+
+def model_status(project: Project) -> dict[str, Any]:
+    """What the annotate page shows about the model before the websocket says more."""
+    training = (
+        ProjectTraining.objects.filter(project=project).select_related("current_version").first()
+    )
+    version = training.current_version if training else None
+    answered = GoldLabel.objects.filter(project=project, labels__isnull=False).count()
+    if version is None:
+        return {
+            "version": None,
+            "labels_used": 0,
+            "since": answered,
+            "cold": True,
+            "estimated_accuracy": None,
+            "eval": eval_summary(project),
+            "suggestions": training.suggestions if training else "highlight",
+        }
+    return announcement(project, training, version) | {
+        "since": max(0, answered - (training.labels_seen or 0))
+    }
