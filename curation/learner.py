@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -76,6 +77,24 @@ def _frozen_lr(
     model.n_features_in_ = model.coef_.shape[1]
     model.n_iter_ = np.zeros(1, dtype=np.int32)
     return model
+
+
+def _fold_scores(
+    estimator: Any,
+    X: Any,
+    y: np.ndarray,
+    cv: KFold | StratifiedKFold,
+    scoring: str | None,
+    between_folds: Callable[[], None] | None,
+) -> list[float]:
+    """`cross_val_score`, one fold at a time (same splits, same scores), calling
+    `between_folds` before each."""
+    scores: list[float] = []
+    for split in cv.split(X, y):
+        if between_folds is not None:
+            between_folds()
+        scores.extend(cross_val_score(estimator, X, y, cv=[split], scoring=scoring))
+    return scores
 
 
 class IncrementalLearner:
@@ -322,7 +341,9 @@ class IncrementalLearner:
         """
         return bool((self.label_counts < min_per_class).any())
 
-    def estimated_accuracy(self, *, random_state: int = 0) -> float | None:
+    def estimated_accuracy(
+        self, *, random_state: int = 0, between_folds: Callable[[], None] | None = None
+    ) -> float | None:
         """Cross-validated quality on the labels so far, or None when there are too few.
 
         Single-label: accuracy, StratifiedKFold with min(5, smallest class count) folds over
@@ -331,6 +352,10 @@ class IncrementalLearner:
         micro-F1 rather than subset accuracy, which is near 0 for many classes and says little.
         Optimistic under uncertainty sampling (the labelled items are not a random sample): the
         evaluation slice with `wilson_interval` is the honest number.
+
+        `between_folds` is called before each fold's fit: the training worker waits there while
+        a label's run is in progress, so the estimate's refits never hold it up by more than one
+        fold.
         """
         if self._X is None:
             return None
@@ -347,7 +372,7 @@ class IncrementalLearner:
                     return None
                 cv = KFold(folds, shuffle=True, random_state=random_state)
                 estimator = OneVsRestClassifier(LogisticRegression(**params))
-                scores = cross_val_score(estimator, X, self._Y, cv=cv, scoring="f1_micro")
+                scores = _fold_scores(estimator, X, self._Y, cv, "f1_micro", between_folds)
             else:
                 y = self._Y.argmax(axis=1)
                 seen = self.label_counts[self.label_counts > 0]
@@ -355,7 +380,8 @@ class IncrementalLearner:
                 if folds < 2:
                     return None
                 cv = StratifiedKFold(folds, shuffle=True, random_state=random_state)
-                scores = cross_val_score(LogisticRegression(**params), X, y, cv=cv)
+                estimator = LogisticRegression(**params)
+                scores = _fold_scores(estimator, X, y, cv, None, between_folds)
         return float(np.mean(scores))
 
     def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -33,7 +33,8 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,6 +76,7 @@ __all__ = [
     "model_status",
     "learner_snapshot",
     "train",
+    "wait_while_training",
 ]
 
 #: Runs in a row that may leave the pool sample's rotation for later because labels are waiting.
@@ -135,6 +137,8 @@ def reseed(seed: int | None) -> None:
 
 
 _states_lock = threading.Lock()
+_runs_in_progress = 0
+_runs_changed = threading.Condition()
 
 
 def forget_states() -> None:
@@ -155,19 +159,41 @@ def train(project_id: int, *, announce: bool = True, cache: bool = True) -> Trai
     current model (whoever trained it). A second trainer of the same project waits on the row
     lock, then sees the first one's model and returns None, so racing workers make one version.
     """
-    project = Project.objects.filter(pk=project_id).first()
-    if project is None:
-        return None
-    ProjectTraining.objects.get_or_create(project=project)
-    state = _state_for(project) if cache else _new_state(project)
-    with state.lock:
-        result = _train_locked(project, state)
-        if result is None:
+    with _run_in_progress():
+        project = Project.objects.filter(pk=project_id).first()
+        if project is None:
             return None
-        if announce:
-            publish(project_group(project_id), result.announced)
-        _after_announcement(project, state, result)
-    return result
+        ProjectTraining.objects.get_or_create(project=project)
+        state = _state_for(project) if cache else _new_state(project)
+        with state.lock:
+            result = _train_locked(project, state)
+            if result is None:
+                return None
+            if announce:
+                publish(project_group(project_id), result.announced)
+            _after_announcement(project, state, result)
+        return result
+
+
+@contextmanager
+def _run_in_progress() -> Iterator[None]:
+    global _runs_in_progress
+    with _runs_changed:
+        _runs_in_progress += 1
+    try:
+        yield
+    finally:
+        with _runs_changed:
+            _runs_in_progress -= 1
+            _runs_changed.notify_all()
+
+
+def wait_while_training(timeout: float = 10.0) -> bool:
+    """Wait until no training run of this process is in progress (at most `timeout` s); True
+    if none is. Follow-up work that shares the worker's CPU (the accuracy estimate's refits)
+    calls it between its steps, so a label's run never waits for more than one step."""
+    with _runs_changed:
+        return _runs_changed.wait_for(lambda: _runs_in_progress == 0, timeout)
 
 
 def _after_announcement(project: Project, state: ProjectState, result: TrainingResult) -> None:

@@ -160,6 +160,23 @@ def test_multi_label_predict_proba_matches_each_scikit_learn_model():
     np.testing.assert_allclose(learner.predict_proba(X), expected, rtol=0, atol=1e-12)
 
 
+def test_estimated_accuracy_calls_between_folds_once_per_fold_and_scores_like_cross_val_score(
+    digits,
+):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    learner = trained(digits, 200)
+    calls = []
+    estimate = learner.estimated_accuracy(between_folds=lambda: calls.append(1))
+    X, y = learner._X, learner._Y  # dense digits: every column is used
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    params = {**learner.params, "warm_start": False}
+    expected = cross_val_score(LogisticRegression(**params), X, y.argmax(axis=1), cv=cv).mean()
+    assert len(calls) == 5
+    assert estimate == pytest.approx(expected, abs=1e-12)
+
+
 def test_multi_label_class_with_one_value_seen_predicts_a_smoothed_constant():
     learner = IncrementalLearner(["x", "y"], multi_label=True)
     learner.update(np.eye(2), [["x"], []])

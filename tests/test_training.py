@@ -352,3 +352,20 @@ def test_two_trainers_racing_on_one_project_produce_exactly_one_version(project,
     assert not errors, errors
     assert sorted(r is None for r in results) == [False, True]
     assert ModelVersion.objects.filter(project=project).count() == 1
+
+
+def test_follow_up_work_waits_while_a_training_run_is_in_progress():
+    from curation import trainer
+
+    released = threading.Event()
+
+    def estimate_step() -> None:
+        trainer.wait_while_training(timeout=30)
+        released.set()
+
+    with trainer._run_in_progress():
+        waiter = threading.Thread(target=estimate_step)
+        waiter.start()
+        assert not released.wait(0.2)  # still held while the run goes on
+    waiter.join(30)
+    assert released.is_set()
