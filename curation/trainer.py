@@ -103,6 +103,7 @@ class TrainingResult:
     ranked: int
     announced: dict[str, Any]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # the same steps' CPU time
 
 
 @dataclass
@@ -202,7 +203,7 @@ def _after_announcement(project: Project, state: ProjectState, result: TrainingR
     after this), pruning old versions, and the pool sample's growth or rotation, left for a
     later run while labels are waiting (at most SAMPLE_DEFER_RUNS runs in a row). The accuracy
     estimate and the weighted consensus are the worker's follow-up jobs (`curation.jobs`)."""
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.thread_time()
     X, kept = _eval_rows(project, state)
     evaluation.eval_predict(learner=state.learner, X=X, kept=kept, version=result.version.version)
     try:
@@ -218,6 +219,7 @@ def _after_announcement(project: Project, state: ProjectState, result: TrainingR
             project, state.featurizer, _rng, check=state.runs % SAMPLE_CHECK_RUNS == 0
         )
     result.timings_ms["after"] = round((time.perf_counter() - started) * 1000, 2)
+    result.cpu_ms["after"] = round((time.thread_time() - started_cpu) * 1000, 2)
 
 
 def _labels_waiting(project: Project, until: str | None) -> bool:
@@ -365,7 +367,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         "since": 0,
         "ranked": len(ranked),
     }
-    return TrainingResult(version, len(ranked), announced, clock.laps)
+    return TrainingResult(version, len(ranked), announced, clock.laps, clock.cpu_laps)
 
 
 def _fingerprint(project: Project) -> tuple[int, datetime | None]:
