@@ -1168,6 +1168,9 @@ def report(results: list[SizeResult], args, idle: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A SIGTERM (`timeout`, a CI limit) unwinds like Ctrl-C: the worker and server subprocesses
+    # are stopped and the scratch database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
     idle = idle_percent()
     if idle is not None and idle < 80:

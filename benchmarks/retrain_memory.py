@@ -26,6 +26,7 @@ import argparse
 import random
 import secrets
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -206,6 +207,9 @@ def labelled_rows_mib(project_pk: int) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A SIGTERM (`timeout`, a CI limit) unwinds like Ctrl-C, so the worker and the server
+    # subprocesses are stopped and the scratch database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     data_dir = tempfile.mkdtemp(prefix="retrain-memory-data-")
     args.env = base_env(args, secrets.token_urlsafe(48))
     args.env.update(

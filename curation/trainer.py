@@ -123,6 +123,8 @@ class ProjectState:
     deferred: int = 0  # runs in a row that left the sample's rotation for later
     pending_eval: list[int] = field(default_factory=list)  # open evaluation items
     eval_rows: dict[int, Any] = field(default_factory=dict)  # their feature rows (1 × d)
+    # The last training set's ids and stacked rows (`_stacked_rows`).
+    stacked: tuple[list[int], Any] = field(default_factory=lambda: ([], None))
     version: int | None = None  # the model version the learner was saved as
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -480,9 +482,29 @@ def _training_set(state: ProjectState) -> tuple[Any, list[Label]]:
     ids = sorted(i for i in state.labels if i in state.rows)
     if not ids:
         return np.zeros((0, state.featurizer.n_features)), []
-    rows = [state.rows[i] for i in ids]
-    X = sp.vstack(rows, format="csr") if sp.issparse(rows[0]) else np.vstack(rows)
-    return X, [state.labels[i] for i in ids]
+    return _stacked_rows(state, ids), [state.labels[i] for i in ids]
+
+
+def _stack(rows: list[Any]) -> Any:
+    return sp.vstack(rows, format="csr") if sp.issparse(rows[0]) else np.vstack(rows)
+
+
+def _stacked_rows(state: ProjectState, ids: list[int]) -> Any:
+    """The feature rows of `ids` (sorted) stacked in order, built from the previous run's stack
+    when labels were only added: stacking every 1-row matrix again cost ~5 µs a label, each run
+    (16 ms at 3,000 labels)."""
+    cached_ids, cached = state.stacked
+    if cached is not None and cached_ids == ids:
+        return cached
+    known = set(cached_ids)
+    if cached is not None and known.issubset(ids):
+        new = [i for i in ids if i not in known]
+        joined = _stack([cached, *(state.rows[i] for i in new)])
+        X = joined[np.argsort(np.array(cached_ids + new), kind="stable")]
+    else:
+        X = _stack([state.rows[i] for i in ids])
+    state.stacked = (ids, X)
+    return X
 
 
 # --------------------------------------------------------------------------------------------

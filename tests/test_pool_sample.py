@@ -41,3 +41,34 @@ def test_dropping_answered_items_keeps_every_other_row_with_its_id():
     assert sample.ids() == [0, 1, 2, 4, 5, 6, 8, 9]
     assert sample.matrix()[:, 0].toarray().ravel().tolist() == sample.ids()
     assert set(sample.rows([4, 7])) == {4}
+
+
+def test_the_training_set_reuses_the_last_stack_and_matches_a_fresh_one_after_any_change():
+    from curation import trainer
+    from curation.featurizers import featurizer_for
+    from curation.learner import IncrementalLearner
+
+    featurizer = featurizer_for("text")
+    state = trainer.ProjectState(
+        1, (("a", "b"), False, "text"), featurizer, IncrementalLearner(["a", "b"])
+    )
+
+    def add(item_id: int, name: str) -> None:
+        state.rows[item_id] = featurizer.transform([f"text number {item_id} {name}"])
+        state.labels[item_id] = name
+
+    def fresh() -> np.ndarray:
+        ids = sorted(state.labels)
+        return sp.vstack([state.rows[i] for i in ids]).toarray()
+
+    for item_id in (5, 2, 9):
+        add(item_id, "a")
+    first, _ = trainer._training_set(state)
+    assert trainer._training_set(state)[0] is first  # unchanged labels: the same stack
+    add(1, "b")  # a new label below the others' ids
+    add(7, "b")
+    X, y = trainer._training_set(state)
+    assert np.array_equal(X.toarray(), fresh()) and y == ["b", "a", "a", "b", "a"]
+    del state.labels[2]  # an answer deleted: rebuilt
+    X, _ = trainer._training_set(state)
+    assert np.array_equal(X.toarray(), fresh())
