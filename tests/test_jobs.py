@@ -219,3 +219,13 @@ def test_trainworker_keeps_database_connections_in_every_thread_unless_told_othe
     finally:
         options["CONN_MAX_AGE"] = before
     assert seen == [WORKER_CONN_MAX_AGE]
+
+
+def test_the_worker_returns_freed_memory_every_release_every_requests(monkeypatch):
+    released = []
+    monkeypatch.setattr(worker, "release_memory", lambda: released.append(1))
+    monkeypatch.setattr(worker, "_requests", 0)
+    for _ in range(2 * worker.RELEASE_EVERY):
+        worker._count_request()
+    assert len(released) == 2
+    worker.limit_malloc_arenas()  # glibc here; a no-op elsewhere, never an error

@@ -17,7 +17,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from curation.worker import TRAINING_CHANNEL, TrainingWorker, training_application
+from curation.worker import (
+    TRAINING_CHANNEL,
+    TrainingWorker,
+    limit_malloc_arenas,
+    training_application,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,7 @@ class Command(BaseCommand):
             raise CommandError(f"--sweep-seconds must be positive, not {sweep_seconds}.")
         seconds = settings.TRAINING_SWEEP_SECONDS if sweep_seconds is None else sweep_seconds
         keep_connections()
+        limit_malloc_arenas()
         logger.info(
             "training worker on channel %r (%s), sweeping every %s s",
             TRAINING_CHANNEL,
