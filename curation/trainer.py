@@ -51,17 +51,17 @@ from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
 from curation import evaluation, versions
 from curation.evaluation import eval_items_weave, eval_summary
 from curation.features import item_features
-from curation.featurizers import Featurizer, featurizer_for
+from curation.featurizers import featurizer_for
 from curation.learner import IncrementalLearner
 from curation.models import BATCH_DIVERSE, ModelVersion, ProjectTraining
 from curation.pool_sample import (
     POOL_SAMPLE,
     SAMPLE_CHECK_RUNS,
-    PoolSample,
     float_array,
     int_array,
 )
 from curation.strategies import batch_diverse, get_strategy, margin, select
+from curation.training_state import ProjectState, eval_rows, training_set
 from curation.versions import Clock, model_status
 
 logger = logging.getLogger(__name__)
@@ -92,8 +92,6 @@ COLD_CANDIDATES = 2_000
 #: How far back each catch-up re-reads answers, for transactions that committed out of order.
 COMMIT_SKEW_SECONDS = 5
 
-Label = str | list[str]
-
 
 @dataclass
 class TrainingResult:
@@ -104,29 +102,6 @@ class TrainingResult:
     announced: dict[str, Any]
     timings_ms: dict[str, float] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)  # the same steps' CPU time
-
-
-@dataclass
-class ProjectState:
-    """A worker's in-memory view of one project; rebuilt from the database whenever in doubt."""
-
-    project_id: int
-    schema: tuple
-    featurizer: Featurizer
-    learner: IncrementalLearner
-    labels: dict[int, Label] = field(default_factory=dict)
-    rows: dict[int, Any] = field(default_factory=dict)  # item id → feature row (1 × d)
-    answers: dict[int, int] = field(default_factory=dict)  # item id → non-skipped answers
-    watermark: datetime | None = None  # latest GoldLabel.updated_at consumed
-    sample: PoolSample = field(default_factory=PoolSample)
-    runs: int = 0
-    deferred: int = 0  # runs in a row that left the sample's rotation for later
-    pending_eval: list[int] = field(default_factory=list)  # open evaluation items
-    eval_rows: dict[int, Any] = field(default_factory=dict)  # their feature rows (1 × d)
-    # The last training set's ids and stacked rows (`_stacked_rows`).
-    stacked: tuple[list[int], Any] = field(default_factory=lambda: ([], None))
-    version: int | None = None  # the model version the learner was saved as
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _states: dict[int, ProjectState] = {}
@@ -206,7 +181,7 @@ def _after_announcement(project: Project, state: ProjectState, result: TrainingR
     later run while labels are waiting (at most SAMPLE_DEFER_RUNS runs in a row). The accuracy
     estimate and the weighted consensus are the worker's follow-up jobs (`curation.jobs`)."""
     started, started_cpu = time.perf_counter(), time.thread_time()
-    X, kept = _eval_rows(project, state)
+    X, kept = eval_rows(project, state)
     evaluation.eval_predict(learner=state.learner, X=X, kept=kept, version=result.version.version)
     try:
         versions.versions_prune(project_id=project.pk)
@@ -233,29 +208,6 @@ def _labels_waiting(project: Project, until: str | None) -> bool:
     return waiting.exists()
 
 
-def _eval_rows(project: Project, state: ProjectState) -> tuple[Any, list[int]]:
-    """Feature rows of the open evaluation items and their ids. They stay open over many runs
-    and each run predicts them again, so their rows are kept (from the pool sample when it holds
-    them) instead of read and hashed again every run."""
-    ids = state.pending_eval
-    cache = state.eval_rows
-    for gone in set(cache).difference(ids):
-        del cache[gone]
-    missing = [i for i in ids if i not in cache]
-    if missing:
-        cache.update(state.sample.rows(missing))
-        unseen = [i for i in missing if i not in cache]
-        if unseen:
-            X, kept = item_features(project, state.featurizer, unseen)
-            for row, item_id in enumerate(kept):
-                cache[item_id] = X[row : row + 1]
-    kept = [i for i in ids if i in cache]
-    if not kept:
-        return None, []
-    rows = [cache[i] for i in kept]
-    return (sp.vstack(rows, format="csr") if sp.issparse(rows[0]) else np.vstack(rows)), kept
-
-
 def learner_snapshot(project: Project, version: int) -> IncrementalLearner | None:
     """A learner trained on the labels of model `version` (or newer), for follow-up work such
     as the accuracy estimate: a copy of this worker's own when it trained that version, else
@@ -273,7 +225,7 @@ def learner_snapshot(project: Project, version: int) -> IncrementalLearner | Non
     if count == 0:
         return None
     _catch_up(project, state, count, last_change)
-    state.learner.fit(*_training_set(state))
+    state.learner.fit(*training_set(state))
     return state.learner
 
 
@@ -338,7 +290,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
         clock.lap("catch_up")
         evaluation.eval_resolve(project=project, changed=changed, labels=state.labels)
         disputed = _disputes(project, state, changed)
-        X, y = _training_set(state)
+        X, y = training_set(state)
         state.learner.fit(X, y)
         clock.lap("fit")
         reviews_for_model_disagreement(project, disputed)
@@ -476,35 +428,6 @@ def _disputes(
             if learner.classes[top] != gold and p[top] >= threshold:
                 found[item_id] = ([learner.classes[top]], round(float(p[top]), 4))
     return found
-
-
-def _training_set(state: ProjectState) -> tuple[Any, list[Label]]:
-    ids = sorted(i for i in state.labels if i in state.rows)
-    if not ids:
-        return np.zeros((0, state.featurizer.n_features)), []
-    return _stacked_rows(state, ids), [state.labels[i] for i in ids]
-
-
-def _stack(rows: list[Any]) -> Any:
-    return sp.vstack(rows, format="csr") if sp.issparse(rows[0]) else np.vstack(rows)
-
-
-def _stacked_rows(state: ProjectState, ids: list[int]) -> Any:
-    """The feature rows of `ids` (sorted) stacked in order, built from the previous run's stack
-    when labels were only added: stacking every 1-row matrix again cost ~5 µs a label, each run
-    (16 ms at 3,000 labels)."""
-    cached_ids, cached = state.stacked
-    if cached is not None and cached_ids == ids:
-        return cached
-    known = set(cached_ids)
-    if cached is not None and known.issubset(ids):
-        new = [i for i in ids if i not in known]
-        joined = _stack([cached, *(state.rows[i] for i in new)])
-        X = joined[np.argsort(np.array(cached_ids + new), kind="stable")]
-    else:
-        X = _stack([state.rows[i] for i in ids])
-    state.stacked = (ids, X)
-    return X
 
 
 # --------------------------------------------------------------------------------------------

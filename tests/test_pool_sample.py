@@ -63,12 +63,12 @@ def test_the_training_set_reuses_the_last_stack_and_matches_a_fresh_one_after_an
 
     for item_id in (5, 2, 9):
         add(item_id, "a")
-    first, _ = trainer._training_set(state)
-    assert trainer._training_set(state)[0] is first  # unchanged labels: the same stack
+    first, _ = trainer.training_set(state)
+    assert trainer.training_set(state)[0] is first  # unchanged labels: the same stack
     add(1, "b")  # a new label below the others' ids
     add(7, "b")
-    X, y = trainer._training_set(state)
+    X, y = trainer.training_set(state)
     assert np.array_equal(X.toarray(), fresh()) and y == ["b", "a", "a", "b", "a"]
     del state.labels[2]  # an answer deleted: rebuilt
-    X, _ = trainer._training_set(state)
+    X, _ = trainer.training_set(state)
     assert np.array_equal(X.toarray(), fresh())
