@@ -6,6 +6,8 @@ training worker (`manage.py trainworker`), for projects of 10k, 100k and 1M text
     python benchmarks/retrain_latency.py                  # 10k, 100k and 1M items: ~9 min
     python benchmarks/retrain_latency.py --sizes 10000,100000 --labels 40
 
+(`benchmarks/retrain_memory.py` runs the worker through 10,000 labels and reports its memory.)
+
 Per size it recreates the scratch database (`--database-url`, default `dataprep_retrain_bench`;
 dropped at the end unless `--keep-db`), migrates it, COPYs N items whose texts are the airline
 tweets of the demo (`annotations.demo.airline_tweets()`, cycled, so the hashed features are
@@ -30,13 +32,17 @@ consumer's forward to the browser (`--via group|websocket` forces one).
 Phases per size: warm-up labels (at least `--warmup`, and until the model is warm: the queue
 keeps its random order until every class has 3 labels), `--quiet-labels` with nothing else
 running, then `--labels` while a second annotator (another process) asks for its next item
-every `--hammer-interval` s (`next_items(count=1)`, lease released again at once, as a
-submission does) and records its latency; requests that start between a label's commit and its
-announcement count as "while retraining". The training worker's VmHWM (/proc/<pid>/status) is
-read before it is stopped; a new worker then takes one more label (the first run of a worker
-rebuilds its state from the database: "after restart"). Last, `--breakdown` calls of
-`trainer.train` in this process give the trainer's step timings (`TrainingResult.timings_ms`,
-plus a few inner functions timed by wrapping them here; the trainer is not changed).
+every `--hammer-interval` s over HTTP, as the annotate page does (`GET
+/projects/<pk>/annotate/next/?count=1`, a new connection per request, to uvicorn with
+`--server-workers` processes, timed like `benchmarks/next_item.py`), then gives the lease back
+(in its process, untimed, as a submission would) and records its latency; requests that start
+between a label's commit and its announcement count as "while retraining". The training
+worker's VmHWM (/proc/<pid>/status) is read before it is stopped; a new worker then takes one
+more label (the first run of a worker rebuilds its state from the database: "after restart").
+Last, `--breakdown` calls of `trainer.train` in this process give the CPU time of the
+trainer's steps (`TrainingResult.cpu_ms`, plus a few inner functions timed by wrapping them
+here; the trainer is not changed). CPU time, unlike wall time, hardly depends on other load on
+the machine.
 
 Redis: `channel_layers_for` sets a 30 s read timeout, since redis-py 8's default 5 s read
 timeout equals channels-redis's 5 s blocking receive and ended idle workers (see
@@ -80,6 +86,9 @@ if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` and the apps
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.next_item import (  # noqa: E402  (needs ROOT on sys.path)
+    Annotator as HttpClient,
+)
+from benchmarks.next_item import (  # noqa: E402
     _tables,
     base_env,
     django_setup,
@@ -87,6 +96,7 @@ from benchmarks.next_item import (  # noqa: E402  (needs ROOT on sys.path)
     idle_percent,
     login,
     migrate,
+    next_item,
     percentiles,
     prepare_users,
     running_server,
@@ -124,7 +134,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--idle-seconds", type=float, default=3.0, help="next-item baseline, no training"
     )
-    p.add_argument("--breakdown", type=int, default=15, help="in-process trainer.train calls")
+    p.add_argument("--breakdown", type=int, default=30, help="in-process trainer.train calls")
+    p.add_argument(
+        "--server-workers", type=int, default=2, help="uvicorn processes (the README's setup)"
+    )
     p.add_argument("--via", choices=("auto", "group", "websocket"), default="auto")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait per announcement")
     p.add_argument(
@@ -276,6 +289,16 @@ class WorkerProcess:
         try:
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def rss_bytes(self) -> int | None:
+        """Resident set size of the worker process now (VmRSS)."""
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         except OSError:
             return None
@@ -503,16 +526,17 @@ def websocket_ready() -> bool:
 
 
 @contextmanager
-def listening(via: str, env: dict[str, str], args, project_pk: int) -> Iterator[Listener]:
+def listening(via: str, port: int, args, project_pk: int) -> Iterator[Listener]:
+    """Hear the project's announcements: its websocket on the server at `port`, or its group."""
+    listener: Listener
     if via == "websocket":
-        with running_server("uvicorn", 1, env) as port:
-            who = login(port, ANNOTATOR)
-            listener: Listener = WebsocketListener(port, project_pk, who.cookies)
-            listener.start()
-            try:
-                yield listener
-            finally:
-                listener.stop()
+        who = login(port, ANNOTATOR)
+        listener = WebsocketListener(port, project_pk, who.cookies)
+        listener.start()
+        try:
+            yield listener
+        finally:
+            listener.stop()
         return
     listener = GroupListener(args.layer_redis_url, project_pk)
     listener.start()
@@ -525,29 +549,37 @@ def listening(via: str, env: dict[str, str], args, project_pk: int) -> Iterator[
 # --------------------------------------------------------------------------- the other annotator
 
 
-def hammer(project_pk: int, username: str, interval: float, started, stop, results) -> None:
-    """Ask for the next item until told to stop; send back (start, ms, from the ranked head)."""
+def hammer(
+    project_pk: int, port: int, who: HttpClient, interval: float, started, stop, results
+) -> None:
+    """Ask for the next item over HTTP until told to stop; send back (start, ms, from the
+    ranked head) per request, or the error that stopped it."""
     import django
 
     django.setup()
     from django.contrib.auth import get_user_model
 
     from annotations import queue
-    from annotations.models import Project
+    from annotations.models import Item
 
-    project = Project.objects.get(pk=project_pk)
-    user = get_user_model().objects.get(username=username)
+    user = get_user_model().objects.get(username=who.username)
     samples: list[tuple[float, float, bool]] = []
-    while not stop.is_set():
-        t0 = time.monotonic()
-        items = queue.next_items(project=project, user=user, count=1)
-        took = (time.monotonic() - t0) * 1000
-        if items:  # give it back, as the submission of an answer does
-            queue.release_lease(item=items[0], user=user)
-        samples.append((t0, took, bool(items) and items[0].priority >= 1.0))
-        if len(samples) == 1:
-            started.set()
-        time.sleep(interval)
+    try:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            seconds, item_id = next_item(port, project_pk, who)
+            # Untimed: give the lease back, as the submission of an answer does, so the next
+            # request walks the queue again instead of finding this lease.
+            item = Item.objects.only("id", "priority").get(pk=item_id)
+            queue.release_lease(item=item, user=user)
+            samples.append((t0, seconds * 1000, item.priority >= 1.0))
+            if len(samples) == 1:
+                started.set()
+            time.sleep(interval)
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent
+        started.set()
+        results.put(repr(exc))
+        return
     results.put(samples)
 
 
@@ -566,14 +598,18 @@ class Hammer:
             if self.proc.is_alive():
                 self.proc.terminate()
                 self.proc.join()
+        if isinstance(samples, str):
+            raise SystemExit(f"the other annotator stopped: {samples}")
         return samples
 
 
-def start_hammer(project_pk: int, interval: float) -> Hammer:
+def start_hammer(project_pk: int, port: int, interval: float) -> Hammer:
+    """The other annotator, logged in through the login form, in a process of its own."""
     ctx = mp.get_context("spawn")  # this process has threads and open connections: no fork
     started, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    who = login(port, OTHER)
     proc = ctx.Process(
-        target=hammer, args=(project_pk, OTHER, interval, started, stop, results), daemon=True
+        target=hammer, args=(project_pk, port, who, interval, started, stop, results), daemon=True
     )
     proc.start()
     if not started.wait(60):
@@ -614,6 +650,7 @@ class SizeResult:
     vmhwm_restart: int | None = None
     durations: dict[str, list[int]] = field(default_factory=dict)  # phase → duration_ms
     stored_timings: dict[str, list[float]] = field(default_factory=dict)
+    stored_cpu: dict[str, list[float]] = field(default_factory=dict)  # metrics["cpu_ms"]
     breakdown: list[dict[str, float]] = field(default_factory=list)
     warm_at: int | None = None  # first label announced with a warm model
     idle: float | None = None  # CPU idle % over 2 s before the worker started
@@ -697,8 +734,11 @@ def run_size(size: int, args, env: dict[str, str], texts: list[str], truth: dict
     result.idle = idle_percent()
     worker = start_worker(env, args)
     try:
-        with listening(via, env, args, pk) as listener:
-            _measure(result, args, annotator, listener, pk, worker)
+        with (
+            running_server("uvicorn", args.server_workers, env) as port,
+            listening(via, port, args, pk) as listener,
+        ):
+            _measure(result, args, annotator, listener, port, worker)
             result.vmhwm = worker.vmhwm_bytes()
             worker.stop()
             listener.drain()
@@ -721,7 +761,7 @@ def _measure(
     args,
     annotator: Annotator,
     listener: Listener,
-    pk: int,
+    port: int,
     worker: WorkerProcess,
 ) -> None:
     t = args.timeout
@@ -734,7 +774,7 @@ def _measure(
             raise SystemExit("the model is still cold after 300 labels")
     for _ in range(args.quiet_labels):
         result.labels.append(label_and_wait(annotator, listener, worker, "quiet", t))
-    other = start_hammer(pk, args.hammer_interval)
+    other = start_hammer(annotator.project.pk, port, args.hammer_interval)
     try:
         time.sleep(args.idle_seconds)  # the other annotator alone: the idle baseline
         for _ in range(args.labels):
@@ -774,6 +814,8 @@ def _versions(result: SizeResult, pk: int) -> None:
                 steps["cv (after the announcement)"] = stored["cv_ms"]
             for step, ms in steps.items():
                 result.stored_timings.setdefault(step, []).append(ms)
+            for step, ms in (stored.get("cpu_ms") or {}).items():
+                result.stored_cpu.setdefault(step, []).append(ms)
 
 
 # --------------------------------------------------------------------------- in-process breakdown
@@ -782,16 +824,17 @@ def _versions(result: SizeResult, pk: int) -> None:
 #: refresh, of the label catch-up and of the evaluation predictions).
 SUBSTEPS = (
     ("curation.trainer", "_fingerprint", "lock: fingerprint (2 queries)"),
-    ("curation.trainer", "_sample_proba", "rank: score the pool sample"),
-    ("curation.trainer", "_grow_sample", "after: grow or rotate the pool sample"),
-    ("curation.trainer", "item_features", "featurize (any caller)"),
-    ("curation.evaluation", "item_features", "featurize (any caller)"),
+    ("curation.pool_sample", "PoolSample.proba", "rank: score the pool sample"),
+    ("curation.pool_sample", "PoolSample.refresh", "after: grow or rotate the pool sample"),
+    ("curation.pool_sample", "item_features", "featurize (pool sample)"),
+    ("curation.trainer", "item_features", "featurize (labels, evaluation items)"),
     ("curation.learner", "IncrementalLearner.predict_proba", "predict_proba (any caller)"),
-    ("curation.trainer", "_weave_eval_items", "rank: weave evaluation items"),
+    ("curation.trainer", "eval_items_weave", "rank: weave evaluation items"),
     ("curation.trainer", "_write_ranking", "write: the ranking (UPDATE)"),
     ("curation.artifacts", "save_learner", "save: model file"),
     ("curation.evaluation", "eval_predict", "after: predict evaluation items"),
-    ("curation.trainer", "eval_summary", "eval summary (any caller)"),
+    ("curation.versions", "versions_prune", "after: prune old versions"),
+    ("curation.versions", "eval_summary", "eval summary (version row)"),
     ("curation.learner", "IncrementalLearner.estimated_accuracy", "5-fold accuracy estimate"),
 )
 
@@ -821,12 +864,14 @@ def timed_substeps(sink: dict[str, float]) -> Iterator[None]:
 
 
 def _timer(func: Callable, label: str, sink: dict[str, float]) -> Callable:
+    """`func`, adding the CPU time of this thread it takes to `sink[label]` (ms)."""
+
     def timed(*a, **kw):
-        started = time.perf_counter()
+        started = time.thread_time()
         try:
             return func(*a, **kw)
         finally:
-            sink[label] = sink.get(label, 0.0) + (time.perf_counter() - started) * 1000
+            sink[label] = sink.get(label, 0.0) + (time.thread_time() - started) * 1000
 
     return timed
 
@@ -842,13 +887,13 @@ def breakdown(annotator: Annotator, calls: int) -> list[dict[str, float]]:
     for _ in range(calls):
         annotator.label()
         sub: dict[str, float] = {}
-        started = time.perf_counter()
+        started = time.thread_time()
         with timed_substeps(sub):
             run = trainer.train(annotator.project.pk, announce=False)
-        total = (time.perf_counter() - started) * 1000
+        total = (time.thread_time() - started) * 1000
         if run is None:
             continue
-        out.append({**run.timings_ms, **sub, "wall": total})
+        out.append({**run.cpu_ms, "train() in all": total, **sub})
     trainer.forget_states()
     return out
 
@@ -1067,14 +1112,16 @@ def report(results: list[SizeResult], args, idle: float | None) -> str:
         "queries before the lock, the evaluation predictions and commit after the version "
         "row, and the announcement through Redis and the websocket. A label whose previous "
         "run re-estimated the accuracy (a 5-fold refit after that run's announcement, when the "
-        "labels grew by 20%) waits for it too, as the worker handles one request at a time: "
-        "those labels make the p95; `the others` leaves them out. `worker CPU`: the worker "
+        "labels grew by 50%) ran beside it; `the others` leaves those labels out. "
+        "`worker CPU`: the worker "
         "process's user + system CPU time from before a label to its announcement (median "
         "over the quiet labels; 10 ms ticks); unlike the latencies it hardly depends on other "
         "load on the machine.\n\n"
         "## Cold runs (ms)\n\n"
         + cold_table(results)
-        + "\n## Next item for another annotator (ms, `queue.next_items(count=1)` in-process)\n\n"
+        + "\n## Next item for another annotator (ms, `GET /projects/<pk>/annotate/next/?count=1` "
+        f"over HTTP, a new connection per request, uvicorn with {args.server_workers} "
+        "processes)\n\n"
         + next_table(results)
         + "\n## Training worker memory\n\n"
         + memory_table(results)
@@ -1091,16 +1138,26 @@ def report(results: list[SizeResult], args, idle: float | None) -> str:
                 for k, v in r.stored_timings.items()
             )
             text += f"- {r.size:,}: {steps}\n"
+    cpu = [r for r in results if r.stored_cpu]
+    if cpu:
+        text += (
+            "\n## The worker's CPU time per step (ModelVersion.metrics cpu_ms: median ms over "
+            "the measured labels)\n\n"
+        )
+        for r in cpu:
+            steps = ", ".join(f"{k} {ms(median(v))}" for k, v in r.stored_cpu.items())
+            text += f"- {r.size:,}: {steps}\n"
     if any(r.breakdown for r in results):
         text += (
-            "\n## Where a run's time goes (in-process `trainer.train`, ms)\n\n"
+            "\n## Where a run's CPU time goes (in-process `trainer.train`, ms of CPU)\n\n"
             f"{args.breakdown} label + `trainer.train` rounds in the benchmark process after the "
             "worker stopped: `cold` is the first (a fresh state rebuilt from the database), "
-            "`warm` the median of the last five (a step a run skips counts as 0). First the "
-            "steps of `TrainingResult.timings_ms` and the wall time of `train()` (which also "
-            "holds the work after the lock: the accuracy re-estimate, when due); then inner "
-            "functions timed by wrapping them, nested in those steps (`featurize` is part of "
-            "the sample refresh and of the evaluation predictions).\n\n" + breakdown_table(results)
+            "`warm` the median of the last five (the pool sample full by then; a step a run "
+            "skips counts as 0). First the steps of `TrainingResult.cpu_ms` and the CPU time of "
+            "`train()` in all (which also holds the work after the announcement); then inner "
+            "functions timed by wrapping them, nested in those steps. CPU time of the "
+            "benchmark's thread (`time.thread_time`), so other load on the machine hardly "
+            "changes it.\n\n" + breakdown_table(results)
         )
     text += "\n## Targets\n\n" + "\n".join(f"- {t}" for t in targets(results)) + "\n"
     return text
@@ -1111,6 +1168,9 @@ def report(results: list[SizeResult], args, idle: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A SIGTERM (`timeout`, a CI limit) unwinds like Ctrl-C: the worker and server subprocesses
+    # are stopped and the scratch database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
     idle = idle_percent()
     if idle is not None and idle < 80:

@@ -63,15 +63,12 @@ def save_learner(
     over `path`, so readers see either the old model or the new one, never a partial file.
     """
     model_classes, coef, intercept = learner.state()
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
+    payload = _npz(
         model_classes=np.asarray(model_classes, dtype=np.int64),
         coef=np.asarray(coef, dtype=np.float64),
         intercept=np.asarray(intercept, dtype=np.float64),
         label_counts=np.asarray(learner.label_counts, dtype=np.int64),
     )
-    payload = buffer.getvalue()
     header = {
         "format_version": FORMAT_VERSION,
         "featurizer": {
@@ -102,6 +99,18 @@ def save_learner(
         Path(tmp).unlink(missing_ok=True)
         raise
     return header
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    """What `np.savez_compressed` writes (read back by `np.load`), at zlib level 1: the trainer
+    saves a model after every label, and level 6 spent ~27 ms of CPU on a text model's 3 MB of
+    coefficients against ~14 ms at level 1, for a file ~10% larger."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _read(path: Path) -> tuple[dict[str, Any], bytes]:

@@ -1,8 +1,8 @@
 """The evaluation slice, scored test-then-train: the honest accuracy the app shows.
 
 The trainer weaves evaluation items, drawn uniformly at random from the open items, into the
-ranked head (`curation.trainer`); here each one gets the prediction of every model that has not
-seen its label (`eval_predict`, after each run), the stored prediction is scored when the label
+ranked head (`eval_items_weave`); each one gets the prediction of every model that has not seen
+its label (`eval_predict`, after each run), the stored prediction is scored when the label
 arrives (`eval_resolve`, before the model learns it), and the resolved items give the accuracy
 on random items with its Wilson interval (`eval_summary`). See `curation.models.EvalSample`.
 """
@@ -10,6 +10,7 @@ on random items with its Wilson interval (`eval_summary`). See `curation.models.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 from django.db import connection, transaction
@@ -17,12 +18,11 @@ from django.utils import timezone
 
 from annotations.models import Project
 from curation.accuracy import eval_summary as eval_summary
-from curation.features import item_features
-from curation.featurizers import Featurizer
 from curation.learner import IncrementalLearner
-from curation.models import EvalSample
+from curation.models import EvalSample, ProjectTraining
+from curation.pool_sample import float_array, int_array, random_open_items
 
-__all__ = ["eval_predict", "eval_resolve", "eval_summary"]
+__all__ = ["eval_items_weave", "eval_predict", "eval_resolve", "eval_summary"]
 
 Label = str | list[str]
 
@@ -54,19 +54,10 @@ def eval_resolve(*, project: Project, changed: set[int], labels: dict[int, Label
     EvalSample.objects.bulk_update(resolved, ["truth", "correct", "resolved_at"])
 
 
-def eval_predict(
-    *,
-    project: Project,
-    learner: IncrementalLearner,
-    featurizer: Featurizer,
-    ids: list[int],
-    version: int,
-) -> None:
-    """Record model `version`'s out-of-sample guess for each open evaluation item of `ids`."""
-    if not ids or learner.n_labels == 0:
-        return
-    X, kept = item_features(project, featurizer, ids)
-    if not kept:
+def eval_predict(*, learner: IncrementalLearner, X: Any, kept: list[int], version: int) -> None:
+    """Record model `version`'s out-of-sample guess for each open evaluation item of `kept`,
+    whose feature rows are `X` (the trainer keeps them across runs)."""
+    if not kept or learner.n_labels == 0:
         return
     proba = learner.predict_proba(X)
     samples = {s.item_id: s for s in EvalSample.objects.filter(item_id__in=kept)}
@@ -94,9 +85,9 @@ def eval_predict(
                 "AS v(id, p, c) WHERE e.id = v.id AND e.resolved_at IS NULL",
                 [
                     version,
-                    [r.pk for r in rows],
+                    int_array([r.pk for r in rows]),
                     [json.dumps(r.predicted) for r in rows],
-                    [r.confidence for r in rows],
+                    float_array([r.confidence for r in rows]),
                 ],
             )
         return
@@ -107,3 +98,56 @@ def eval_predict(
                 confidence=sample.confidence,
                 predicted_by=sample.predicted_by,
             )
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing the evaluation items and placing them in the ranked head
+# --------------------------------------------------------------------------------------------
+
+
+def _eval_items_draw(project: Project, wanted: int, rng: np.random.Generator) -> list[int]:
+    """`wanted` evaluation items: open ones first, then fresh uniformly random open items.
+    Drawn whether or not the model would have picked them: being random is the point."""
+    if wanted <= 0:
+        return []
+    open_samples = list(
+        EvalSample.objects.filter(project=project, resolved_at=None, item__needs_annotation=True)
+        .order_by("id")
+        .values_list("item_id", flat=True)[:wanted]
+    )
+    missing = wanted - len(open_samples)
+    if missing > 0:
+        have = set(open_samples)
+        drawn = random_open_items(project, missing + len(have), rng, include_ranked=True)
+        fresh = [i for i in drawn if i not in have][:missing]
+        if fresh:  # an item is evaluated once: one that was resolved before is not drawn again
+            used = EvalSample.objects.filter(project=project, item_id__in=fresh)
+            taken = set(used.values_list("item_id", flat=True))
+            fresh = [i for i in fresh if i not in taken]
+        EvalSample.objects.bulk_create([EvalSample(project=project, item_id=i) for i in fresh])
+        open_samples += fresh
+    return open_samples
+
+
+def eval_items_weave(
+    project: Project, training: ProjectTraining, ranked: list[int], rng: np.random.Generator
+) -> tuple[list[int], list[int]]:
+    """Put evaluation items at random places of the ranked head: each place, the top one
+    included, holds one with probability `eval_share`. The head is rewritten after every label,
+    so about that share of the items served are evaluation items."""
+    if training.eval_share <= 0 or not ranked:
+        return ranked, []
+    slots = np.flatnonzero(rng.random(len(ranked)) < training.eval_share).tolist()
+    evals = _eval_items_draw(project, len(slots), rng)
+    held_out = set(evals)
+    rest = iter([i for i in ranked if i not in held_out])
+    placed = iter(evals)
+    woven, slot_set = [], set(slots[: len(evals)])
+    for position in range(len(ranked)):
+        source = placed if position in slot_set else rest
+        item_id = next(source, None)
+        if item_id is None:
+            item_id = next(rest if source is placed else placed, None)
+        if item_id is not None:
+            woven.append(item_id)
+    return woven, evals

@@ -191,7 +191,7 @@ def _estimate(project_id: int) -> bool:
     if learner is None:
         return False
     started = time.perf_counter()
-    accuracy = learner.estimated_accuracy()
+    accuracy = learner.estimated_accuracy(between_folds=trainer.wait_while_training)
     metrics = {
         **(version.metrics or {}),
         "estimated_accuracy": accuracy,

@@ -19,6 +19,7 @@ from django.db import connection
 
 from annotations.models import PINNED_PRIORITY, Item, Project
 from curation.models import EvalSample
+from curation.pool_sample import float_array, int_array
 from curation.suggest import item_suggestion
 
 __all__ = ["Scores", "head_suggestions", "ranking_write"]
@@ -80,8 +81,8 @@ def ranking_write(
                 "WHERE i.id = v.id AND i.project_id = %s AND i.priority < %s",
                 [
                     version,
-                    list(ids),
-                    list(priorities),
+                    int_array(list(ids)),
+                    float_array(list(priorities)),
                     list(suggestions),
                     project.pk,
                     PINNED_PRIORITY,

@@ -25,9 +25,12 @@ first request, so the in-memory channel layer (one process) and the demo need no
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
+from functools import cache
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -68,6 +71,38 @@ _sweep_lock = threading.Lock()
 #: Set while a sweep waits in a TrainingWorker's queue: a sweep slower than the timer must not
 #: pile up more of them.
 _sweep_queued = threading.Event()
+#: Training requests between two returns of freed heap memory to the system (`release_memory`).
+RELEASE_EVERY = 50
+#: glibc malloc arenas for a worker process (`limit_malloc_arenas`).
+MALLOC_ARENAS = 2
+_requests = 0
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def limit_malloc_arenas() -> None:
+    """Let the worker's threads share MALLOC_ARENAS glibc arenas. Each message runs on one of a
+    pool of threads, and each thread's arena kept the peak of the runs it had served (freed
+    memory is kept for reuse), so the RSS crept up by ~60 MiB per 1,000 labels while the live
+    memory stayed flat. A no-op without glibc."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
+
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc `malloc_trim`; a no-op without)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
 
 #: Under a stream of labels one project trains at most this share of the time: after a run that
 #: took T seconds, during which `STREAM_REQUESTS` or more labels arrived, the next run starts
@@ -158,6 +193,15 @@ def handle_request(project_id: int) -> trainer.TrainingResult | None:
     finally:
         _maybe_sweep()
         close_old_connections()
+        _count_request()
+
+
+def _count_request() -> None:
+    """Every RELEASE_EVERY requests, after the run: return freed heap memory to the system."""
+    global _requests
+    _requests += 1
+    if _requests % RELEASE_EVERY == 0:
+        release_memory()
 
 
 def sweep() -> list[int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 
 import pytest
@@ -194,3 +195,37 @@ def test_old_model_versions_are_pruned_but_milestones_and_recent_ones_stay(
     assert trainer.train(project.pk).version.version == 13  # numbering goes on
     model_files = sorted(p.name for p in current(project).path.parent.iterdir())
     assert len(model_files) == versions.KEEP_FILES
+
+
+def test_trainworker_keeps_database_connections_in_every_thread_unless_told_otherwise():
+    from django.db import connections
+
+    from curation.management.commands.trainworker import WORKER_CONN_MAX_AGE, keep_connections
+
+    options = connections.settings["default"]
+    before = options["CONN_MAX_AGE"]
+    seen = []
+    try:
+        options["CONN_MAX_AGE"] = 0
+        keep_connections()
+        thread = threading.Thread(
+            target=lambda: seen.append(connections["default"].settings_dict["CONN_MAX_AGE"])
+        )
+        thread.start()
+        thread.join()
+        options["CONN_MAX_AGE"] = 60  # DB_CONN_MAX_AGE chosen by the operator: left alone
+        keep_connections()
+        assert options["CONN_MAX_AGE"] == 60
+    finally:
+        options["CONN_MAX_AGE"] = before
+    assert seen == [WORKER_CONN_MAX_AGE]
+
+
+def test_the_worker_returns_freed_memory_every_release_every_requests(monkeypatch):
+    released = []
+    monkeypatch.setattr(worker, "release_memory", lambda: released.append(1))
+    monkeypatch.setattr(worker, "_requests", 0)
+    for _ in range(2 * worker.RELEASE_EVERY):
+        worker._count_request()
+    assert len(released) == 2
+    worker.limit_malloc_arenas()  # glibc here; a no-op elsewhere, never an error

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.datasets import load_digits, make_multilabel_classification
 from sklearn.metrics import f1_score
 
@@ -152,6 +153,48 @@ def test_multi_label_one_vs_rest_reaches_micro_f1_above_0_6():
     assert f1_score(Y[400:], proba >= 0.5, average="micro") > 0.6
     estimate = learner.estimated_accuracy()
     assert estimate is not None and 0.0 <= estimate <= 1.0
+
+
+@pytest.mark.parametrize("n_classes_seen", [2, 3])
+def test_predict_proba_matches_scikit_learn_for_dense_and_float32_sparse_rows(
+    digits, n_classes_seen
+):
+    idx = [i for i in digits["pool"] if digits["y"][i] in NAMES[:n_classes_seen]][:60]
+    learner = IncrementalLearner(NAMES)
+    learner.update(digits["X"][idx], list(digits["y"][idx]))
+    model = learner._model
+    X = digits["X"][:40]
+    expected = np.zeros((40, 10))
+    expected[:, model.classes_] = model.predict_proba(X)
+    np.testing.assert_allclose(learner.predict_proba(X), expected, rtol=0, atol=1e-12)
+    sparse32 = sp.csr_matrix(X.astype(np.float32))
+    np.testing.assert_allclose(learner.predict_proba(sparse32), expected, rtol=0, atol=1e-5)
+
+
+def test_multi_label_predict_proba_matches_each_scikit_learn_model():
+    X, Y = make_multilabel_classification(n_samples=200, n_features=20, n_classes=4, random_state=1)
+    names = list("abcd")
+    learner = IncrementalLearner(names, multi_label=True)
+    learner.update(X, [[names[j] for j in np.flatnonzero(row)] for row in Y])
+    expected = np.column_stack([m.predict_proba(X)[:, 1] for m in learner._ovr])
+    np.testing.assert_allclose(learner.predict_proba(X), expected, rtol=0, atol=1e-12)
+
+
+def test_estimated_accuracy_calls_between_folds_once_per_fold_and_scores_like_cross_val_score(
+    digits,
+):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    learner = trained(digits, 200)
+    calls = []
+    estimate = learner.estimated_accuracy(between_folds=lambda: calls.append(1))
+    X, y = learner._X, learner._Y  # dense digits: every column is used
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    params = {**learner.params, "warm_start": False}
+    expected = cross_val_score(LogisticRegression(**params), X, y.argmax(axis=1), cv=cv).mean()
+    assert len(calls) == 5
+    assert estimate == pytest.approx(expected, abs=1e-12)
 
 
 def test_multi_label_class_with_one_value_seen_predicts_a_smoothed_constant():

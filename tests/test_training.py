@@ -419,3 +419,41 @@ def test_two_trainers_racing_on_one_project_produce_exactly_one_version(project,
     assert not errors, errors
     assert sorted(r is None for r in results) == [False, True]
     assert ModelVersion.objects.filter(project=project).count() == 1
+
+
+def test_follow_up_work_waits_while_a_training_run_is_in_progress():
+    from curation import trainer
+
+    released = threading.Event()
+
+    def estimate_step() -> None:
+        trainer.wait_while_training(timeout=30)
+        released.set()
+
+    with trainer._run_in_progress():
+        waiter = threading.Thread(target=estimate_step)
+        waiter.start()
+        assert not released.wait(0.2)  # still held while the run goes on
+    waiter.join(30)
+    assert released.is_set()
+
+
+def test_after_a_run_a_newer_label_counts_as_waiting_and_the_sample_rotation_waits_for_it(
+    separable, user
+):
+    from curation import trainer
+
+    project, by_class = separable
+    for name, items in by_class.items():
+        for item in items[:4]:
+            label(item, user, [name])
+    result = trainer.train(project.pk, announce=False)
+    until = result.version.metrics["last_label_at"]
+    assert trainer._labels_waiting(project, until) is False
+    state = trainer._states[project.pk]
+    assert state.deferred == 0
+
+    label(by_class["positive"][5], user, ["positive"])
+    assert trainer._labels_waiting(project, until) is True
+    trainer._after_announcement(project, state, result)  # as if that label came during the run
+    assert state.deferred == 1
