@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -90,16 +89,15 @@ def publish_answer_on_commit(
     submission; two `async_to_sync` calls cost two thread switches and two Redis waits)."""
 
     def send() -> None:
-        from curation.training_requests import TRAINING_CHANNEL, training_request
-
         layer = get_channel_layer()
         if layer is None:
             return
         event = _progress_event(project_id, item_id, counts)
-        sends = [layer.send(TRAINING_CHANNEL, training_request(project_id))]
-        if event is not None:
-            sends.append(layer.group_send(project_group(project_id), dict(event)))
-        outcomes = async_to_sync(_gather)(sends)
+        try:
+            outcomes = async_to_sync(_send_answer)(layer, project_id, event)
+        except Exception:  # e.g. called under a running event loop: the DB has it all
+            logger.warning("events for project %s not sent", project_id, exc_info=True)
+            return
         for outcome, what in zip(outcomes, ("training request", "progress event"), strict=False):
             if isinstance(outcome, Exception):  # Redis down or channel full: the DB has it all
                 logger.warning("%s for project %s not sent: %r", what, project_id, outcome)
@@ -107,8 +105,14 @@ def publish_answer_on_commit(
     transaction.on_commit(send)
 
 
-async def _gather(awaitables: list[Awaitable]) -> list:
-    return await asyncio.gather(*awaitables, return_exceptions=True)
+async def _send_answer(layer: Any, project_id: int, event: ProgressEvent | None) -> list:
+    """The training request and the progress event, side by side; exceptions are returned."""
+    from curation.training_requests import TRAINING_CHANNEL, training_request
+
+    sends = [layer.send(TRAINING_CHANNEL, training_request(project_id))]
+    if event is not None:
+        sends.append(layer.group_send(project_group(project_id), dict(event)))
+    return await asyncio.gather(*sends, return_exceptions=True)
 
 
 # --- Access changes, for the sockets of one user ------------------------------------------------

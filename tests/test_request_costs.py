@@ -13,6 +13,7 @@ import uuid
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import channel_layers, get_channel_layer
+from django.db import connections
 from django.urls import reverse
 
 from annotations.events import project_group
@@ -101,3 +102,31 @@ def test_a_submission_tells_the_pages_the_committed_progress_and_wakes_the_train
     request = receive(layer.receive(TRAINING_CHANNEL), 2)
     assert request == {"type": "training.request", "project_id": project.pk}
     channel_layers.backends.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_submission_under_a_running_event_loop_is_saved_and_its_events_only_logged(
+    project, annotator, caplog, monkeypatch
+):
+    """The events go out after commit; where they cannot (here `async_to_sync` refuses: the
+    thread runs an event loop, as a Playwright test's or a careless async caller's does), the
+    answer stays saved and the failure is a warning, never an exception out of the commit."""
+    from annotations import queue
+    from annotations.services import annotation_submit
+
+    (item,) = queue.next_items(project=project, user=annotator, count=1)
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # sync ORM calls inside the loop
+
+    async def submit_inside_a_loop():
+        try:
+            return annotation_submit(
+                item=item, annotator=annotator, labels=["negative"], client_uuid=uuid.uuid4()
+            )
+        finally:
+            connections.close_all()  # the loop's context opened its own connection
+
+    result = asyncio.run(submit_inside_a_loop())
+
+    assert result.created
+    assert Annotation.objects.filter(item=item, annotator=annotator).count() == 1
+    assert "events for project" in caplog.text
