@@ -545,9 +545,14 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(
         ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    args.requests = 0  # machine_info's line about next_item.py's requests is dropped below
+    # machine_info's lines about next_item.py's requests and worker are dropped: said below
+    args.requests, args.worker = 0, not args.no_trainworker
     info = nb.machine_info(args, "unknown" if idle is None else f"{idle:.0f}")
-    info = "\n".join(line for line in info.splitlines() if "measured requests" not in line)
+    info = "\n".join(
+        line
+        for line in info.splitlines()
+        if "measured requests" not in line and "training worker:" not in line
+    )
     text = (
         "# A team labelling at once\n\n"
         "Written by `benchmarks/load.py`; see `benchmarks/README.md`.\n\n"
