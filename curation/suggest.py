@@ -7,9 +7,8 @@ request. Items of the evaluation slice get none (the worker writes none for them
 model's guess could anchor the annotator and inflate the very accuracy the slice is there to
 measure honestly.
 
-An item the worker has not scored lately (pinned, assigned, served from below the ranked head)
-and the reviewer page, which wants every class's probability, get the current model's prediction
-computed in the request (`_predict`), importing the numerical libraries only when first needed.
+The reviewer page wants every class's probability, which is not stored: `predictions_for` loads
+the current model, importing the numerical libraries only when first called.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from annotations.models import Item, Project
-from curation.models import EvalSample, ProjectTraining, Suggestions
+from curation.models import ProjectTraining, Suggestions
 
 if TYPE_CHECKING:
     from curation.learner import IncrementalLearner
@@ -65,14 +64,9 @@ def item_suggestion(
 
 
 def suggestions_for(project: Project, items: Sequence[Item]) -> tuple[str, dict[int, Suggestion]]:
-    """(mode, {item id: suggestion}) for the items; none while the mode is off, there is no
-    model yet or it is still cold (the version's `cold` flag).
-
-    The guess stored on an item by one of the last SUGGESTION_MAX_AGE versions is read as it is
-    (a recent version that stored none decided so: an evaluation item). An item the worker has
-    not scored lately (pinned, assigned, served from below the ranked head) gets the current
-    model's guess computed here, as before guesses were stored, unless it is an open evaluation
-    item: only such requests load the model in a web process."""
+    """(mode, {item id: suggestion}) for the items, from the guesses stored on them; none while
+    the mode is off, there is no model yet or it is still cold (the version's `cold` flag), and
+    none for an item without a guess from one of the last SUGGESTION_MAX_AGE versions."""
     row = (
         ProjectTraining.objects.filter(project=project)
         .values("suggestions", "current_version__version", "current_version__metrics__cold")
@@ -84,27 +78,11 @@ def suggestions_for(project: Project, items: Sequence[Item]) -> tuple[str, dict[
     if mode == Suggestions.OFF or number is None or _cold(row):
         return mode, {}
     oldest = number - SUGGESTION_MAX_AGE
-    shown: dict[int, Suggestion] = {}
-    unscored: list[int] = []
-    for item in items:
-        if item.suggestion_version is not None and item.suggestion_version > oldest:
-            if item.suggestion:
-                shown[item.pk] = item.suggestion
-        else:
-            unscored.append(item.pk)
-    if unscored:
-        held_out = set(
-            EvalSample.objects.filter(item_id__in=unscored, resolved_at=None).values_list(
-                "item_id", flat=True
-            )
-        )
-        wanted = [pk for pk in unscored if pk not in held_out]
-        shown.update({pk: _guess(p) for pk, p in _predict(project, number, wanted).items()})
-    return mode, shown
-
-
-def _guess(prediction: dict[str, Any]) -> Suggestion:
-    return {"labels": prediction["labels"], "p": prediction["p"]}
+    return mode, {
+        i.pk: i.suggestion
+        for i in items
+        if i.suggestion and i.suggestion_version is not None and i.suggestion_version > oldest
+    }
 
 
 def predictions_for(project: Project, items: Sequence[Item]) -> dict[int, dict[str, Any]]:
@@ -119,21 +97,14 @@ def predictions_for(project: Project, items: Sequence[Item]) -> dict[int, dict[s
         return {}
     if _cold(row):
         return {}
-    return _predict(project, row["current_version__version"], [i.pk for i in items])
-
-
-def _predict(project: Project, number: int, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Model `number`'s guess for each item, with every class's probability (`proba`)."""
-    if not ids:
-        return {}
-    learner = _learner(project, number)
+    learner = _learner(project, row["current_version__version"])
     if learner is None:
         return {}
-    # Here, not at the top: a web process that never needs them never loads them.
+    # Here, not at the top: a web process that never serves a reviewer page never loads them.
     from curation.features import item_features
     from curation.featurizers import featurizer_for
 
-    X, kept = item_features(project, featurizer_for(project.item_kind), ids)
+    X, kept = item_features(project, featurizer_for(project.item_kind), [i.pk for i in items])
     if not kept:
         return {}
     proba = learner.predict_proba(X)

@@ -22,12 +22,7 @@ from annotations.services import project_create
 from curation import trainer
 from curation.models import EvalSample, ProjectTraining, models_dir
 from curation.ranking_write import head_suggestions, ranking_write
-from curation.suggest import (
-    SUGGESTION_MAX_AGE,
-    item_suggestion,
-    predictions_for,
-    suggestions_for,
-)
+from curation.suggest import SUGGESTION_MAX_AGE, item_suggestion, suggestions_for
 from tests.conftest import add_text_items, make_user, submit_handed_out
 
 WORDS = {
@@ -136,51 +131,20 @@ def test_no_guess_while_the_model_is_cold(client, setup):
     assert shown and all("data-suggest" not in attrs for attrs in shown.values())
 
 
-def test_a_guess_from_too_many_versions_ago_is_replaced_by_the_current_models(client, setup):
+def test_a_guess_from_too_many_versions_ago_is_not_shown(client, setup):
     project, by_class, user = setup
     ProjectTraining.objects.create(project=project, eval_share=0.0)
     label(project, by_class, user, per_class=4)
     number = trainer.train(project.pk).version.version
     head = Item.objects.filter(project=project, needs_annotation=True, priority__gte=1.0)
     ids = list(head.order_by("-priority").values_list("id", flat=True)[:4])
-    old = {"labels": ["not-a-class"], "p": 0.5}
-    Item.objects.filter(pk__in=ids[:2]).update(
-        suggestion=old, suggestion_version=number - SUGGESTION_MAX_AGE
-    )
+    Item.objects.filter(pk__in=ids[:2]).update(suggestion_version=number - SUGGESTION_MAX_AGE)
     Item.objects.filter(pk__in=ids[2:]).update(suggestion_version=number - SUGGESTION_MAX_AGE + 1)
-    items = list(Item.objects.filter(pk__in=ids))
 
-    mode, shown = suggestions_for(project, items)
+    mode, shown = suggestions_for(project, list(Item.objects.filter(pk__in=ids)))
 
     assert mode == "highlight"
-    assert set(shown) == set(ids)
-    current = predictions_for(project, [i for i in items if i.pk in ids[:2]])
-    for pk in ids[:2]:  # too old: the current model's guess, computed now
-        assert shown[pk] == {"labels": current[pk]["labels"], "p": current[pk]["p"]}
-    for item in items:  # recent enough: as stored
-        if item.pk in ids[2:]:
-            assert shown[item.pk] == item.suggestion
-
-
-def test_an_item_the_worker_did_not_score_gets_the_current_models_guess_unless_held_out(setup):
-    """Pinned and assigned items, or items served from below the ranked head, carry no stored
-    guess: they get one computed from the current model, as every card did before guesses were
-    stored; an open evaluation item still gets none."""
-    project, by_class, user = setup
-    ProjectTraining.objects.create(project=project, eval_share=0.0)
-    label(project, by_class, user, per_class=4)
-    trainer.train(project.pk)
-    pinned, held_out = Item.objects.filter(project=project, needs_annotation=True)[:2]
-    Item.objects.filter(pk__in=[pinned.pk, held_out.pk]).update(
-        suggestion=None, suggestion_version=None
-    )
-    EvalSample.objects.create(project=project, item=held_out)
-    items = list(Item.objects.filter(pk__in=[pinned.pk, held_out.pk]))
-
-    _, shown = suggestions_for(project, items)
-
-    assert set(shown) == {pinned.pk}
-    assert shown[pinned.pk]["labels"][0] in by_class
+    assert set(shown) == set(ids[2:])
 
 
 def test_open_evaluation_items_get_no_stored_guess(setup):
