@@ -102,6 +102,7 @@ from benchmarks.next_item import (  # noqa: E402
     running_server,
     vacuum_analyze,
 )
+from benchmarks.processes import TrainingWorker  # noqa: E402  (needs ROOT on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PYTHON = sys.executable
@@ -280,29 +281,18 @@ def prepare_project(size: int, texts: list[str]) -> tuple[int, float]:
 
 
 @dataclass
-class WorkerProcess:
-    proc: subprocess.Popen
-    log_path: Path
+class WorkerProcess(TrainingWorker):
+    """The worker process, with the readings this benchmark reports in bytes and its CPU time."""
 
     def vmhwm_bytes(self) -> int | None:
         """Peak resident set size of the worker process so far (VmHWM)."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
+        mib = self.peak_rss_mib()
+        return None if mib is None else round(mib * 1024 * 1024)
 
     def rss_bytes(self) -> int | None:
         """Resident set size of the worker process now (VmRSS)."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
+        mib = self.rss_mib()
+        return None if mib is None else round(mib * 1024 * 1024)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the worker process so far."""
@@ -311,22 +301,6 @@ class WorkerProcess:
         except OSError:
             return float("nan")
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log_path.unlink(missing_ok=True)
-
-    def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text()[-3000:]
-        except OSError:
-            return ""
 
 
 def start_worker(env: dict[str, str], args: argparse.Namespace) -> WorkerProcess:
