@@ -1155,7 +1155,6 @@ def main(argv: list[str] | None = None) -> int:
     env = base_env(args, secrets.token_urlsafe(48))
     env.update(DATA_DIR=data_dir, TRAINING_WORKER="external", REDIS_URL=args.layer_redis_url)
     django_setup(env)
-    from django.db import connection
 
     from annotations.demo import airline_tweets
 
@@ -1165,23 +1164,37 @@ def main(argv: list[str] | None = None) -> int:
     truth = {t.text: t.label for t in tweets}
     _flush_redis(args.redis_url)
     results: list[SizeResult] = []
-    text = ""
-    try:
+    with scratch_run(args, data_dir):
         for size in args.size_list:
             results.append(run_size(size, args, env, texts, truth))
-        text = report(results, args, idle)
+        text = report(results, args, idle)  # it reads the server's version: before the drop
+    write_report(text, args.output, started)
+    return 0
+
+
+@contextmanager
+def scratch_run(args: argparse.Namespace, data_dir: str) -> Iterator[None]:
+    """Whatever happens inside: close the connection, drop the scratch database (unless
+    --keep-db), remove the run's data directory and flush the benchmark's Redis database."""
+    from django.db import connection
+
+    try:
+        yield
     finally:
         connection.close()
         if not args.keep_db:
             drop_database(args.database_url)
         shutil.rmtree(data_dir, ignore_errors=True)
         _flush_redis(args.redis_url)
+
+
+def write_report(text: str, output: str, started: float) -> None:
+    """Print the report and write it to `output`."""
     print("\n" + text)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    print(f"wrote {output} ({time.perf_counter() - started:.0f} s in all)")
-    return 0
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path} ({time.perf_counter() - started:.0f} s in all)")
 
 
 if __name__ == "__main__":

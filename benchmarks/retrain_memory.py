@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import random
 import secrets
-import shutil
 import signal
 import statistics
 import sys
@@ -43,15 +42,16 @@ from benchmarks.next_item import base_env, django_setup, percentiles, running_se
 from benchmarks.retrain_latency import (  # noqa: E402
     Annotator,
     _flush_redis,
-    drop_database,
     label_and_wait,
     layer_redis_url,
     listening,
     migrate,
     prepare_project,
     recreate_database,
+    scratch_run,
     start_worker,
     websocket_ready,
+    write_report,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -207,6 +207,7 @@ def labelled_rows_mib(project_pk: int) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = time.perf_counter()
     # A SIGTERM (`timeout`, a CI limit) unwinds like Ctrl-C, so the worker and the server
     # subprocesses are stopped and the scratch database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -216,23 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         DATA_DIR=data_dir, TRAINING_WORKER="external", REDIS_URL=args.layer_redis_url, DEBUG="0"
     )
     django_setup(args.env)
-    from django.db import connection
-
-    text = ""
-    try:
+    with scratch_run(args, data_dir):
         readings, pk = run(args)
         text = report(args, readings, labelled_rows_mib(pk))
-    finally:
-        connection.close()
-        if not args.keep_db:
-            drop_database(args.database_url)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        _flush_redis(args.redis_url)
-    print("\n" + text)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    print(f"wrote {output}")
+    write_report(text, args.output, started)
     return 0
 
 
