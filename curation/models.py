@@ -124,6 +124,12 @@ class ProjectTraining(models.Model):
         blank=True,
         help_text="Why the last weighted consensus fell back to the majority, if it did.",
     )
+    analysis_growth = models.FloatField(
+        default=0.25,
+        validators=[MinValueValidator(0.05), MaxValueValidator(10.0)],
+        help_text="Label errors, duplicates and outliers are looked for again when the gold "
+        "labels (or items) grew by this share since the last run.",
+    )
 
     class Meta:
         constraints = [
@@ -200,3 +206,15 @@ class ItemFeatures(models.Model):
         return (
             f"features of item {self.item_id} ({self.featurizer_name} v{self.featurizer_version})"
         )
+
+
+# The analyses' results live in their own module; importing them here registers the models.
+from curation.dataset_models import (  # noqa: E402,F401
+    AnalysisRun,
+    DuplicateGroup,
+    ItemDuplicate,
+    ItemOutlier,
+    ItemPrediction,
+    LabelIssue,
+    PredictionChange,
+)
