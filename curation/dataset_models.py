@@ -212,6 +212,12 @@ class ItemOutlier(models.Model):
     )
     project = models.ForeignKey("annotations.Project", on_delete=models.CASCADE, related_name="+")
     score = models.FloatField()
+    neighbours = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The nearest items by the project's features, nearest first: "
+        "[[item id, similarity], …] (the item page's “more like this”).",
+    )
     run = models.ForeignKey(
         AnalysisRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
