@@ -442,6 +442,9 @@ class Review(models.Model):
         DISAGREEMENT = "disagreement", "Annotators disagree"
         MODEL = "model", "The model disagrees"
         FLAG = "flag", "Flagged"
+        LABEL_ERROR = "label_error", "Likely label error"
+        DUPLICATE = "duplicate", "Duplicates with different labels"
+        RELABEL = "relabel", "Relabelled"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reviews")
     item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="review")

@@ -262,8 +262,11 @@ def review_reopen(*, project: Project, review_id: int, user, comment: str = "") 
     return review
 
 
-def review_flag(*, item: Item, user, note: str = "") -> Review:
-    """Send an item to review by hand. A decided item is reopened: its gold label is derived
+def review_flag(
+    *, item: Item, user, note: str = "", reason: str = Review.Reason.FLAG
+) -> Review:
+    """Send an item to review by hand (`reason`: why, as the reviewer page shows it; `user` is
+    None when an analysis sends it). A decided item is reopened: its gold label is derived
     from the answers again, and the flag event keeps the decision it undid."""
     project = item.project
     note = (note or "").strip()
@@ -275,14 +278,14 @@ def review_flag(*, item: Item, user, note: str = "") -> Review:
             review = Review.objects.create(
                 project=project,
                 item=item,
-                reasons=[Review.Reason.FLAG],
+                reasons=[reason],
                 flagged_by=user,
                 flag_note=note,
             )
         else:
             undone = review.labels if review.status == Review.Status.DECIDED else None
-            if Review.Reason.FLAG not in review.reasons:
-                review.reasons = [*review.reasons, Review.Reason.FLAG]
+            if reason not in review.reasons:
+                review.reasons = [*review.reasons, reason]
             review.flagged_by = user
             review.flag_note = note
             review.status = Review.Status.OPEN
