@@ -77,7 +77,7 @@ RELEASE_EVERY = 50
 MALLOC_ARENAS = 2
 #: Allocations of at least this many bytes get pages of their own from the system, handed back
 #: when freed (`limit_malloc_arenas`).
-MALLOC_MMAP_THRESHOLD = 1024 * 1024
+MALLOC_MMAP_THRESHOLD = 256 * 1024
 _requests = 0
 
 
@@ -91,21 +91,21 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def limit_malloc_arenas() -> None:
-    """Let the worker's threads share MALLOC_ARENAS glibc arenas, and serve every allocation of
-    MALLOC_MMAP_THRESHOLD bytes or more with pages of its own. A no-op without glibc.
+    """Let the worker's threads share MALLOC_ARENAS glibc arenas, and give every allocation of
+    MALLOC_MMAP_THRESHOLD bytes or more pages of its own. A no-op without glibc.
 
     Arenas: each message runs on one of a pool of threads, and each thread's arena kept the
     peak of the runs it had served (freed memory is kept for reuse).
 
-    The threshold: each run allocates and frees buffers the size of the labelled rows (their
-    stack, the column-compacted copy the fit uses, scikit-learn's float64 copy of it), a few
-    MiB each and growing with every label, and the pool sample's blocks (~2 MiB) are copied as
-    it rotates. glibc serves large blocks from their own pages, but raises that threshold to
-    the size of every such block freed (up to 32 MiB), so after the first run they all came
-    from the heap, where the next run's slightly larger buffers never fit the holes the last
-    ones left. Measured in the worker (mallinfo2, 100k items): the heap's live bytes stayed
-    flat while its free bytes grew, and so did the RSS, by ~300 MiB over 17,685 labels. A fixed
-    threshold turns the dynamic one off: those buffers go back to the system when freed.
+    The threshold: every run copies arrays of a few hundred KiB to several MiB and frees the
+    old ones: the pool sample's blocks (up to ~0.9 MiB per array) as it rotates, and the
+    labelled rows' stack and the fit's copies of it, which grow with every label. glibc serves
+    large blocks from pages of their own, but raises that threshold to the size of every such
+    block freed (up to 32 MiB), so after the first runs they all came from the heap, where the
+    new arrays seldom fit the holes the old ones left: the heap grew around free space while
+    its live bytes stayed flat (mallinfo2 in the worker), and the RSS by ~300 MiB over 17,685
+    labels. A fixed threshold turns the dynamic one off, so these go back to the system when
+    freed.
     """
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
