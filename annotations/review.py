@@ -262,9 +262,7 @@ def review_reopen(*, project: Project, review_id: int, user, comment: str = "") 
     return review
 
 
-def review_flag(
-    *, item: Item, user, note: str = "", reason: str = Review.Reason.FLAG
-) -> Review:
+def review_flag(*, item: Item, user, note: str = "", reason: str = Review.Reason.FLAG) -> Review:
     """Send an item to review by hand (`reason`: why, as the reviewer page shows it; `user` is
     None when an analysis sends it). A decided item is reopened: its gold label is derived
     from the answers again, and the flag event keeps the decision it undid."""

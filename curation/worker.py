@@ -215,7 +215,7 @@ def sweep() -> list[int]:
                 trained.append(project_id)
         except Exception:
             logger.exception("training project %s failed", project_id)
-    for project_id in services.trained_projects():
+    for project_id in sorted({*services.trained_projects(), *services.analysed_projects()}):
         jobs.jobs_schedule(project_id)
     return trained
 
@@ -268,6 +268,9 @@ class TrainingConsumer(AsyncConsumer):
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
     async def training_consensus(self, message: dict[str, Any]) -> None:
+        await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
+
+    async def training_analysis(self, message: dict[str, Any]) -> None:
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
 
@@ -389,7 +392,10 @@ class TrainingWorker(Worker):
         request for a project that has one waiting already is merged into it (`pace`)."""
         if message["type"] == "training.request" and not pace.admit(message["project_id"]):
             return
-        kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
+        if message["type"] == jobs.ANALYSIS:  # minutes long: not in front of the estimate
+            kind = "analyses"
+        else:
+            kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
         scope = {"type": "channel", "channel": TRAINING_CHANNEL}
         self.get_or_create_application_instance(kind, scope).put_nowait(message)
 
