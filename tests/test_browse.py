@@ -153,9 +153,9 @@ def test_a_page_costs_a_fixed_number_of_queries(seeded):
     with CaptureQueriesContext(connection) as large:
         browse_page(seeded.project, q, limit=60)
     # The ids (one query for the rows with a score, one more when the page reaches the rows
-    # without), then the rows and their leases: never a query per row.
-    assert len(small) <= 4
-    assert len(large) <= 4
+    # without), then the rows, one query per related table and the leases: never one per row.
+    assert len(small) <= 10
+    assert len(large) <= 10
 
 
 def test_rows_carry_status_columns_and_a_short_excerpt(seeded):
