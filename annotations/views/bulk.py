@@ -104,7 +104,7 @@ def items_bulk(request: HttpRequest, pk: int) -> HttpResponse:
                 )
                 fmt = result.action.params["format"]
                 return stream_export(
-                    request, project, fmt, chunks, filename=_selection_filename(project, fmt)
+                    request, project, fmt, chunks, filename=selection_filename(project, fmt)
                 )
             count = selection.count(project)
         elif data["confirmed"]:
@@ -174,8 +174,8 @@ def items_export_selection(request: HttpRequest, pk: int, fmt: str) -> Streaming
         )
     except ValidationError as exc:
         return HttpResponse(_problems(exc.message_dict), status=400, content_type="text/plain")
-    return stream_export(request, project, fmt, chunks, filename=_selection_filename(project, fmt))
+    return stream_export(request, project, fmt, chunks, filename=selection_filename(project, fmt))
 
 
-def _selection_filename(project: Project, fmt: str) -> str:
+def selection_filename(project: Project, fmt: str) -> str:
     return exports.export_filename(project, fmt).replace("-labels.", "-selection.")
