@@ -56,11 +56,13 @@ class ItemActions(APIView):
 
     def post(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
+        # The role first: whoever may not run the action learns nothing about their input.
+        action = request.data.get("action") if hasattr(request.data, "get") else None
+        if action in RUNNABLE and not access.can(project, bulk.ROLES[action]):
+            raise PermissionDenied("Your role in this project does not allow this action.")
         body = ItemActionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        if not access.can(project, bulk.ROLES[data["action"]]):
-            raise PermissionDenied("Your role in this project does not allow this action.")
         try:
             selection = (
                 bulk.Selection.of_ids(data["items"])
