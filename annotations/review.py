@@ -50,13 +50,15 @@ class Candidate:
     earlier: bool = False
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "source": self.source,
             "who": self.who,
             "labels": self.labels,
             "confidence": self.confidence,
-            "earlier": self.earlier,
         }
+        if self.earlier:  # only relabelled items' events carry the mark
+            out["earlier"] = True
+        return out
 
 
 def _username(user) -> str:
