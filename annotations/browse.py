@@ -596,13 +596,15 @@ def browse_page(
 
 
 def rows_for(project: Project, ids: Sequence[int], cols: Sequence[str] = ()) -> list[BrowseRow]:
-    """The rows for the items `ids`, in that order: two queries whatever their number."""
+    """The rows for the items `ids`, in that order: eight queries whatever their number."""
     if not ids:
         return []
     items = {
         item.pk: item
         for item in Item.objects.filter(project=project, pk__in=ids)
-        .select_related("gold", "prediction", "label_issue", "duplicate", "outlier", "review")
+        # Prefetched, not joined: six LEFT JOINs made PostgreSQL hash whole tables for 50 rows
+        # (14 ms at 10k items); each prefetch is a primary-key probe with the page's ids.
+        .prefetch_related("gold", "prediction", "label_issue", "duplicate", "outlier", "review")
         .annotate(excerpt=Substr("text", 1, EXCERPT_CHARS + 1))
         .defer("text")
     }

@@ -2,6 +2,7 @@ from django.urls import path
 
 from annotations.views import (
     annotate,
+    browse,
     bulk,
     classes,
     data,
@@ -35,6 +36,12 @@ urlpatterns = [
         "<int:pk>/review/<int:review_pk>/reopen/",
         review.review_reopen_view,
         name="review_reopen",
+    ),
+    path("<int:pk>/data/", browse.project_data, name="project_data"),
+    path(
+        "<int:pk>/data/items/<int:item_pk>/",
+        browse.project_data_item,
+        name="project_data_item",
     ),
     path("<int:pk>/import/", data.project_import, name="project_import"),
     path("<int:pk>/export.jsonl", data.project_export_jsonl, name="project_export_jsonl"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotations.api import bulk, review, tokens, views
+from annotations.api import browse, bulk, review, tokens, views
 
 urlpatterns = [
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
@@ -46,6 +46,12 @@ urlpatterns = [
         "projects/<int:pk>/items/<int:item_pk>/flag/",
         review.ItemFlag.as_view(),
         name="api-item-flag",
+    ),
+    path("projects/<int:pk>/data/", browse.DataList.as_view(), name="api-data-list"),
+    path(
+        "projects/<int:pk>/data/items/<int:item_pk>/",
+        browse.DataItem.as_view(),
+        name="api-data-item",
     ),
     path(
         "projects/<int:pk>/annotations/",
