@@ -91,6 +91,21 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
             }
         )
 
+    async def analysis_progress(self, event: dict) -> None:
+        """A data analysis (label errors, duplicates…) moved on: the data page shows it."""
+        if not await self._allowed():
+            return
+        await self.send_json(
+            {
+                "type": "analysis",
+                "run": event["run"],
+                "kind": event["kind"],
+                "status": event["status"],
+                "progress": event["progress"],
+                "message": event.get("message", ""),
+            }
+        )
+
     async def _allowed(self, *, now: bool = False) -> bool:
         """Whether the socket may still hear the project; closes it if not. Checked against
         the database at most every WEBSOCKET_RECHECK_SECONDS, unless `now`."""

@@ -45,6 +45,9 @@ class AnalysisRun(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="The running worker's last progress report."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     progress = models.FloatField(default=0.0, help_text="Share done, 0–1.")
     message = models.CharField(max_length=200, blank=True)

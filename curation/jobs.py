@@ -13,6 +13,7 @@ runs (another worker did it) does nothing.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import threading
@@ -24,8 +25,9 @@ from django.db import close_old_connections
 
 from annotations.events import project_group, publish
 from annotations.models import Project
-from curation import consensus, trainer
-from curation.models import ModelVersion, ProjectTraining
+from curation import analysis_runs, consensus, trainer
+from curation.analysis_runs import ANALYSIS
+from curation.models import AnalysisRun, ModelVersion, ProjectTraining
 from curation.status import model_status
 from curation.training_requests import send_to_worker
 
@@ -46,7 +48,7 @@ __all__ = [
 
 ESTIMATE = "training.estimate"
 CONSENSUS = "training.consensus"
-JOB_TYPES = frozenset({ESTIMATE, CONSENSUS})
+JOB_TYPES = frozenset({ESTIMATE, CONSENSUS, ANALYSIS})
 
 #: Cross-validated accuracy is recomputed when the labels grew by this share since the last
 #: estimate (five refits: the cost grows with the labels, so the runs thin out geometrically).
@@ -92,7 +94,35 @@ def due_jobs(project_id: int) -> list[str]:
         kinds.append(ESTIMATE)
     if consensus.consensus_due(project):
         kinds.append(CONSENSUS)
+    if analyses_due(project):
+        kinds.append(ANALYSIS)
     return kinds
+
+
+def analyses_due(project: Project) -> list[str]:
+    """The analyses `project` needs now: those queued, and those whose `is_due` says so."""
+    analysis_runs.runs_requeue_stale(project)
+    queued = set(
+        AnalysisRun.objects.filter(project=project, status=AnalysisRun.Status.QUEUED).values_list(
+            "kind", flat=True
+        )
+    )
+    due = []
+    for kind in analysis_runs.ANALYSES:
+        if kind in queued:
+            due.append(kind)
+            continue
+        module = _analysis_module(kind)
+        if module is not None and module.is_due(project, analysis_runs.last_done(project, kind)):
+            due.append(kind)
+    return due
+
+
+def _analysis_module(kind: str) -> Any:
+    try:
+        return importlib.import_module(analysis_runs.ANALYSES[kind])
+    except ModuleNotFoundError:
+        return None
 
 
 def jobs_status(project: Project) -> dict[str, str]:
@@ -101,6 +131,7 @@ def jobs_status(project: Project) -> dict[str, str]:
     return {
         "accuracy estimate": "due" if ESTIMATE in due else "done",
         "weighted consensus": "due" if CONSENSUS in due else "done",
+        "data analyses": "due" if ANALYSIS in due else "done",
     }
 
 
@@ -142,7 +173,8 @@ def job_run(message: dict[str, Any]) -> None:
     logger.info("%s for project %s started", kind, project_id)
     close_old_connections()
     try:
-        done = _estimate(project_id) if kind == ESTIMATE else _consensus(project_id)
+        runner = {ESTIMATE: _estimate, CONSENSUS: _consensus, ANALYSIS: _analyses}[kind]
+        done = runner(project_id)
         logger.info(
             "%s for project %s %s in %.0f ms",
             kind,
@@ -215,3 +247,38 @@ def _consensus(project_id: int) -> bool:
         return False
     consensus.consensus_update(project)
     return True
+
+
+def _analyses(project_id: int) -> bool:
+    """Run `project_id`'s queued and due analyses one after another; each run's failure is
+    recorded on its row (and logged), never raised."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return False
+    ran = False
+    for kind in analyses_due(project):
+        module = _analysis_module(kind)
+        queued = AnalysisRun.objects.filter(
+            project=project, kind=kind, status=AnalysisRun.Status.QUEUED
+        ).exists()
+        run = analysis_runs.run_claim(project, kind, automatic=not queued)
+        if run is None:
+            continue
+        ran = True
+        if module is None:
+            analysis_runs.run_finish(run, result=None, error=f"{kind} is not available here")
+            continue
+        publish(project_group(project_id), analysis_runs.run_event(run))
+        started = time.perf_counter()
+        try:
+            result = module.run(
+                project, run, analysis_runs.Reporter(run, pause=trainer.wait_while_training)
+            )
+        except Exception as exc:
+            logger.exception("%s analysis for project %s failed", kind, project_id)
+            analysis_runs.run_finish(run, result=None, error=f"{type(exc).__name__}: {exc}")
+            continue
+        result = {**(result or {}), "seconds": round(time.perf_counter() - started, 2)}
+        analysis_runs.run_finish(run, result=result)
+        logger.info("%s analysis for project %s done: %s", kind, project_id, result)
+    return ran

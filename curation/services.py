@@ -15,7 +15,7 @@ from django.db.models.functions import Cast
 
 from annotations.gold import INCOMPLETE
 from annotations.models import Annotation, GoldLabel, GoldSource, Project, Review
-from curation.models import ModelVersion, ProjectTraining
+from curation.models import AnalysisRun, ModelVersion, ProjectTraining
 
 # The numerical modules are imported by the functions that use them: the web processes import
 # this module for `is_stale` and the reports, and should not load scikit-learn, SciPy and
@@ -84,6 +84,16 @@ def trained_projects() -> list[int]:
         ProjectTraining.objects.filter(current_version__isnull=False)
         .order_by("project_id")
         .values_list("project_id", flat=True)
+    )
+
+
+def analysed_projects() -> list[int]:
+    """Projects with an analysis queued or running (running ones may have lost their worker)."""
+    return list(
+        AnalysisRun.objects.filter(status__in=["queued", "running"])
+        .order_by("project_id")
+        .values_list("project_id", flat=True)
+        .distinct()
     )
 
 

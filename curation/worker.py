@@ -41,6 +41,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from threadpoolctl import threadpool_limits
 
+from annotations.queue import purge_expired_leases
 from curation import jobs, services, trainer
 from curation.embedded import EmbeddedTrainingWorker
 from curation.training_requests import (
@@ -223,7 +224,14 @@ def _count_request() -> None:
 def sweep() -> list[int]:
     """Train every project whose model has not seen all its labels, and queue the follow-up
     jobs that are due for any project (lost with a worker or with Redis); return the ids of the
-    projects trained."""
+    projects trained. Expired leases an hour old are deleted on the way (they no longer count;
+    this keeps the table, which every next-item request reads, small)."""
+    try:
+        purged = purge_expired_leases()
+        if purged:
+            logger.info("sweep deleted %s expired leases", purged)
+    except Exception:
+        logger.exception("deleting expired leases failed")
     trained = []
     for project_id in services.stale_projects():
         try:
@@ -231,7 +239,7 @@ def sweep() -> list[int]:
                 trained.append(project_id)
         except Exception:
             logger.exception("training project %s failed", project_id)
-    for project_id in services.trained_projects():
+    for project_id in sorted({*services.trained_projects(), *services.analysed_projects()}):
         jobs.jobs_schedule(project_id)
     return trained
 
@@ -284,6 +292,9 @@ class TrainingConsumer(AsyncConsumer):
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
     async def training_consensus(self, message: dict[str, Any]) -> None:
+        await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
+
+    async def training_analysis(self, message: dict[str, Any]) -> None:
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
 
@@ -405,7 +416,10 @@ class TrainingWorker(Worker):
         request for a project that has one waiting already is merged into it (`pace`)."""
         if message["type"] == "training.request" and not pace.admit(message["project_id"]):
             return
-        kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
+        if message["type"] == jobs.ANALYSIS:  # minutes long: not in front of the estimate
+            kind = "analyses"
+        else:
+            kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
         scope = {"type": "channel", "channel": TRAINING_CHANNEL}
         self.get_or_create_application_instance(kind, scope).put_nowait(message)
 
