@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import BooleanField, Exists, F, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
@@ -305,6 +306,25 @@ def _cols(value: str) -> list[str]:
 
 def _annotator_exists(project: Project, username: str) -> bool:
     return Annotation.objects.filter(project=project, annotator__username=username).exists()
+
+
+def annotators_of(project: Project) -> list[str]:
+    """The usernames of everyone who answered in `project` (members who left included), sorted:
+    the annotator filter's choices. A loose index scan, one probe of `annotation_hist_idx`
+    (project, annotator, …) per annotator: DISTINCT over the answers read all of them (700k
+    at 1M items, about 300 ms) on every page of the browser."""
+    answers = connection.ops.quote_name(Annotation._meta.db_table)
+    users = connection.ops.quote_name(get_user_model()._meta.db_table)
+    sql = (
+        f"WITH RECURSIVE who (id) AS ("
+        f" SELECT MIN(annotator_id) FROM {answers} WHERE project_id = %s"
+        f" UNION ALL SELECT (SELECT MIN(annotator_id) FROM {answers}"
+        f" WHERE project_id = %s AND annotator_id > who.id) FROM who WHERE who.id IS NOT NULL"
+        f") SELECT u.username FROM who JOIN {users} u ON u.id = who.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project.pk, project.pk])
+        return sorted(username for (username,) in cursor.fetchall())
 
 
 # --- The filter -------------------------------------------------------------------------------
