@@ -3,6 +3,7 @@ from django.urls import path
 from annotations.views import (
     annotate,
     browse,
+    bulk,
     classes,
     data,
     manage,
@@ -45,6 +46,12 @@ urlpatterns = [
     path("<int:pk>/import/", data.project_import, name="project_import"),
     path("<int:pk>/export.jsonl", data.project_export_jsonl, name="project_export_jsonl"),
     path("<int:pk>/export.csv", data.project_export_csv, name="project_export_csv"),
+    path("<int:pk>/data/bulk/", bulk.items_bulk, name="items_bulk"),
+    path(
+        "<int:pk>/data/export.<str:fmt>",
+        bulk.items_export_selection,
+        name="items_export_selection",
+    ),
     path("<int:pk>/quality/", quality.project_quality, name="project_quality"),
     path("<int:pk>/settings/", manage.project_settings, name="project_settings"),
     path("<int:pk>/classes/", classes.project_label_classes, name="project_label_classes"),
