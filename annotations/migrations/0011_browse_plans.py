@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0008_browse_indexes'),
+        ('annotations', '0009_item_actions'),
     ]
 
     operations = [
