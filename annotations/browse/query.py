@@ -311,8 +311,8 @@ def _annotator_exists(project: Project, username: str) -> bool:
 def annotators_of(project: Project) -> list[str]:
     """The usernames of everyone who answered in `project` (members who left included), sorted:
     the annotator filter's choices. A loose index scan, one probe of `annotation_hist_idx`
-    (project, annotator, …) per annotator: DISTINCT over the answers read all of them (700k
-    at 1M items, about 300 ms) on every page of the browser."""
+    (project, annotator, …) per annotator: DISTINCT over the answers read all of them on every
+    page of the browser (700k answers at 1M items: 600 ms against 0.2 ms, machine loaded)."""
     answers = connection.ops.quote_name(Annotation._meta.db_table)
     users = connection.ops.quote_name(get_user_model()._meta.db_table)
     sql = (
