@@ -281,6 +281,11 @@ class Item(models.Model):
                 condition=Q(needs_annotation=True, annotation_count__gt=0),
                 name="item_partial_idx",
             ),
+            # The data browser: a project's items in id order without a heap visit per item to
+            # check its project (its pages and counts join every filter's table to this walk).
+            models.Index(fields=["project", "id"], name="item_browse_idx"),
+            # The browser's "Answers" sort (annotation_count already keeps updates off HOT).
+            models.Index(fields=["project", "annotation_count", "id"], name="item_answers_idx"),
         ]
 
     def __str__(self) -> str:
@@ -430,6 +435,8 @@ class GoldLabel(models.Model):
             models.Index(
                 fields=["project"], condition=Q(labels__isnull=False), name="gold_labelled_idx"
             ),
+            # The data browser's "Agreement" sort, a keyset walk like the analyses' scores.
+            models.Index(fields=["project", "agreement", "item"], name="gold_agreement_idx"),
         ]
 
     def __str__(self) -> str:

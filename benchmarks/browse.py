@@ -34,6 +34,7 @@ from benchmarks import next_item as ni  # noqa: E402  (needs ROOT on sys.path)
 
 PREFIX = "bench-browse-"
 REVIEWER = "bench-annotator-0"  # made a reviewer of the browse projects
+ANNOTATORS = 5  # bench-annotator-0…4 answered the items (the annotator filter)
 #: The pages measured: (name, path under /projects/<pk>/ or /api/projects/<pk>/, is_api).
 PAGES = [
     ("first page", "data/", False),
@@ -44,7 +45,39 @@ PAGES = [
      "&sort=-error", False),
     ("sort by outlier score, desc", "data/?sort=-outlier", False),
     ("metadata source = web", "data/?meta=source%3Dweb", False),
+    ("likely label errors, by score", "data/?flag=flagged&sort=-error", False),
     ("API first page", "data/", True),
+]  # fmt: skip
+#: The queries whose plans are written (`--plans`), beyond the pages above: every sort (first
+#: and next page), every status, each kind of filter and a combination.
+PLANS = [
+    ("sort by agreement, desc", "sort=-agreement"),
+    ("sort by agreement", "sort=agreement"),
+    ("sort by answers, desc", "sort=-answers"),
+    ("sort by confidence", "sort=confidence"),
+    ("sort by confidence, desc", "sort=-confidence"),
+    ("sort by label-error score, desc", "sort=-error"),
+    ("sort by outlier score", "sort=outlier"),
+    ("sort by id, desc", "sort=-id"),
+    *((f"status = {s}", f"status={s}")
+      for s in ("open", "in_progress", "partly", "complete", "review", "decided")),
+    ("gold label = neutral", "gold=neutral"),
+    ("gold source = majority", "gold_source=majority"),
+    ("predicted = negative", "predicted=negative"),
+    ("model disagrees with gold", "disagrees=1"),
+    ("annotator", "annotator=bench-annotator-2"),
+    ("flag = flagged", "flag=flagged"),
+    ("has duplicates", "duplicates=1"),
+    ("agreement ≤ 0.5", "agreement_max=0.5"),
+    ("label-error score ≥ 0.9", "error_min=0.9"),
+    ("metadata batch = 7", "meta=batch%3D7"),
+    ("text search, rare word", "q=warranty"),
+    ("disagrees + predicted, by confidence desc",
+     "disagrees=1&predicted=negative&sort=-confidence"),
+    ("status complete + meta, by label-error score",
+     "status=complete&meta=source%3Dweb&sort=-error"),
+    ("gold + annotator + text, by outlier", "gold=positive&annotator=bench-annotator-1"
+     "&q=battery&sort=-outlier"),
 ]  # fmt: skip
 
 
@@ -57,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     p.add_argument("--reload", action="store_true", help="load the projects again")
+    p.add_argument("--reseed", action="store_true", help="write the analyses' rows again")
+    p.add_argument("--plans", action="store_true", help="only write the queries' plans")
     p.add_argument("--output", default=str(ni.RESULTS / "browse.md"))
     args = p.parse_args(argv)
     args.size_list = [int(s) for s in args.sizes.split(",") if s]
@@ -64,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _tables() -> dict[str, str]:
-    from annotations.models import GoldLabel, Item, Review
+    from annotations.models import Annotation, GoldLabel, Item, ItemLease, Review
     from curation.dataset_models import (
         DuplicateGroup,
         ItemDuplicate,
@@ -74,8 +109,8 @@ def _tables() -> dict[str, str]:
         PredictionChange,
     )
 
-    models = (GoldLabel, Item, Review, DuplicateGroup, ItemDuplicate, ItemOutlier)
-    models += (ItemPrediction, LabelIssue, PredictionChange)
+    models = (Annotation, GoldLabel, Item, ItemLease, Review, DuplicateGroup, ItemDuplicate)
+    models += (ItemOutlier, ItemPrediction, LabelIssue, PredictionChange)
     return {m.__name__: m._meta.db_table for m in models}
 
 
@@ -88,15 +123,29 @@ def delete_analyses(pk: int) -> None:
             cur.execute(f"DELETE FROM {t[name]} WHERE project_id = %s", [pk])
         for name in ("ItemPrediction", "PredictionChange", "GoldLabel", "Review"):
             cur.execute(f"DELETE FROM {t[name]} WHERE project_id = %s", [pk])
+        for name in ("Annotation", "ItemLease"):
+            cur.execute(f"DELETE FROM {t[name]} WHERE project_id = %s", [pk])
 
 
-def seed_analyses(pk: int) -> float:
-    """What the analyses and answers would have left, written in the database itself."""
+def seed_analyses(pk: int, annotator_ids: list[int]) -> float:
+    """What the answers, reviews and analyses would have left, written in the database itself.
+
+    By item id: 30% have two answers and a gold label (agreement 0.5 or 1.0), 10% one answer;
+    80% have a prediction, which differs from the gold label for one in eight; every gold label
+    has a label-error score, 10% of them flagged (some sent to review, fixed or dismissed);
+    every item has an outlier score; 1% are in duplicate pairs; 2% are in review (half
+    decided); a few are held by an annotator. Answers are spread over `annotator_ids`."""
     from django.db import connection, transaction
 
     t = _tables()
     started = time.perf_counter()
-    classes = "(ARRAY['positive','negative','neutral'])[1 + (i.id %% 3)]"
+    gold_class = "(ARRAY['positive','negative','neutral'])[1 + (i.id %% 3)]"
+    # One gold-labelled item in eight gets another class predicted (the "disagrees" filter).
+    predicted_class = (
+        "(ARRAY['positive','negative','neutral'])[1 + ((i.id + (i.id %% 8 = 0)::int) %% 3)]"
+    )
+    people = "ARRAY[" + ",".join(str(u) for u in annotator_ids) + "]::int[]"
+    n = len(annotator_ids)
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("SELECT setseed(0.42)")
         cur.execute(
@@ -106,9 +155,20 @@ def seed_analyses(pk: int) -> float:
             "needs_annotation = NOT (id %% 10 < 3) WHERE project_id = %s",
             [pk],
         )
+        # The answers behind the counts: two different annotators, or one.
+        for k, (which, share) in enumerate((("i.id", "< 4"), ("i.id + 1", "< 3"))):
+            cur.execute(
+                f"INSERT INTO {t['Annotation']} (project_id, item_id, annotator_id, labels, "
+                "skipped, time_spent_ms, client_uuid, created_at, updated_at) "
+                f"SELECT i.project_id, i.id, ({people})[1 + (({which}) %% {n})], "
+                f"jsonb_build_array({gold_class}), false, 1500, gen_random_uuid(), "
+                f"now() - interval '{k + 1} hours', now() - interval '{k + 1} hours' "
+                f"FROM {t['Item']} i WHERE i.project_id = %s AND i.id %% 10 {share}",
+                [pk],
+            )
         cur.execute(
             f"INSERT INTO {t['GoldLabel']} (item_id, project_id, labels, source, agreement, "
-            f"answers, updated_at) SELECT i.id, i.project_id, jsonb_build_array({classes}), "
+            f"answers, updated_at) SELECT i.id, i.project_id, jsonb_build_array({gold_class}), "
             "'majority', (ARRAY[0.5, 1.0])[1 + (i.id / 10 %% 2)], 2, now() "
             f"FROM {t['Item']} i WHERE i.project_id = %s AND i.id %% 10 < 3",
             [pk],
@@ -117,15 +177,33 @@ def seed_analyses(pk: int) -> float:
             f"INSERT INTO {t['ItemPrediction']} (item_id, project_id, labels, label, confidence, "
             f"version, updated_at) SELECT i.id, i.project_id, jsonb_build_array(c), c, "
             "0.34 + random() * 0.66, 7, now() FROM "
-            f"(SELECT id, project_id, {classes} AS c FROM {t['Item']} i "
+            f"(SELECT id, project_id, {predicted_class} AS c FROM {t['Item']} i "
             "WHERE project_id = %s AND id %% 5 <> 4) i",
             [pk],
         )
         cur.execute(
             f"INSERT INTO {t['LabelIssue']} (item_id, project_id, gold, score, suggested, "
-            "probabilities, status, updated_at) SELECT g.item_id, g.project_id, g.labels, "
-            f"random(), 'negative', '{{}}', '', now() FROM {t['GoldLabel']} g "
-            "WHERE g.project_id = %s",
+            "probabilities, status, updated_at) SELECT item_id, project_id, labels, score, "
+            "'negative', '{}', CASE WHEN score >= 0.92 THEN 'flagged' WHEN score >= 0.91 THEN "
+            "'review' WHEN score >= 0.905 THEN 'fixed' WHEN score >= 0.9 THEN 'dismissed' "
+            f"ELSE '' END, now() FROM (SELECT g.*, random() AS score FROM {t['GoldLabel']} g "
+            "WHERE g.project_id = %s) g",
+            [pk],
+        )
+        cur.execute(
+            f"INSERT INTO {t['Review']} (project_id, item_id, status, reasons, model_labels, "
+            "flag_note, labels, decided_at, comment, created_at, updated_at) "
+            "SELECT project_id, id, CASE WHEN id %% 100 = 1 THEN 'open' ELSE 'decided' END, "
+            "'[\"disagreement\"]', '[]', '', CASE WHEN id %% 100 = 2 THEN '[\"neutral\"]'::jsonb "
+            "END, CASE WHEN id %% 100 = 2 THEN now() END, '', now(), now() "
+            f"FROM {t['Item']} WHERE project_id = %s AND id %% 100 IN (1, 2)",
+            [pk],
+        )
+        cur.execute(
+            f"INSERT INTO {t['ItemLease']} (project_id, item_id, user_id, created_at, "
+            f"expires_at) SELECT project_id, id, {annotator_ids[0]}, now(), "
+            f"now() + interval '1 day' FROM {t['Item']} WHERE project_id = %s "
+            "AND id %% 10 = 5 ORDER BY id LIMIT 20",
             [pk],
         )
         cur.execute(
@@ -149,13 +227,14 @@ def seed_analyses(pk: int) -> float:
             [pk, pk],
         )
     with connection.cursor() as cur:
-        for name in ("Item", "GoldLabel", "ItemPrediction", "LabelIssue", "ItemOutlier"):
+        for name in ("Item", "Annotation", "GoldLabel", "ItemPrediction", "LabelIssue"):
             cur.execute(f"VACUUM ANALYZE {t[name]}")
-        cur.execute(f"VACUUM ANALYZE {t['ItemDuplicate']}")
+        for name in ("ItemOutlier", "ItemDuplicate", "DuplicateGroup", "Review", "ItemLease"):
+            cur.execute(f"VACUUM ANALYZE {t[name]}")
     return time.perf_counter() - started
 
 
-def prepare(size: int, *, reload: bool) -> int:
+def prepare(size: int, *, reload: bool, reseed: bool = False) -> int:
     from django.contrib.auth import get_user_model
 
     from annotations.models import Membership, Project
@@ -170,9 +249,19 @@ def prepare(size: int, *, reload: bool) -> int:
     if project is None:
         project = project_create(name=name, classes=ni.CLASSES)
         print(f"{name}: loaded {size:,} items in {ni.load_items(project.pk, size):.1f} s")
-        print(f"{name}: wrote the analyses' rows in {seed_analyses(project.pk):.1f} s")
+        reseed = True
     else:
         print(f"{name}: reusing {size:,} items")
+    annotators = list(
+        get_user_model()
+        .objects.filter(username__startswith=ni.USER_PREFIX)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if reseed:
+        delete_analyses(project.pk)
+        seconds = seed_analyses(project.pk, annotators)
+        print(f"{name}: wrote the answers' and analyses' rows in {seconds:.1f} s")
     user = get_user_model().objects.get(username=REVIEWER)
     Membership.objects.update_or_create(
         project=project, user=user, defaults={"role": Membership.Role.REVIEWER}
@@ -210,8 +299,18 @@ def measure(port: int, pk: int, who: ni.Annotator, args) -> list[tuple[str, floa
     return rows
 
 
+_EXECUTION = re.compile(r"Execution Time: ([0-9.]+) ms")
+ROW_QUERIES = 8  # `rows_for`: the items, six prefetches, the leases
+
+
+def cell(runs: list[tuple[float, str]]) -> str:
+    return " + ".join(f"{ms:.1f}" for ms, _ in runs) or "–"
+
+
 def explain(pk: int) -> str:
-    """EXPLAIN ANALYZE of the id query behind each page (the costly one)."""
+    """EXPLAIN (ANALYZE, BUFFERS) of every query behind each page (the ids, the rows' prefetches,
+    the bounded count) and of the next page of each sort; a table of their execution times,
+    then the plans of the id and count queries (the rows' prefetches are primary-key probes)."""
     from django.db import connection
     from django.http import QueryDict
     from django.test.utils import CaptureQueriesContext
@@ -220,22 +319,50 @@ def explain(pk: int) -> str:
     from annotations.models import Project
 
     project = Project.objects.get(pk=pk)
-    out = []
-    for name, path, api in PAGES:
-        if api:
-            continue
-        qs = path.partition("?")[2]
-        query = BrowseQuery.from_querydict(project, QueryDict(qs))
-        with CaptureQueriesContext(connection) as captured:
-            browse_page(project, query, limit=50)
-            count_matching(project, query)
-        out.append(f"### {name}\n")
+    cases = [(name, path.partition("?")[2]) for name, path, api in PAGES if not api]
+    cases += PLANS
+    table = [
+        "| Page | ids ms | next page ids ms | rows ms | count ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    details = []
+
+    def run(sql: str) -> tuple[float, str]:
         with connection.cursor() as cur:
-            for q in captured.captured_queries:
-                cur.execute(f"EXPLAIN (ANALYZE, BUFFERS OFF) {q['sql']}")
-                plan = "\n".join(r[0] for r in cur.fetchall())
-                out.append(f"```\n{q['sql'][:400]}\n{plan}\n```\n")
-    return "\n".join(out)
+            cur.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")
+            plan = "\n".join(r[0] for r in cur.fetchall())
+        return float(_EXECUTION.search(plan).group(1)), plan
+
+    for name, qs in cases:
+        query = BrowseQuery.from_querydict(project, QueryDict(qs))
+        with CaptureQueriesContext(connection) as first:
+            page = browse_page(project, query, limit=50)
+        with CaptureQueriesContext(connection) as counted:
+            count_matching(project, query)
+        nxt = None
+        if page.next_cursor:
+            with CaptureQueriesContext(connection) as nxt:
+                browse_page(project, query, after=page.next_cursor, limit=50)
+        # browse_page: the id queries (one, or two when the valued part runs out), then the
+        # rows: the items, six prefetches and the leases.
+        split = len(first.captured_queries) - (ROW_QUERIES if page.rows else 0)
+        id_sqls = [q["sql"] for q in first.captured_queries[:split]]
+        ids = [run(sql) for sql in id_sqls]
+        rows_ms = sum(run(q["sql"])[0] for q in first.captured_queries[split:])
+        nxt_ids = [run(q["sql"]) for q in nxt.captured_queries[:-ROW_QUERIES]] if nxt else []
+        counts = [run(q["sql"]) for q in counted.captured_queries]
+        table.append(
+            f"| {name} (`{qs or '–'}`) | {cell(ids)} | {cell(nxt_ids)} | {rows_ms:.1f} "
+            f"| {cell(counts)} |"
+        )
+        details.append(f"### {name}\n")
+        for label, sqls, runs in (("ids", id_sqls, ids), ("count", [], counts)):
+            for i, (_, plan) in enumerate(runs):
+                sql = sqls[i] if sqls else counted.captured_queries[i]["sql"]
+                details.append(f"{label}:\n```\n{sql[:600]}\n{plan}\n```\n")
+        for _, plan in nxt_ids:
+            details.append(f"next page ids:\n```\n{plan}\n```\n")
+    return "\n".join(table) + "\n\n" + "\n".join(details)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,8 +373,18 @@ def main(argv: list[str] | None = None) -> int:
     ni.django_setup(env)
     from django.db import connection
 
-    ni.prepare_users(1)
-    projects = {size: prepare(size, reload=args.reload) for size in args.size_list}
+    ni.prepare_users(ANNOTATORS)
+    projects = {
+        size: prepare(size, reload=args.reload, reseed=args.reseed) for size in args.size_list
+    }
+    if args.plans:
+        largest = max(projects)
+        text = f"# Data browser plans at {largest:,} items\n\n{explain(projects[largest])}\n"
+        output = Path(args.output).with_name(Path(args.output).stem + "-plans.md")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        print(text.split("\n\n###", 1)[0] + f"\n\nwrote {output}")
+        return 0
     connection.close()
     results = {}
     with ni.running_server("uvicorn", args.workers, env) as port:

@@ -16,12 +16,14 @@ from annotations.browse import (
     SORTS,
     BrowseQuery,
     BrowseQueryError,
+    annotators_of,
     browse_page,
     count_matching,
     encode_cursor,
     items_matching,
     parse_limit,
 )
+from annotations.models import Membership
 from tests.browse_seed import CLASSES, reference_filter, reference_order, seed_project
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("fast_passwords")]
@@ -255,6 +257,19 @@ def test_the_count_is_exact_below_the_bound_and_says_so_above_it(seeded):
     assert count_matching(project, query(project, status="complete")) == (complete, True)
     assert count_matching(project, query(project, confidence_min="0"), bound=5) == (5, False)
     assert COUNT_BOUND >= 1000
+
+
+def test_the_annotator_choices_are_everyone_who_answered_here_including_who_left(seeded):
+    project = seeded.project
+    other = seed_project(10, seed=3, name="Elsewhere")  # its annotators answered there only
+    answered = set(project.annotations.values_list("annotator__username", flat=True))
+    assert len(answered) >= 2
+    first = min(seeded.annotators, key=lambda u: u.pk)
+    Membership.objects.filter(project=project, user=first).delete()  # left: still listed
+    assert annotators_of(project) == sorted(answered)
+    assert first.username in annotators_of(project)
+    assert set(annotators_of(other.project)).isdisjoint(answered)
+    assert annotators_of(seed_project(0, name="Empty").project) == []
 
 
 def test_a_class_name_is_matched_exactly_not_as_a_part(db):

@@ -22,12 +22,13 @@ from annotations.browse import (
     BrowsePage,
     BrowseQuery,
     BrowseQueryError,
+    annotators_of,
     browse_page,
     count_matching,
     parse_limit,
 )
 from annotations.item_history import item_details
-from annotations.models import Annotation, GoldSource
+from annotations.models import GoldSource
 
 
 class HtmxRequest(HttpRequest):
@@ -77,7 +78,7 @@ def project_data(request: HtmxRequest, pk: int) -> HttpResponse:
         "flags": FLAGS,
         "gold_sources": GoldSource.choices,
         "classes": project.class_names(),
-        "annotators": _annotators(project),
+        "annotators": annotators_of(project),
         "can_manage": access.can(project, access.MANAGE),
         "colspan": 12 + len(query.cols),
     }
@@ -85,15 +86,6 @@ def project_data(request: HtmxRequest, pk: int) -> HttpResponse:
     if request.htmx and not request.htmx.history_restore_request:
         return render(request, "annotations/_browse_results.html", context, status=status)
     return render(request, "annotations/browse.html", context, status=status)
-
-
-def _annotators(project) -> list[str]:
-    """Who answered in this project, for the annotator filter (members who left included)."""
-    return sorted(
-        Annotation.objects.filter(project=project)
-        .values_list("annotator__username", flat=True)
-        .distinct()
-    )
 
 
 @require_GET
