@@ -122,7 +122,7 @@ def _candidates(lsh: MinHashLSH) -> Iterable[tuple[int, int]]:
     """Index pairs that share an LSH band bucket, each once (a big bucket: star-shaped)."""
     seen: set[tuple[int, int]] = set()
     for table in lsh.hashtables:
-        for key in table.keys():
+        for key in table.keys():  # noqa: SIM118 - a datasketch storage, not a dict
             members = table.get(key)
             if len(members) < 2:
                 continue

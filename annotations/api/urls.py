@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotations.api import review, tokens, views
+from annotations.api import duplicates, review, tokens, views
 
 urlpatterns = [
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
@@ -40,6 +40,16 @@ urlpatterns = [
         "projects/<int:pk>/items/<int:item_pk>/flag/",
         review.ItemFlag.as_view(),
         name="api-item-flag",
+    ),
+    path(
+        "projects/<int:pk>/duplicates/",
+        duplicates.DuplicateGroupList.as_view(),
+        name="api-duplicate-list",
+    ),
+    path(
+        "projects/<int:pk>/duplicates/review/",
+        duplicates.DuplicatesToReview.as_view(),
+        name="api-duplicates-review",
     ),
     path(
         "projects/<int:pk>/annotations/",
