@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -57,18 +58,27 @@ class ImportResult:
 
 
 class DuplicateLog:
-    """The exact duplicates an import meets: the first MAX_DUPLICATES_SHOWN located, all
-    counted; `skip` says whether they are left out of the import."""
+    """The exact duplicates an import meets: the MAX_DUPLICATES_SHOWN first in the file
+    located, all counted; `skip` says whether they are left out of the import. (Duplicates of
+    the project's items are found a batch later than those within the file, hence the order
+    kept by position.)"""
 
     def __init__(self, *, skip: bool) -> None:
         self.skip = skip
-        self.shown: list[str] = []
+        self._first: list[tuple[int, int, str]] = []  # a max-heap by position: (-position, …)
         self.total = 0
 
-    def add(self, where: str, of: str) -> None:
+    def add(self, where: str, of: str, *, position: int) -> None:
         self.total += 1
-        if len(self.shown) < MAX_DUPLICATES_SHOWN:
-            self.shown.append(f"{where} duplicates {of}")
+        entry = (-position, self.total, f"{where} duplicates {of}")
+        if len(self._first) < MAX_DUPLICATES_SHOWN:
+            heapq.heappush(self._first, entry)
+        elif -position > self._first[0][0]:
+            heapq.heapreplace(self._first, entry)
+
+    @property
+    def shown(self) -> list[str]:
+        return [message for *_, message in sorted(self._first, reverse=True)]
 
     def result(self, *, created: int, source: str) -> ImportResult:
         return ImportResult(

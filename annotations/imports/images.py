@@ -357,14 +357,16 @@ def _store_images(
                 continue  # failing anyway: keep checking, stop writing
             content_hash = bytes_hash(data)
             if (first_at := contents_seen.get(content_hash)) is not None:
-                duplicates.add(source.path, first_at)
+                duplicates.add(source.path, first_at, position=done)
                 if duplicates.skip:
                     continue
             else:
                 contents_seen[content_hash] = source.path
                 same = existing_hashes(project, [content_hash]) if check_db else {}
                 if content_hash in same:
-                    duplicates.add(source.path, f"existing item {same[content_hash]!r}")
+                    duplicates.add(
+                        source.path, f"existing item {same[content_hash]!r}", position=done
+                    )
                     if duplicates.skip:
                         continue
             item = Item(

@@ -150,7 +150,7 @@ def _store_text(
         content_hash = text_hash(item.text)
         first_at = contents.get(content_hash)
         if first_at is not None:
-            duplicates.add(where, first_at)
+            duplicates.add(where, first_at, position=_position(where))
             if duplicates.skip:
                 continue
         else:
@@ -252,13 +252,18 @@ def _flush_text(
         for item, where in zip(batch, wheres, strict=True):
             same = existing.get(item.content_hash) if contents[item.content_hash] == where else None
             if same is not None:
-                duplicates.add(where, f"existing item {same!r}")
+                duplicates.add(where, f"existing item {same!r}", position=_position(where))
                 if duplicates.skip:
                     continue
             kept.append(item)
         batch = kept
     insert_text_items(project, batch)
     return len(batch)
+
+
+def _position(where: str) -> int:
+    """The number in "line 14" or "record 3": a record's place in the file."""
+    return int(where.rsplit(" ", 1)[-1])
 
 
 class _ByteLines:
