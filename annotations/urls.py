@@ -1,6 +1,17 @@
 from django.urls import path
 
-from annotations.views import annotate, classes, data, manage, media, projects, quality, review
+from annotations.views import (
+    annotate,
+    browse,
+    bulk,
+    classes,
+    data,
+    manage,
+    media,
+    projects,
+    quality,
+    review,
+)
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
@@ -26,9 +37,21 @@ urlpatterns = [
         review.review_reopen_view,
         name="review_reopen",
     ),
+    path("<int:pk>/data/", browse.project_data, name="project_data"),
+    path(
+        "<int:pk>/data/items/<int:item_pk>/",
+        browse.project_data_item,
+        name="project_data_item",
+    ),
     path("<int:pk>/import/", data.project_import, name="project_import"),
     path("<int:pk>/export.jsonl", data.project_export_jsonl, name="project_export_jsonl"),
     path("<int:pk>/export.csv", data.project_export_csv, name="project_export_csv"),
+    path("<int:pk>/data/bulk/", bulk.items_bulk, name="items_bulk"),
+    path(
+        "<int:pk>/data/export.<str:fmt>",
+        bulk.items_export_selection,
+        name="items_export_selection",
+    ),
     path("<int:pk>/quality/", quality.project_quality, name="project_quality"),
     path("<int:pk>/settings/", manage.project_settings, name="project_settings"),
     path("<int:pk>/classes/", classes.project_label_classes, name="project_label_classes"),

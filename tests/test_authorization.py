@@ -127,6 +127,16 @@ EXPECT: dict[str, Rule] = {
     # Duplicates: reviewers and project admins
     "api-duplicate-list": Rule(GET, REVIEWER_UP),
     "api-duplicates-review": Rule(POST, REVIEWER_UP),
+    # The data browser: reviewers and project admins
+    "project_data": Rule(GET, REVIEWER_UP),
+    "project_data_item": Rule(GET, REVIEWER_UP),
+    "api-data-list": Rule(GET, REVIEWER_UP),
+    "api-data-item": Rule(GET, REVIEWER_UP),
+    # Bulk actions (assign and delete are refused to reviewers inside, by action)
+    "items_bulk": Rule(POST, REVIEWER_UP),
+    "items_export_selection": Rule(GET, REVIEWER_UP),
+    "api-item-actions": Rule(POST, REVIEWER_UP),
+    "api-item-export": Rule(GET, REVIEWER_UP),
 }
 
 # Prefixes of routes tested elsewhere or not views of this app.

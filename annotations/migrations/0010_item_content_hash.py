@@ -55,7 +55,7 @@ def fill_text_hashes(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("annotations", "0008_browse_indexes")]
+    dependencies = [("annotations", "0009_item_actions")]
 
     operations = [
         migrations.AddField(

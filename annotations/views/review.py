@@ -81,6 +81,7 @@ def _duplicates_context(item: Item) -> dict:
         "duplicate_group": group,
         "duplicate_others": [
             {
+                "item_id": m.item_id,
                 "external_id": m.external_id,
                 "gold": m.gold or [],
                 "similarity": m.similarity,
