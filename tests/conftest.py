@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from annotations import queue
+from annotations.content_hash import text_hash
 from annotations.models import Annotation, Item, ItemAssignment, ItemLease, Membership, Project
 from annotations.services import SubmitResult, add_items_counted, annotation_submit, project_create
 
@@ -26,7 +27,13 @@ def make_user(username: str, **extra) -> User:
 def add_text_items(project: Project, texts: list[str], *, prefix: str = "t") -> list[Item]:
     items = Item.objects.bulk_create(
         [
-            Item(project=project, external_id=f"{prefix}{i}", text=text, priority=1.0 - i * 1e-6)
+            Item(
+                project=project,
+                external_id=f"{prefix}{i}",
+                text=text,
+                priority=1.0 - i * 1e-6,
+                content_hash=text_hash(text),  # as an import stores it
+            )
             for i, text in enumerate(texts)
         ]
     )

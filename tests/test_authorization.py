@@ -124,6 +124,9 @@ EXPECT: dict[str, Rule] = {
     "api-review-decision": Rule(POST, REVIEWER_UP),
     "api-review-reopen": Rule(POST, REVIEWER_UP),
     "api-item-flag": Rule(POST, REVIEWER_UP),
+    # Duplicates: reviewers and project admins
+    "api-duplicate-list": Rule(GET, REVIEWER_UP),
+    "api-duplicates-review": Rule(POST, REVIEWER_UP),
     # The data browser: reviewers and project admins
     "project_data": Rule(GET, REVIEWER_UP),
     "project_data_item": Rule(GET, REVIEWER_UP),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotations.api import browse, bulk, review, tokens, views
+from annotations.api import browse, bulk, duplicates, review, tokens, views
 
 urlpatterns = [
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
@@ -52,6 +52,16 @@ urlpatterns = [
         "projects/<int:pk>/data/items/<int:item_pk>/",
         browse.DataItem.as_view(),
         name="api-data-item",
+    ),
+    path(
+        "projects/<int:pk>/duplicates/",
+        duplicates.DuplicateGroupList.as_view(),
+        name="api-duplicate-list",
+    ),
+    path(
+        "projects/<int:pk>/duplicates/review/",
+        duplicates.DuplicatesToReview.as_view(),
+        name="api-duplicates-review",
     ),
     path(
         "projects/<int:pk>/annotations/",

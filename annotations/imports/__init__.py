@@ -73,11 +73,17 @@ def import_file(
     text_field: str = "text",
     id_field: str | None = None,
     progress: Progress | None = None,
+    skip_duplicates: bool = False,
 ) -> ImportResult:
-    """Import one uploaded file: a zip archive of images or a CSV/JSON/JSONL text file."""
+    """Import one uploaded file: a zip archive of images or a CSV/JSON/JSONL text file.
+    Exact duplicates are reported in the result, and left out with `skip_duplicates`."""
     if guess_format(filename, fmt) == "zip":
         return import_image_archive(
-            project=project, fileobj=fileobj, filename=filename, progress=progress
+            project=project,
+            fileobj=fileobj,
+            filename=filename,
+            progress=progress,
+            skip_duplicates=skip_duplicates,
         )
     return import_text_items(
         project=project,
@@ -87,4 +93,5 @@ def import_file(
         text_field=text_field,
         id_field=id_field,
         progress=progress,
+        skip_duplicates=skip_duplicates,
     )

@@ -20,15 +20,18 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from PIL import Image, UnidentifiedImageError
 
+from annotations.content_hash import bytes_hash
 from annotations.imports.errors import ErrorList, ImportFailed
 from annotations.imports.formats import (
     EXTERNAL_ID_MAX,
     IMAGE_FORMATS,
+    DuplicateLog,
     ImportResult,
     Progress,
     require_kind,
 )
 from annotations.imports.storage import (
+    existing_hashes,
     existing_ids,
     files_removed_on_failure,
     one_transaction,
@@ -141,8 +144,11 @@ def import_image_archive(
     fileobj: IO[bytes],
     filename: str,
     progress: Progress | None = None,
+    skip_duplicates: bool = False,
 ) -> ImportResult:
     """Import every image in a zip archive; the external id is the path inside the archive.
+    An image whose bytes equal an earlier entry's or an item's already in the project is an
+    exact duplicate: reported, and left out with `skip_duplicates`.
 
     Entries with absolute paths, `..` components or symlinks refuse the whole archive, as do
     too many entries or too many uncompressed bytes. Directories and the usual junk
@@ -158,7 +164,7 @@ def import_image_archive(
         raise ImportFailed([f"{name}: not a valid zip archive."]) from None
     with archive:
         sources = _archive_sources(archive, name)
-        return _store_images(project, name, sources, progress)
+        return _store_images(project, name, sources, progress, skip_duplicates)
 
 
 def _archive_sources(archive: zipfile.ZipFile, name: str) -> list[_ImageSource]:
@@ -234,7 +240,11 @@ def _is_junk(parts: list[str]) -> bool:
 
 
 def import_image_folder(
-    *, project: Project, path: str | os.PathLike[str], progress: Progress | None = None
+    *,
+    project: Project,
+    path: str | os.PathLike[str],
+    progress: Progress | None = None,
+    skip_duplicates: bool = False,
 ) -> ImportResult:
     """Import every image under a folder (recursively); the external id is the path relative
     to the folder. Symlinks are refused; hidden files and folders are skipped."""
@@ -274,7 +284,7 @@ def import_image_folder(
     if errors:
         errors.fail()
     sources.sort(key=lambda s: s.path)
-    return _store_images(project, name, sources, progress)
+    return _store_images(project, name, sources, progress, skip_duplicates)
 
 
 def _file_reader(path: Path) -> Callable[[int], bytes]:
@@ -289,19 +299,26 @@ def _file_reader(path: Path) -> Callable[[int], bytes]:
 
 
 def _store_images(
-    project: Project, name: str, sources: list[_ImageSource], progress: Progress | None
+    project: Project,
+    name: str,
+    sources: list[_ImageSource],
+    progress: Progress | None,
+    skip_duplicates: bool = False,
 ) -> ImportResult:
     """Verify each image, write it to storage and insert the items with their features, all or
-    nothing."""
+    nothing; note (or leave out) exact duplicates by their bytes."""
     if not sources:
         raise ImportFailed([f"{name}: no image files found."])
     max_bytes = settings.IMPORT_MAX_IMAGE_BYTES
     storage = Item._meta.get_field("image").storage
     errors = ErrorList()
+    duplicates = DuplicateLog(skip=skip_duplicates)
     total = len(sources)
     created = 0
     with files_removed_on_failure(storage) as written, one_transaction(name, "paths"):
         taken = existing_ids(project, [s.path for s in sources])
+        check_db = Item.objects.filter(project=project).exists()
+        contents_seen: dict[int, str] = {}  # content hash → the first entry with it
         seen: set[str] = set()
         batch: list[Item] = []
         contents: list[bytes] = []  # the batch's images, featurized once the items have ids
@@ -338,12 +355,27 @@ def _store_images(
                 continue
             if errors:
                 continue  # failing anyway: keep checking, stop writing
+            content_hash = bytes_hash(data)
+            if (first_at := contents_seen.get(content_hash)) is not None:
+                duplicates.add(source.path, first_at, position=done)
+                if duplicates.skip:
+                    continue
+            else:
+                contents_seen[content_hash] = source.path
+                same = existing_hashes(project, [content_hash]) if check_db else {}
+                if content_hash in same:
+                    duplicates.add(
+                        source.path, f"existing item {same[content_hash]!r}", position=done
+                    )
+                    if duplicates.skip:
+                        continue
             item = Item(
                 project=project,
                 external_id=source.path,
                 image_format=info.format,
                 image_width=info.width,
                 image_height=info.height,
+                content_hash=content_hash,
             )
             stem = PurePath(source.path).stem or "image"
             item.image.save(stem + IMAGE_FORMATS[info.format], ContentFile(data), save=False)
@@ -359,7 +391,7 @@ def _store_images(
         created += _insert(batch, contents)
         add_items_counted(project, created)
         refresh_statistics_after(created)
-    return ImportResult(created=created, source=name)
+    return duplicates.result(created=created, source=name)
 
 
 def _insert(batch: list[Item], contents: list[bytes]) -> int:

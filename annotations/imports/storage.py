@@ -1,6 +1,6 @@
-"""Writing imported items: the bulk insert (COPY on PostgreSQL), the duplicate-id lookup,
-the statistics refresh after a big import, and the transaction that makes an import
-all-or-nothing, including the image files written to storage on the way."""
+"""Writing imported items: the bulk insert (COPY on PostgreSQL), the duplicate-id and
+exact-duplicate lookups, the statistics refresh after a big import, and the transaction that
+makes an import all-or-nothing, including the image files written to storage on the way."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class NewText(NamedTuple):
     external_id: str
     text: str
     metadata: dict[str, Any]
+    content_hash: int | None = None
 
 
 def insert_text_items(project: Project, rows: list[NewText]) -> None:
@@ -37,12 +38,17 @@ def insert_text_items(project: Project, rows: list[NewText]) -> None:
     connection = connections[router.db_for_write(Item)]
     if connection.vendor != "postgresql":
         Item.objects.bulk_create(
-            [Item(project=project, external_id=e, text=t, metadata=m) for e, t, m in rows],
+            [
+                Item(project=project, external_id=e, text=t, metadata=m, content_hash=h)
+                for e, t, m, h in rows
+            ],
             batch_size=500,
         )
         return
     columns, template, per_row = _copy_layout(project, timezone.now())
-    at_id, at_text, at_metadata = (columns.index(c) for c in ("external_id", "text", "metadata"))
+    at_id, at_text, at_metadata, at_hash = (
+        columns.index(c) for c in ("external_id", "text", "metadata", "content_hash")
+    )
     dumps = json.dumps
     with connection.cursor() as cursor, connection.wrap_database_errors:
         statement = "COPY {} ({}) FROM STDIN".format(
@@ -50,11 +56,12 @@ def insert_text_items(project: Project, rows: list[NewText]) -> None:
             ", ".join(connection.ops.quote_name(c) for c in columns),
         )
         with cursor.cursor.copy(statement) as copy:
-            for external_id, text, metadata in rows:
+            for external_id, text, metadata, content_hash in rows:
                 row = template.copy()
                 row[at_id] = external_id
                 row[at_text] = text
                 row[at_metadata] = dumps(metadata)
+                row[at_hash] = content_hash
                 for index, make in per_row:
                     row[index] = make()
                 copy.write_row(row)
@@ -131,6 +138,31 @@ def existing_ids(project: Project, ids: list[str], chunk: int = 5000) -> set[str
                 project=project, external_id__in=ids[start : start + chunk]
             ).values_list("external_id", flat=True)
         )
+    return found
+
+
+def existing_hashes(project: Project, hashes: list[int]) -> dict[int, str]:
+    """Which of the content `hashes` the project's items already have, each with the external
+    id of one such item (an index lookup per hash: `item_content_hash_idx`)."""
+    if not hashes:
+        return {}
+    connection = connections[router.db_for_read(Item)]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT ON (content_hash) content_hash, external_id FROM "
+                f"{connection.ops.quote_name(Item._meta.db_table)} "
+                "WHERE project_id = %s AND content_hash = ANY(%s) ORDER BY content_hash, id",
+                [project.pk, hashes],
+            )
+            return dict(cursor.fetchall())
+    found: dict[int, str] = {}
+    for content_hash, external_id in (
+        Item.objects.filter(project=project, content_hash__in=hashes)
+        .order_by("-id")
+        .values_list("content_hash", "external_id")
+    ):
+        found[content_hash] = external_id
     return found
 
 

@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePath
 from typing import IO, Any, NamedTuple, NoReturn
 
+from annotations.content_hash import text_hash
 from annotations.imports import json_array
 from annotations.imports.errors import ErrorList, ImportFailed
 from annotations.imports.formats import (
     EXTERNAL_ID_MAX,
     TEXT_FORMATS,
+    DuplicateLog,
     ImportResult,
     Progress,
     guess_format,
@@ -26,6 +28,7 @@ from annotations.imports.formats import (
 from annotations.imports.json_array import iter_json_array
 from annotations.imports.storage import (
     NewText,
+    existing_hashes,
     existing_ids,
     insert_text_items,
     one_transaction,
@@ -55,6 +58,7 @@ def import_text_items(
     text_field: str = "text",
     id_field: str | None = None,
     progress: Progress | None = None,
+    skip_duplicates: bool = False,
 ) -> ImportResult:
     """Import text items from a CSV file, a JSON array of objects, or JSONL (one object a line).
 
@@ -62,6 +66,10 @@ def import_text_items(
     `id_field`, else from an "id" column/field when the file has one, else it is
     "<file name>:<line>" ("<file name>:<record>" for JSON). Every other field goes into the
     item's metadata.
+
+    A text equal, once normalised (`annotations.content_hash`), to an earlier line's or to an
+    item already in the project is an exact duplicate: reported in the result with both places,
+    imported anyway or, with `skip_duplicates`, left out.
     """
     name = PurePath(filename).name
     fmt = guess_format(name, fmt)
@@ -90,10 +98,13 @@ def import_text_items(
         records = _json_records(lines, name, errors)
         word = "field"
 
+    duplicates = DuplicateLog(skip=skip_duplicates)
     with one_transaction(name, "ids"):
-        created = _store_text(project, records, name, errors, text_field, id_field, word, report)
+        created = _store_text(
+            project, records, name, errors, text_field, id_field, word, report, duplicates
+        )
     report()
-    return ImportResult(created=created, source=name)
+    return duplicates.result(created=created, source=name)
 
 
 def _store_text(
@@ -105,10 +116,12 @@ def _store_text(
     id_field: str | None,
     word: str,
     report: Callable[[], None],
+    duplicates: DuplicateLog,
 ) -> int:
     """Validate and insert the records in batches (inside the caller's transaction); raise
     ImportFailed with every problem found, which rolls back what was inserted."""
     seen: dict[str, str] = {}
+    contents: dict[int, str] = {}  # content hash → where it first appears in the file
     batch: list[NewText] = []
     wheres: list[str] = []
     created = 0
@@ -134,13 +147,23 @@ def _store_text(
             errors.add(f"{name} {where}: id {item.external_id!r} is also on {earlier}")
             continue
         seen[item.external_id] = where
-        batch.append(item)
+        content_hash = text_hash(item.text)
+        first_at = contents.get(content_hash)
+        if first_at is not None:
+            duplicates.add(where, first_at, position=_position(where))
+            if duplicates.skip:
+                continue
+        else:
+            contents[content_hash] = where
+        batch.append(item._replace(content_hash=content_hash))
         wheres.append(where)
         if len(batch) >= TEXT_BATCH:
-            created += _flush_text(project, batch, wheres, name, errors, check_db)
+            created += _flush_text(
+                project, batch, wheres, name, errors, check_db, duplicates, contents
+            )
             batch, wheres = [], []
             report()
-    created += _flush_text(project, batch, wheres, name, errors, check_db)
+    created += _flush_text(project, batch, wheres, name, errors, check_db, duplicates, contents)
     if errors:
         errors.fail()
     if first:
@@ -202,9 +225,12 @@ def _flush_text(
     name: str,
     errors: ErrorList,
     check_db: bool,
+    duplicates: DuplicateLog,
+    contents: dict[int, str],
 ) -> int:
     """Insert a batch unless it clashes with items already in the project (or the import is
-    already failing, then only look for more problems)."""
+    already failing, then only look for more problems); note (or leave out) the texts that
+    duplicate an item already in the project."""
     if not batch:
         return 0
     taken = existing_ids(project, [i.external_id for i in batch]) if check_db else set()
@@ -213,8 +239,31 @@ def _flush_text(
             errors.add(f"{name} {where}: id {item.external_id!r} is already in the project")
     if errors:
         return 0
+    if check_db:
+        # Only a text's first occurrence in the file is looked up: a later one was reported
+        # as a duplicate of that line already.
+        firsts = [
+            i.content_hash
+            for i, w in zip(batch, wheres, strict=True)
+            if contents[i.content_hash] == w
+        ]
+        existing = existing_hashes(project, firsts)
+        kept = []
+        for item, where in zip(batch, wheres, strict=True):
+            same = existing.get(item.content_hash) if contents[item.content_hash] == where else None
+            if same is not None:
+                duplicates.add(where, f"existing item {same!r}", position=_position(where))
+                if duplicates.skip:
+                    continue
+            kept.append(item)
+        batch = kept
     insert_text_items(project, batch)
     return len(batch)
+
+
+def _position(where: str) -> int:
+    """The number in "line 14" or "record 3": a record's place in the file."""
+    return int(where.rsplit(" ", 1)[-1])
 
 
 class _ByteLines:

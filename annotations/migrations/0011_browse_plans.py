@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0009_item_actions'),
+        ('annotations', '0010_item_content_hash'),
     ]
 
     operations = [

@@ -38,6 +38,12 @@ class ImportForm(forms.Form):
         label="Id column / field",
         help_text='Optional. Default: "id" when the file has one, else file name and line.',
     )
+    skip_duplicates = forms.BooleanField(
+        required=False,
+        label="Skip exact duplicates",
+        help_text="Leave out texts (case, Unicode forms and spacing aside) or images (byte for "
+        "byte) already in the project or earlier in the file. Either way they are listed.",
+    )
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -74,17 +80,21 @@ def project_import(request: HttpRequest, pk: int) -> HttpResponse:
                     fmt=form.cleaned_data["format"] or None,
                     text_field=form.cleaned_data.get("text_field") or "text",
                     id_field=form.cleaned_data.get("id_field") or None,
+                    skip_duplicates=form.cleaned_data["skip_duplicates"],
                 )
             except imports.ImportFailed as exc:
                 errors = exc.messages
                 status = 422
             else:
-                messages.success(
+                if not result.duplicate_count:
+                    messages.success(request, result.summary())
+                    return redirect("project_detail", pk=project.pk)
+                # The duplicates are listed on the page, next to the form for the next file.
+                return render(
                     request,
-                    f"Imported {result.created:,} item{'s' if result.created != 1 else ''} "
-                    f"from {result.source}.",
+                    "annotations/import.html",
+                    {"project": project, "form": ImportForm(project=project), "result": result},
                 )
-                return redirect("project_detail", pk=project.pk)
         else:
             status = 400
     else:

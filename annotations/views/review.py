@@ -34,6 +34,7 @@ from annotations.review import (
     review_reopen,
 )
 from annotations.views.annotate import keyed_classes
+from curation.duplicate_review import item_duplicates
 from curation.suggest import predictions_for
 
 RECENT = 10
@@ -63,6 +64,31 @@ def _review_context(project: Project, review: Review | None) -> dict:
         "proba": sorted((prediction or {}).get("proba", {}).items(), key=lambda kv: -kv[1]),
         "events": list(review.events.select_related("actor")[:20]),
         "client_uuid": uuid.uuid4(),
+        **_duplicates_context(item),
+    }
+
+
+def _duplicates_context(item: Item) -> dict:
+    """The item's duplicate group (from the last duplicates analysis) and its other members
+    with their gold labels, each linked to its own review when it has one."""
+    group, others = item_duplicates(item)
+    if group is None:
+        return {"duplicate_group": None, "duplicate_others": []}
+    reviews = dict(
+        Review.objects.filter(item_id__in=[m.item_id for m in others]).values_list("item_id", "pk")
+    )
+    return {
+        "duplicate_group": group,
+        "duplicate_others": [
+            {
+                "item_id": m.item_id,
+                "external_id": m.external_id,
+                "gold": m.gold or [],
+                "similarity": m.similarity,
+                "review_pk": reviews.get(m.item_id),
+            }
+            for m in others
+        ],
     }
 
 

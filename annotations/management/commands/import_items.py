@@ -50,6 +50,12 @@ class Command(BaseCommand):
             default=None,
             help="File format (default: from the file extension).",
         )
+        parser.add_argument(
+            "--skip-duplicates",
+            action="store_true",
+            help="Leave out exact duplicates (normalised text or image bytes) of items already "
+            "in the project or earlier in the file; they are listed either way.",
+        )
         parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
     def handle(self, *args, **options) -> None:
@@ -82,7 +88,12 @@ class Command(BaseCommand):
 
         try:
             if path.is_dir():
-                result = imports.import_image_folder(project=project, path=path, progress=progress)
+                result = imports.import_image_folder(
+                    project=project,
+                    path=path,
+                    progress=progress,
+                    skip_duplicates=options["skip_duplicates"],
+                )
             else:
                 with path.open("rb") as fileobj:
                     result = imports.import_file(
@@ -93,17 +104,15 @@ class Command(BaseCommand):
                         text_field=options["text_field"],
                         id_field=options["id_field"],
                         progress=progress,
+                        skip_duplicates=options["skip_duplicates"],
                     )
         except imports.ImportFailed as exc:
             bar.close()
             self.fail(exc, path)
         bar.close()
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Imported {result.created:,} item{'s' if result.created != 1 else ''} "
-                f"into {project.name!r}."
-            )
-        )
+        for message in result.duplicate_messages:
+            self.stdout.write(self.style.WARNING(message))
+        self.stdout.write(self.style.SUCCESS(result.summary(into=project.name)))
 
     def fail(self, exc: imports.ImportFailed, path: Path) -> NoReturn:
         for message in exc.messages:
