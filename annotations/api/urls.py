@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotations.api import review, tokens, views
+from annotations.api import analyses, review, tokens, views
 
 urlpatterns = [
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
@@ -40,6 +40,31 @@ urlpatterns = [
         "projects/<int:pk>/items/<int:item_pk>/flag/",
         review.ItemFlag.as_view(),
         name="api-item-flag",
+    ),
+    path(
+        "projects/<int:pk>/analyses/",
+        analyses.AnalysisRunList.as_view(),
+        name="api-analysis-runs",
+    ),
+    path(
+        "projects/<int:pk>/analyses/<str:kind>/",
+        analyses.AnalysisRunCreate.as_view(),
+        name="api-analysis-run",
+    ),
+    path(
+        "projects/<int:pk>/label-errors/",
+        analyses.LabelErrorList.as_view(),
+        name="api-label-errors",
+    ),
+    path(
+        "projects/<int:pk>/label-errors/review/",
+        analyses.LabelErrorsToReview.as_view(),
+        name="api-label-errors-review",
+    ),
+    path(
+        "projects/<int:pk>/items/<int:item_pk>/label-issue/dismiss/",
+        analyses.LabelIssueDismiss.as_view(),
+        name="api-label-issue-dismiss",
     ),
     path(
         "projects/<int:pk>/annotations/",
