@@ -47,6 +47,7 @@ def out_of_sample_proba(
     max_iter: int,
     folds: int,
     random_state: int = 0,
+    solver: str = "lbfgs",
     fallback: Callable[[Any], np.ndarray] | None = None,
     between_folds: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, int]:
@@ -59,7 +60,8 @@ def out_of_sample_proba(
     (default: the training part's class, certain). `folds` is capped by the largest class's
     count; below 2 folds nothing is fitted and every row gets `fallback` (or zeros).
     `between_folds(done, total)` is called before each fold (progress; the training worker
-    lets a label's run go first there).
+    lets a label's run go first there). `solver`: lbfgs as the trainer fits; "saga" (the same
+    objective, one pass over the rows per iteration, float32 rows as they are) for large sets.
 
     One BLAS thread, as in the worker: these fits are small and threads only contend (a busy
     2-core machine took 10x longer with two).
@@ -88,7 +90,7 @@ def out_of_sample_proba(
                 else:
                     out[test, seen[0]] = 1.0
                 continue
-            model = LogisticRegression(C=C, max_iter=max_iter)
+            model = LogisticRegression(C=C, max_iter=max_iter, solver=solver)
             model.fit(Xc[train], y[train])
             out[np.ix_(test, model.classes_)] = model.predict_proba(Xc[test])
             if unlabelled.size:

@@ -253,3 +253,13 @@ def test_find_label_errors_refuses_an_unknown_project(tmp_path):
 
     with pytest.raises(CommandError, match="No project with id or name 'nope'"):
         call_command("find_label_errors", "nope", "--output", str(tmp_path / "x.jsonl"))
+
+
+def test_large_projects_use_three_saga_folds_and_still_find_the_noise(tweets, monkeypatch):
+    monkeypatch.setattr(label_errors, "LARGE", 100)  # 300 labels count as large here
+    run = run_now(tweets)
+    assert run.result["solver"] == "saga" and run.result["folds"] == label_errors.LARGE_FOLDS
+    assert LabelIssue.objects.filter(project=tweets).count() == 300
+    quality = flag_quality(tweets, tweets.flipped)
+    assert quality["flagged"] and quality["precision"] >= 0.4, quality
+    assert set(run.result["cpu_s"]) == {"gold and features", "folds", "cleanlab", "write"}
