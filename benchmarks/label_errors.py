@@ -182,17 +182,19 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def child_job(project_pk: int) -> None:
+def child_job(project_pk: int, kind: str) -> None:
     """In a fresh process (the worker's stand-in): run the job, print its cost as JSON."""
     import curation.label_errors  # noqa: F401 - what a worker has imported before a job
+    import curation.predictions  # noqa: F401
     from annotations.models import Project
+    from curation.jobs import analysis_run_inline
 
     project = Project.objects.get(pk=project_pk)
     before = _status_kib("VmRSS")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
-    run = run_job(project)
+    run = analysis_run_inline(project, kind)
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
@@ -205,6 +207,7 @@ def child_job(project_pk: int) -> None:
                 "status": run.status,
                 "summary": run.message,
                 "error": run.error,
+                "cpu_s": run.result.get("cpu_s", {}),
             }
         )
     )
@@ -219,15 +222,38 @@ def cost_rows(sizes: Sequence[int], database_url: str, scratch: Path) -> list[di
         noisy, flipped = inject_noise(truth, split.classes, 0.1)
         label_items(project, noisy)
         setup = time.perf_counter() - started
-        env = {**os.environ, "DATABASE_URL": database_url}
-        out = subprocess.run(
-            [sys.executable, __file__, "--child-job", str(project.pk), "--scratch", str(scratch),
-             "--database-url", database_url],
-            capture_output=True, text=True, env=env, check=True,
-        )  # fmt: skip
-        cost = json.loads(out.stdout.strip().splitlines()[-1])
+        cost = in_fresh_process(project.pk, "label_errors", database_url, scratch)
         row = {"items": size, "setup": setup, **cost, **flag_quality(project, flipped)}
         print(f"{size}: {row}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def in_fresh_process(project_pk: int, kind: str, database_url: str, scratch: Path) -> dict:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-job", str(project_pk), "--kind", kind,
+         "--scratch", str(scratch), "--database-url", database_url],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def prediction_rows(sizes: Sequence[int], database_url: str, scratch: Path) -> list[dict]:
+    """Predictions for every item of a text project of N items, 10% of them labelled (the
+    model trained once beforehand, untimed), in a fresh process."""
+    from curation import trainer
+
+    rows = []
+    for size in sizes:
+        split = tweets_examples(size)
+        project, truth = build_project(split, f"predict-{size}")
+        labelled = sorted(truth)[: max(30, size // 10)]
+        label_items(project, {i: truth[i] for i in labelled})
+        trainer.train(project.pk, announce=False)
+        cost = in_fresh_process(project.pk, "predictions", database_url, scratch)
+        row = {"items": size, "labels": len(labelled), **cost}
+        print(f"predictions {size}: {row}", flush=True)
         rows.append(row)
     return rows
 
@@ -251,12 +277,26 @@ def quality_table(rows: list[dict[str, Any]]) -> str:
 def cost_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| labelled text items | wall s | CPU s | worker RSS before MiB | worker peak MiB "
-        "| precision | recall | summary |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| precision | recall | CPU s by step | summary |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     lines += [
         f"| {r['items']:,} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['rss_before_mib']:.0f} "
-        f"| {r['peak_mib']:.0f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['summary']} |"
+        f"| {r['peak_mib']:.0f} | {r['precision']:.3f} | {r['recall']:.3f} "
+        f"| {', '.join(f'{k} {v}' for k, v in r.get('cpu_s', {}).items())} | {r['summary']} |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def prediction_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| items | labels | wall s | CPU s | worker RSS before MiB | worker peak MiB | summary |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r['items']:,} | {r['labels']:,} | {r['wall']:.1f} | {r['cpu']:.1f} "
+        f"| {r['rss_before_mib']:.0f} | {r['peak_mib']:.0f} | {r['summary']} |"
         for r in rows
     ]
     return "\n".join(lines) + "\n"
@@ -305,13 +345,17 @@ def main(argv: list[str] | None = None) -> None:
         default="postgres://postgres@127.0.0.1:5432/dataprep_bench_label_errors",
         help="scratch PostgreSQL database (dropped and created afresh)",
     )
+    parser.add_argument(
+        "--prediction-sizes", default="100000", help="items for the predictions job ('' none)"
+    )
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/label_errors.md"))
     parser.add_argument("--child-job", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="label_errors", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_job:
         django_setup(Path(args.scratch), args.database_url)
-        child_job(args.child_job)
+        child_job(args.child_job, args.kind)
         return
     scratch = Path(tempfile.mkdtemp(prefix="bench-label-errors-"))
     [url] = scratch_databases(args.database_url, 1, scratch)
@@ -323,6 +367,8 @@ def main(argv: list[str] | None = None) -> None:
             datasets = [d for d in args.datasets.split(",") if d]
             quality = quality_rows(datasets, [float(r) for r in args.rates.split(",") if r])
         cost = cost_rows([int(s) for s in args.sizes.split(",") if s], url, scratch)
+        sizes = [int(s) for s in args.prediction_sizes.split(",") if s]
+        predicted = prediction_rows(sizes, url, scratch)
     finally:
         from django.db import connections
 
@@ -336,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
         + quality_table(quality)
         + "\n## The job at 1k, 10k and 100k labelled text items (10% noise, fresh process)\n\n"
         + cost_table(cost)
+        + "\n## Predictions for every item (10% labelled, fresh process)\n\n"
+        + (prediction_table(predicted) if predicted else "Not run.\n")
         + "\n"
         + "\n".join(f"- {v}" for v in verdicts(quality, cost))
         + "\n"
