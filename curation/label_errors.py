@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -187,8 +188,6 @@ def _features(
 ) -> tuple[Any, list[int], np.ndarray]:
     """Feature rows of `ids` in steps of CHUNK (sparse text rows stay sparse, float32); items
     without features (an unreadable image) are left out with their targets."""
-    import scipy.sparse as sp
-
     featurizer = featurizer_for(project.item_kind)
     blocks, kept = [], []
     for start in range(0, len(ids), CHUNK):

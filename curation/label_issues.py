@@ -73,9 +73,10 @@ def label_errors_to_review(
     ranked = rows.order_by("-score", "item_id").values_list("item_id", flat=True)
     ids = list(ranked[:limit] if limit else ranked)
     items = {item.pk: item for item in Item.objects.filter(pk__in=ids).select_related("project")}
+    issues = LabelIssue.objects.in_bulk(ids)
     sent = []
     for item_id in ids:
-        issue = LabelIssue.objects.get(pk=item_id)
+        issue = issues[item_id]
         text = note or (
             f"Likely label error (score {issue.score:.2f}): the model suggests "
             f"{issue.suggested or 'another label'}."
