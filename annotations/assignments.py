@@ -277,12 +277,16 @@ def _retarget(project: Project, item_ids: list[int], before: dict[int, bool]) ->
     reopen or complete them accordingly, and move the project's complete count by the items
     whose state changed (set-wise, so it stays exact without a recount of the project)."""
     items = Item.objects.filter(pk__in=item_ids)
+    # An assigned item's target counts every answer given by others already (those of a
+    # relabelling round too), so a pending relabelling is folded into it.
     items.update(required_answers=required_answers())
+    items.filter(required_answers__isnull=False, relabel_answers__gt=0).update(relabel_answers=0)
     overlap = Project.objects.values_list("overlap", flat=True).get(pk=project.pk)
     items.update(
         needs_annotation=Case(
             When(
-                annotation_count__lt=Coalesce(F("required_answers"), Value(overlap)),
+                annotation_count__lt=Coalesce(F("required_answers"), Value(overlap))
+                + F("relabel_answers"),
                 then=Value(True),
             ),
             default=Value(False),

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models import Q, QuerySet
 from django.utils.text import slugify
 
 from annotations.gold import INCOMPLETE
@@ -85,8 +86,11 @@ class Answer(NamedTuple):
     updated_at: datetime
 
 
-def export_items(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[ExportItem]:
-    """The project's items in id order with their annotations (oldest first) and gold label.
+def export_items(
+    project: Project, *, chunk_size: int = CHUNK_ITEMS, items: QuerySet[Item] | None = None
+) -> Iterator[ExportItem]:
+    """The project's items (or those of `items`, a selection of them: the data browser's bulk
+    export) in id order with their annotations (oldest first) and gold label.
 
     One query walks the items (a server-side cursor on PostgreSQL, read `chunk_size` rows at a
     time); each chunk's annotations come in one more query over the chunk's id range. Plain
@@ -94,25 +98,34 @@ def export_items(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator
     matters at a million items.
     """
     username = f"annotator__{get_user_model().USERNAME_FIELD}"
-    items = (
-        Item.objects.filter(project=project)
-        .order_by("id")
+    selected = items is not None
+    rows_of = (items if selected else Item.objects.all()).filter(project=project)
+    walk = (
+        rows_of.order_by("id")
         .values_list("id", "external_id", "text", "image", "metadata", "needs_annotation")
         .iterator(chunk_size=chunk_size)
     )
     try:
-        while rows := list(islice(items, chunk_size)):
-            yield from _with_answers(project, rows, username)
+        while rows := list(islice(walk, chunk_size)):
+            yield from _with_answers(project, rows, username, by_id=selected)
     finally:
-        items.close()
+        walk.close()
 
 
-def _with_answers(project: Project, rows: list[tuple], username: str) -> Iterator[ExportItem]:
-    """Attach to a chunk of item rows (in id order) their annotations, fetched in one query."""
+def _with_answers(
+    project: Project, rows: list[tuple], username: str, *, by_id: bool = False
+) -> Iterator[ExportItem]:
+    """Attach to a chunk of item rows (in id order) their annotations, fetched in one query:
+    over the chunk's id range, or its ids (`by_id`) when the rows are a sparse selection."""
     first, last = rows[0][0], rows[-1][0]
     answers: dict[int, list[Answer]] = defaultdict(list)
+    chunk = (
+        Q(item_id__in=[row[0] for row in rows])
+        if by_id
+        else Q(item__project=project, item__id__range=(first, last))
+    )
     for item_id, *values in (
-        Annotation.objects.filter(item__project=project, item__id__range=(first, last))
+        Annotation.objects.filter(chunk)
         .order_by("item_id", "created_at", "id")
         .values_list(
             "item_id", username, "labels", "skipped", "time_spent_ms", "created_at", "updated_at"
@@ -153,14 +166,16 @@ def export_filename(project: Project, fmt: str) -> str:
     return f"{slugify(project.name)[:60] or 'project'}-{project.pk}-labels.{fmt}"
 
 
-def jsonl_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
+def jsonl_chunks(
+    project: Project, *, chunk_size: int = CHUNK_ITEMS, items: QuerySet[Item] | None = None
+) -> Iterator[str]:
     """One JSON object a line: item_id, external_id, text (or image), metadata, status
     (complete or incomplete), gold (the final label: labels, source — adjudicated, unanimous,
     majority, consensus, tie, or incomplete while answers are missing — and agreement; null for
     an item nobody answered), annotations."""
     is_image = project.item_kind == Project.ItemKind.IMAGE
     lines: list[str] = []
-    for item in export_items(project, chunk_size=chunk_size):
+    for item in export_items(project, chunk_size=chunk_size, items=items):
         record: dict = {"item_id": item.id, "external_id": item.external_id}
         if is_image:
             record["image"] = item.image
@@ -188,7 +203,9 @@ def jsonl_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator
         yield "".join(lines)
 
 
-def csv_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
+def csv_chunks(
+    project: Project, *, chunk_size: int = CHUNK_ITEMS, items: QuerySet[Item] | None = None
+) -> Iterator[str]:
     """A header, then one row per (item, annotation), each with the item's text (or image
     path), status, gold label and metadata (a "meta.<key>" column per key); an item nobody
     labelled gets one row with an empty annotator. Labels are joined by "|", metadata values
@@ -200,7 +217,7 @@ def csv_chunks(project: Project, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[s
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([*columns, *(safe_cell(f"meta.{key}") for key in keys)])
-    for count, item in enumerate(export_items(project, chunk_size=chunk_size), 1):
+    for count, item in enumerate(export_items(project, chunk_size=chunk_size, items=items), 1):
         gold = item.gold
         head = [
             item.id,
@@ -259,9 +276,16 @@ def _meta_cell(value: Any) -> str:
     return safe_cell(text)
 
 
-def export_chunks(project: Project, fmt: str, *, chunk_size: int = CHUNK_ITEMS) -> Iterator[str]:
+def export_chunks(
+    project: Project,
+    fmt: str,
+    *,
+    chunk_size: int = CHUNK_ITEMS,
+    items: QuerySet[Item] | None = None,
+) -> Iterator[str]:
+    """The export in `fmt`, of the project's items or of a selection of them (`items`)."""
     if fmt == "jsonl":
-        return jsonl_chunks(project, chunk_size=chunk_size)
+        return jsonl_chunks(project, chunk_size=chunk_size, items=items)
     if fmt == "csv":
-        return csv_chunks(project, chunk_size=chunk_size)
+        return csv_chunks(project, chunk_size=chunk_size, items=items)
     raise ValueError(f"Unknown export format {fmt!r}; use jsonl or csv.")

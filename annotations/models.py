@@ -245,6 +245,11 @@ class Item(models.Model):
     # Set for items assigned to named annotators (`ItemAssignment`): only they get the item, and
     # it is complete when all of them answered. None: the project's overlap, anyone may answer.
     required_answers = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    # Answers wanted on top of that because the item was sent back for relabelling
+    # (`annotations.bulk.items_relabel`): its earlier answers stay and count, and it waits for
+    # this many more. A database default, so raw inserts (the benchmarks' COPY) need not name it;
+    # not Positive…: a CHECK would make adding the column scan every row.
+    relabel_answers = models.SmallIntegerField(default=0, db_default=0, editable=False)
     # The model's guess for the item, {"labels": [...], "p": confidence}, and the version that
     # made it: written by the training worker with the ranking (`curation.ranking_write`), so
     # the annotate page shows it without loading a model (`curation.suggest`). Null: no guess
@@ -282,7 +287,7 @@ class Item(models.Model):
         return f"{self.project_id}:{self.external_id}"
 
     def answers_wanted(self, project: Project) -> int:
-        return self.required_answers or project.overlap
+        return (self.required_answers or project.overlap) + self.relabel_answers
 
 
 class ItemLease(models.Model):
@@ -494,8 +499,13 @@ class ReviewEvent(models.Model):
         REOPEN = "reopen", "Reopened"
 
     review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="events")
+    # None: an analysis (likely label errors, duplicates) flagged the item, not a person.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="review_events"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="review_events",
     )
     action = models.CharField(max_length=8, choices=Action)
     labels = models.JSONField(null=True, blank=True)
@@ -516,3 +526,7 @@ class ReviewEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} {self.review.item_id}"
+
+
+# The bulk actions' records live in their own module (this one stays under ~600 lines).
+from annotations.action_models import DeletedItem, ItemAction, ItemRelabel  # noqa: E402, F401

@@ -66,7 +66,7 @@ def open_items_for(project: Project, user, now: datetime) -> QuerySet[Item]:
         leased = others.order_by().values("item").annotate(n=Count("id")).values("n")
         qs = qs.annotate(
             _leased=Coalesce(Subquery(leased, output_field=IntegerField()), Value(0))
-        ).filter(_leased__lt=Value(project.overlap) - F("annotation_count"))
+        ).filter(_leased__lt=Value(project.overlap) + F("relabel_answers") - F("annotation_count"))
     return qs.order_by("-priority", "id")
 
 
@@ -97,7 +97,7 @@ def _open_items_sql(project: Project, user, now: datetime, select: str) -> tuple
     else:
         free = (
             f"(SELECT COUNT(*) FROM {lease} l WHERE l.item_id = i.id AND l.expires_at > %s "
-            "AND l.user_id <> %s) < %s - i.annotation_count"
+            "AND l.user_id <> %s) < %s + i.relabel_answers - i.annotation_count"
         )
         free_params = [when, user.pk, project.overlap]
     # Items assigned to named annotators (required_answers set) are served by `_assigned_new`.

@@ -23,9 +23,10 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from annotations.events import publish_progress_on_commit
+from annotations.flags import reviews_open
 from annotations.gold import gold_refresh
 from annotations.label_classes import class_names_locked
-from annotations.models import Annotation, Item, Project, Review, ReviewEvent
+from annotations.models import Annotation, Item, ItemRelabel, Project, Review, ReviewEvent
 from annotations.services import validate_labels
 from curation.label_issues import label_issue_close
 from curation.training_requests import request_training_on_commit
@@ -46,14 +47,19 @@ class Candidate:
     who: str
     labels: list[str]
     confidence: float | None = None
+    # An answer given before the item was last sent back for relabelling (`bulk.items_relabel`).
+    earlier: bool = False
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "source": self.source,
             "who": self.who,
             "labels": self.labels,
             "confidence": self.confidence,
         }
+        if self.earlier:  # only relabelled items' events carry the mark
+            out["earlier"] = True
+        return out
 
 
 def _username(user) -> str:
@@ -64,11 +70,22 @@ def review_candidates(review: Review, *, model: dict | None = None) -> list[Cand
     """The item's non-skipped answers, oldest first, then the model's guess (`model`, from
     `curation.suggest.predictions_for`, or the prediction stored when the model flagged it)."""
     username = f"annotator__{get_user_model().USERNAME_FIELD}"
-    out = [
-        Candidate(f"annotator:{who}", who, labels)
-        for who, labels in Annotation.objects.filter(item_id=review.item_id, skipped=False)
+    # A relabelled item: the answers it had when it was last sent back come first, marked.
+    earlier = set(
+        ItemRelabel.objects.filter(item_id=review.item_id)
+        .order_by("-created_at", "-id")
+        .values_list("previous", flat=True)
+        .first()
+        or ()
+    )
+    rows = (
+        Annotation.objects.filter(item_id=review.item_id, skipped=False)
         .order_by("created_at", "id")
-        .values_list(username, "labels")
+        .values_list("id", username, "labels")
+    )
+    out = [
+        Candidate(f"annotator:{who}", who, labels, earlier=pk in earlier)
+        for pk, who, labels in sorted(rows, key=lambda row: row[0] not in earlier)
     ]
     if review.model_labels:
         out.append(Candidate(MODEL, "model", review.model_labels, review.model_confidence))
@@ -268,54 +285,15 @@ def review_reopen(*, project: Project, review_id: int, user, comment: str = "") 
 def review_flag(*, item: Item, user, note: str = "", reason: str = Review.Reason.FLAG) -> Review:
     """Send an item to review by hand (`reason`: why, as the reviewer page shows it; `user` is
     None when an analysis sends it). A decided item is reopened: its gold label is derived
-    from the answers again, and the flag event keeps the decision it undid."""
-    project = item.project
-    note = (note or "").strip()
+    from the answers again, and the flag event keeps the decision it undid. Many items at once:
+    `annotations.bulk.items_send_to_review`."""
     with transaction.atomic():
         Item.objects.select_for_update().filter(pk=item.pk).first()  # one flag at a time
-        review = Review.objects.filter(item=item).first()
-        undone = None
-        if review is None:
-            review = Review.objects.create(
-                project=project,
-                item=item,
-                reasons=[reason],
-                flagged_by=user,
-                flag_note=note,
-            )
-        else:
-            undone = review.labels if review.status == Review.Status.DECIDED else None
-            if reason not in review.reasons:
-                review.reasons = [*review.reasons, reason]
-            review.flagged_by = user
-            review.flag_note = note
-            review.status = Review.Status.OPEN
-            review.labels = None
-            review.decided_by = None
-            review.decided_at = None
-            review.comment = ""
-            review.save(
-                update_fields=[
-                    "reasons",
-                    "flagged_by",
-                    "flag_note",
-                    "status",
-                    "labels",
-                    "decided_by",
-                    "decided_at",
-                    "comment",
-                    "updated_at",
-                ]
-            )
-            if undone is not None:
-                gold_refresh(project, [item.pk])
-                request_training_on_commit(project.pk)
-        # A flag on a decided item undoes the decision: the event keeps the labels it undid.
-        ReviewEvent.objects.create(
-            review=review,
-            actor=user,
-            action=ReviewEvent.Action.FLAG,
-            comment=note,
-            labels=undone,
+        (review,) = reviews_open(
+            project=item.project,
+            item_ids=[item.pk],
+            user_id=getattr(user, "pk", None),
+            note=note,
+            reason=reason,
         )
     return review

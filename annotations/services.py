@@ -29,6 +29,7 @@ from django.utils import timezone
 from annotations import queue
 from annotations.assignments import required_answers
 from annotations.events import publish_answer_on_commit
+from annotations.flags import relabel_arrived
 from annotations.gold import gold_rebuild, gold_refresh_item
 from annotations.label_classes import PALETTE, class_names_locked
 from annotations.locks import project_write_lock
@@ -191,13 +192,19 @@ def annotation_submit(
         answers = [a.labels for a in others if not a.skipped]
         if not skipped:
             answers.append(labels)
-        gold_refresh_item(
-            project,
-            locked,
-            answers=answers,
-            complete=not still_open,
-            classes=label_names,
-        )
+        # An item sent back for relabelling keeps its gold label until its new answers are in
+        # (`bulk.items_relabel`); the submission that brings the last one sends it to review.
+        relabelling = locked.relabel_answers > 0
+        if not (relabelling and still_open):
+            gold_refresh_item(
+                project,
+                locked,
+                answers=answers,
+                complete=not still_open,
+                classes=label_names,
+            )
+        if relabelling and progress is not None and not still_open:
+            relabel_arrived(project, locked.pk)
         queue.release_lease(item=locked, user=annotator, complete=not still_open)
         # The pages' progress, and the model in the loop learns from this answer, once it is
         # committed.
@@ -325,7 +332,8 @@ def project_recount(project: Project) -> Project:
         items.update(
             needs_annotation=Case(
                 When(
-                    annotation_count__lt=Coalesce(F("required_answers"), Value(project.overlap)),
+                    annotation_count__lt=Coalesce(F("required_answers"), Value(project.overlap))
+                    + F("relabel_answers"),
                     then=Value(True),
                 ),
                 default=Value(False),

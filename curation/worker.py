@@ -41,6 +41,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from threadpoolctl import threadpool_limits
 
+from annotations.queue import purge_expired_leases
 from curation import jobs, services, trainer
 from curation.embedded import EmbeddedTrainingWorker
 from curation.training_requests import (
@@ -207,7 +208,14 @@ def _count_request() -> None:
 def sweep() -> list[int]:
     """Train every project whose model has not seen all its labels, and queue the follow-up
     jobs that are due for any project (lost with a worker or with Redis); return the ids of the
-    projects trained."""
+    projects trained. Expired leases an hour old are deleted on the way (they no longer count;
+    this keeps the table, which every next-item request reads, small)."""
+    try:
+        purged = purge_expired_leases()
+        if purged:
+            logger.info("sweep deleted %s expired leases", purged)
+    except Exception:
+        logger.exception("deleting expired leases failed")
     trained = []
     for project_id in services.stale_projects():
         try:

@@ -135,6 +135,11 @@ EXPECT: dict[str, Rule] = {
     "api-label-errors": Rule(GET, REVIEWER_UP),
     "api-label-errors-review": Rule(POST, ADMIN_ONLY),
     "api-label-issue-dismiss": Rule(POST, REVIEWER_UP),
+    # The data browser: reviewers and project admins
+    "project_data": Rule(GET, REVIEWER_UP),
+    "project_data_item": Rule(GET, REVIEWER_UP),
+    "api-data-list": Rule(GET, REVIEWER_UP),
+    "api-data-item": Rule(GET, REVIEWER_UP),
 }
 
 # Prefixes of routes tested elsewhere or not views of this app.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import uuid
+from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
@@ -14,8 +15,9 @@ from channels.layers import channel_layers, get_channel_layer
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from channels.worker import Worker
 from django.test import Client
+from django.utils import timezone
 
-from annotations.models import Annotation, Item, Project
+from annotations.models import Annotation, Item, ItemLease, Project
 from annotations.services import project_create
 from curation import artifacts, services, trainer, worker
 from curation.models import ModelVersion, ProjectTraining
@@ -382,3 +384,19 @@ def test_an_idle_worker_keeps_listening_on_redis_for_longer_than_five_seconds(se
     finally:
         async_to_sync(layer.flush)()
         channel_layers.backends.clear()
+
+
+def test_the_sweep_deletes_leases_that_expired_an_hour_ago_and_keeps_the_rest(texts, annie):
+    project, by_class = texts
+    now = timezone.now()
+    items = by_class["positive"][:3]
+    for item, expired in zip(items, [timedelta(hours=2), timedelta(minutes=5), None], strict=True):
+        expires = now - expired if expired else now + timedelta(minutes=10)
+        ItemLease.objects.create(
+            project=project, item=item, user=annie, created_at=now, expires_at=expires
+        )
+
+    worker.sweep()
+
+    left = set(ItemLease.objects.values_list("item_id", flat=True))
+    assert left == {items[1].pk, items[2].pk}

@@ -13,8 +13,6 @@ from django.utils.html import format_html_join
 # Deleting more objects than this shows counts on the confirmation page instead of listing
 # every object (which would never finish rendering for a large project).
 LIST_DELETED_UP_TO = 100
-# Items flagged by one admin action: each is a small transaction of its own.
-FLAG_UP_TO = 1000
 
 
 def link_if_route(label: str, name: str, *args) -> tuple[str, str] | None:

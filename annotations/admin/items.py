@@ -14,9 +14,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from annotations import services
+from annotations import bulk, services
 from annotations.admin.common import (
-    FLAG_UP_TO,
     LIST_DELETED_UP_TO,
     ReadOnlyAdmin,
     project_ids_of,
@@ -28,10 +27,10 @@ from annotations.models import (
     GoldLabel,
     Item,
     ItemLease,
+    Project,
     Review,
     ReviewEvent,
 )
-from annotations.review import review_flag
 from annotations.views.media import serve_item_image
 
 # --- Items ------------------------------------------------------------------------------------
@@ -90,7 +89,7 @@ class ItemAdmin(admin.ModelAdmin):
         "required_answers",
         "created_at",
     ]
-    actions = ["move_to_front", "send_to_review", "recount_projects"]
+    actions = ["move_to_front", "send_to_review", "send_to_relabel", "recount_projects"]
 
     def get_fields(self, request: HttpRequest, obj: Item | None = None) -> list[str]:
         # Images come in through the import, which verifies them; the admin never uploads one.
@@ -161,16 +160,37 @@ class ItemAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send the selected items to review")
     def send_to_review(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
-        if queryset.count() > FLAG_UP_TO:
-            self.message_user(
-                request, f"Send at most {FLAG_UP_TO} items to review at a time.", messages.ERROR
+        done = self._bulk(
+            request, queryset, bulk.items_send_to_review, note="Flagged from the admin"
+        )
+        self.message_user(request, f"Sent {done} item(s) to review.", messages.SUCCESS)
+
+    @admin.action(description="Send the selected items back for relabelling")
+    def send_to_relabel(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
+        done = self._bulk(request, queryset, bulk.items_relabel)
+        self.message_user(
+            request,
+            f"Sent {done} item(s) back for relabelling (items nobody answered yet are left as "
+            "they are).",
+            messages.SUCCESS,
+        )
+
+    def _bulk(self, request: HttpRequest, queryset: QuerySet[Item], service, **params) -> int:
+        """Run a bulk action service (`annotations.bulk`) on the selected items, a project at a
+        time, recorded as the admin user's action like any other."""
+        by_project: dict[int, list[int]] = {}
+        for project_id, pk in queryset.order_by().values_list("project_id", "pk"):
+            by_project.setdefault(project_id, []).append(pk)
+        done = 0
+        for project in Project.objects.filter(pk__in=list(by_project)).order_by("pk"):
+            result = service(
+                project=project,
+                user=request.user,
+                selection=bulk.Selection(ids=tuple(sorted(by_project[project.pk]))),
+                **params,
             )
-            return
-        flagged = 0
-        for item in queryset.select_related("project"):
-            review_flag(item=item, user=request.user, note="Flagged from the admin")
-            flagged += 1
-        self.message_user(request, f"Sent {flagged} item(s) to review.", messages.SUCCESS)
+            done += result.done
+        return done
 
     @admin.action(description="Recount the queue state of the selected items' projects")
     def recount_projects(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:

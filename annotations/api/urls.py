@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotations.api import analyses, review, tokens, views
+from annotations.api import analyses, browse, bulk, review, tokens, views
 
 urlpatterns = [
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
     path("projects/", views.ProjectList.as_view(), name="api-project-list"),
     path("projects/<int:pk>/", views.ProjectDetail.as_view(), name="api-project-detail"),
     path("projects/<int:pk>/items/", views.ItemList.as_view(), name="api-item-list"),
+    path("projects/<int:pk>/items/actions/", bulk.ItemActions.as_view(), name="api-item-actions"),
+    path(
+        "projects/<int:pk>/items/export.<str:fmt>",
+        bulk.ItemExport.as_view(),
+        name="api-item-export",
+    ),
     path(
         "projects/<int:pk>/items/<int:item_pk>/image/",
         views.ItemImage.as_view(),
@@ -40,6 +46,12 @@ urlpatterns = [
         "projects/<int:pk>/items/<int:item_pk>/flag/",
         review.ItemFlag.as_view(),
         name="api-item-flag",
+    ),
+    path("projects/<int:pk>/data/", browse.DataList.as_view(), name="api-data-list"),
+    path(
+        "projects/<int:pk>/data/items/<int:item_pk>/",
+        browse.DataItem.as_view(),
+        name="api-data-item",
     ),
     path(
         "projects/<int:pk>/analyses/",

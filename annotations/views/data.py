@@ -111,13 +111,24 @@ def project_export_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
 
 def _export(request: HttpRequest, pk: int, fmt: str) -> StreamingHttpResponse:
     project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
-    chunks = exports.export_chunks(project, fmt)
+    return stream_export(request, project, fmt, exports.export_chunks(project, fmt))
+
+
+def stream_export(
+    request: HttpRequest,
+    project: Project,
+    fmt: str,
+    chunks: Iterator[str],
+    *,
+    filename: str | None = None,
+) -> StreamingHttpResponse:
+    """A download of export `chunks` (`exports.export_chunks`: the project's, or a selection's)."""
     # Under ASGI a plain generator would be read whole into memory before sending; hand the
     # server an async iterator that pulls chunks in the request's database thread instead.
     content = _pull_async(chunks) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(content, content_type=exports.FORMATS[fmt])
     response["Content-Disposition"] = content_disposition_header(
-        True, exports.export_filename(project, fmt)
+        True, filename or exports.export_filename(project, fmt)
     )
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"
