@@ -192,3 +192,20 @@ def test_the_reviewer_page_shows_a_likely_label_error_with_its_suggestion(
     assert "likely label error" in html
     assert "the model suggests" in html and issue.suggested in html
     assert "never saw this item" in html
+
+
+def test_the_data_page_hosts_the_analyses_panel_and_the_item_page_dismisses_a_flag(
+    scored, reviewer
+):
+    web = Client()
+    web.force_login(reviewer)
+    html = web.get(f"/projects/{scored.pk}/data/").content.decode()
+    assert 'id="analysis-runs"' in html and "js/analyses.js" in html
+    issue = LabelIssue.objects.filter(status="flagged").first()
+    item_url = f"/projects/{scored.pk}/data/items/{issue.item_id}/"
+    assert "Dismiss: label is right" in web.get(item_url).content.decode()
+    response = web.post(f"/projects/{scored.pk}/items/{issue.item_id}/label-issue/dismiss/")
+    assert response.status_code == 302 and response["Location"] == item_url
+    issue.refresh_from_db()
+    assert issue.status == LabelIssue.Status.DISMISSED
+    assert "Dismiss: label is right" not in web.get(item_url).content.decode()

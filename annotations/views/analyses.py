@@ -102,4 +102,4 @@ def item_label_issue_dismiss(request: HttpRequest, pk: int, item_pk: int) -> Htt
     if request.htmx:
         return HttpResponse(text, content_type="text/plain", status=200 if ok else 400)
     (messages.success if ok else messages.error)(request, text)
-    return redirect("project_analyses", project.pk)
+    return redirect("project_data_item", project.pk, item.pk)
