@@ -140,6 +140,11 @@ EXPECT: dict[str, Rule] = {
     "project_data_item": Rule(GET, REVIEWER_UP),
     "api-data-list": Rule(GET, REVIEWER_UP),
     "api-data-item": Rule(GET, REVIEWER_UP),
+    # Bulk actions (assign and delete are refused to reviewers inside, by action)
+    "items_bulk": Rule(POST, REVIEWER_UP),
+    "items_export_selection": Rule(GET, REVIEWER_UP),
+    "api-item-actions": Rule(POST, REVIEWER_UP),
+    "api-item-export": Rule(GET, REVIEWER_UP),
 }
 
 # Prefixes of routes tested elsewhere or not views of this app.
