@@ -28,6 +28,7 @@ from annotations.gold import gold_refresh
 from annotations.label_classes import class_names_locked
 from annotations.models import Annotation, Item, ItemRelabel, Project, Review, ReviewEvent
 from annotations.services import validate_labels
+from curation.label_issues import label_issue_close
 from curation.training_requests import request_training_on_commit
 
 NEW = "new"
@@ -247,6 +248,8 @@ def review_decide(
             client_uuid=client_uuid,
         )
         gold_refresh(project, [review.item_id], classes=label_names)
+        # A likely label error this decision settles: fixed, or the label was right.
+        label_issue_close(item_id=review.item_id, labels=labels, user=reviewer)
         publish_progress_on_commit(project.pk, review.item_id)
         request_training_on_commit(project.pk)
     return review

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from annotations.views import (
+    analyses,
     annotate,
     browse,
     bulk,
@@ -46,6 +47,22 @@ urlpatterns = [
     path("<int:pk>/import/", data.project_import, name="project_import"),
     path("<int:pk>/export.jsonl", data.project_export_jsonl, name="project_export_jsonl"),
     path("<int:pk>/export.csv", data.project_export_csv, name="project_export_csv"),
+    path("<int:pk>/data/analyses/", analyses.project_analyses, name="project_analyses"),
+    path(
+        "<int:pk>/data/analyses/<str:kind>/",
+        analyses.project_analysis_run,
+        name="project_analysis_run",
+    ),
+    path(
+        "<int:pk>/data/label-errors/review/",
+        analyses.project_label_errors_review,
+        name="project_label_errors_review",
+    ),
+    path(
+        "<int:pk>/items/<int:item_pk>/label-issue/dismiss/",
+        analyses.item_label_issue_dismiss,
+        name="item_label_issue_dismiss",
+    ),
     path("<int:pk>/data/bulk/", bulk.items_bulk, name="items_bulk"),
     path(
         "<int:pk>/data/export.<str:fmt>",

@@ -35,13 +35,9 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
-from threadpoolctl import threadpool_limits
 
 from annotations.gold import Gold, derive
 from annotations.models import Annotation, GoldLabel, GoldSource, Project
@@ -50,6 +46,7 @@ from curation.features import item_features
 from curation.featurizers import featurizer_for
 from curation.learner import IncrementalLearner
 from curation.models import ProjectTraining
+from curation.out_of_sample import out_of_sample_proba
 from curation.training_requests import request_training
 
 logger = logging.getLogger(__name__)
@@ -335,41 +332,22 @@ def _crowdlab(
 def _pred_probs(learner: IncrementalLearner, X: Any, y: np.ndarray) -> tuple[np.ndarray, str]:
     """(n, k) out-of-sample class probabilities for the rows of X, and where they came from.
 
-    `y`: each row's class index (-1: no label). Labelled rows get the probabilities of the fold
-    model that did not see them; unlabelled rows the average of the fold models. Too few labels
-    for two folds: the current model's probabilities, in sample.
+    `y`: each row's class index (-1: no label); see `out_of_sample_proba`. Too few labels for
+    two folds: the current model's probabilities, in sample.
     """
-    k = len(learner.classes)
-    labelled = np.flatnonzero(y >= 0)
-    counts = np.bincount(y[labelled], minlength=k)
-    folds = min(FOLDS, int(counts.max()))
-    if (counts > 0).sum() < 2 or folds < 2:
-        return learner.predict_proba(X), "current model (in sample: too few labels for folds)"
-    # Columns no row uses get weight 0 anyway; fitting without them is much cheaper.
-    Xc = X[:, np.unique(X.indices)] if sp.issparse(X) else X
-    unlabelled = np.flatnonzero(y < 0)
-    out = np.zeros((X.shape[0], k))
-    fitted = 0
-    cv = StratifiedKFold(folds, shuffle=True, random_state=0)
-    # One BLAS thread, as in the worker (`worker._one_blas_thread`): these fits are small, and
-    # threads only contend; a busy 2-core machine took 10x longer with two.
-    with warnings.catch_warnings(), threadpool_limits(1):
-        warnings.simplefilter("ignore")  # convergence; a class too rare for every fold
-        for train, test in cv.split(labelled, y[labelled]):
-            train, test = labelled[train], labelled[test]
-            if np.unique(y[train]).size < 2:  # the rare class's only rows are all in `test`
-                out[test] = learner.predict_proba(X[test])
-                continue
-            model = LogisticRegression(C=learner.params["C"], max_iter=learner.params["max_iter"])
-            model.fit(Xc[train], y[train])
-            out[np.ix_(test, model.classes_)] = model.predict_proba(Xc[test])
-            if unlabelled.size:
-                out[np.ix_(unlabelled, model.classes_)] += model.predict_proba(Xc[unlabelled])
-            fitted += 1
-    if unlabelled.size:
-        out[unlabelled] = (
-            out[unlabelled] / fitted if fitted else learner.predict_proba(X[unlabelled])
-        )
+    out, fitted = out_of_sample_proba(
+        X,
+        y,
+        len(learner.classes),
+        C=learner.params["C"],
+        max_iter=learner.params["max_iter"],
+        folds=FOLDS,
+        fallback=learner.predict_proba,
+    )
+    if not fitted:
+        return out, "current model (in sample: too few labels for folds)"
+    labelled = y[y >= 0]
+    folds = min(FOLDS, int(np.bincount(labelled).max()))
     return out, f"cross-validated ({folds} folds)"
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "job_run",
     "jobs_schedule",
     "jobs_status",
+    "analysis_run_inline",
     "wait_for_jobs",
 ]
 
@@ -268,17 +269,57 @@ def _analyses(project_id: int) -> bool:
         if module is None:
             analysis_runs.run_finish(run, result=None, error=f"{kind} is not available here")
             continue
-        publish(project_group(project_id), analysis_runs.run_event(run))
-        started = time.perf_counter()
-        try:
-            result = module.run(
-                project, run, analysis_runs.Reporter(run, pause=trainer.wait_while_training)
-            )
-        except Exception as exc:
-            logger.exception("%s analysis for project %s failed", kind, project_id)
-            analysis_runs.run_finish(run, result=None, error=f"{type(exc).__name__}: {exc}")
-            continue
-        result = {**(result or {}), "seconds": round(time.perf_counter() - started, 2)}
-        analysis_runs.run_finish(run, result=result)
-        logger.info("%s analysis for project %s done: %s", kind, project_id, result)
+        _execute(project, run, module, pause=trainer.wait_while_training)
     return ran
+
+
+def _execute(
+    project: Project,
+    run: AnalysisRun,
+    module: Any,
+    *,
+    pause: Callable[[], Any] | None,
+    progress: Callable[[AnalysisRun], None] | None = None,
+) -> None:
+    """Run a claimed `run` of `module` and close it with its summary, or with the error
+    (logged, never raised)."""
+    publish(project_group(project.pk), analysis_runs.run_event(run))
+    reporter = analysis_runs.Reporter(run, pause=pause)
+    report = reporter
+    if progress is not None:
+
+        def report(done: float, total: float, message: str = "") -> None:
+            reporter(done, total, message)
+            progress(run)
+
+    started = time.perf_counter()
+    try:
+        result = module.run(project, run, report)
+    except Exception as exc:
+        logger.exception("%s analysis for project %s failed", run.kind, project.pk)
+        analysis_runs.run_finish(run, result=None, error=f"{type(exc).__name__}: {exc}")
+        return
+    result = {**(result or {}), "seconds": round(time.perf_counter() - started, 2)}
+    analysis_runs.run_finish(run, result=result)
+    logger.info("%s analysis for project %s done: %s", run.kind, project.pk, result)
+
+
+def analysis_run_inline(
+    project: Project,
+    kind: str,
+    *,
+    user=None,
+    progress: Callable[[AnalysisRun], None] | None = None,
+) -> AnalysisRun | None:
+    """Queue a run of `kind` and run it in this process (management commands, benchmarks),
+    `progress(run)` after each report. None when a worker is running one already."""
+    module = _analysis_module(kind)
+    if module is None:
+        raise ValueError(f"{kind} is not available here")
+    analysis_runs.run_request(project=project, kind=kind, user=user)
+    run = analysis_runs.run_claim(project, kind, automatic=False)
+    if run is None:
+        return None
+    _execute(project, run, module, pause=None, progress=progress)
+    run.refresh_from_db()
+    return run

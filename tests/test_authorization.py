@@ -127,6 +127,17 @@ EXPECT: dict[str, Rule] = {
     # Duplicates: reviewers and project admins
     "api-duplicate-list": Rule(GET, REVIEWER_UP),
     "api-duplicates-review": Rule(POST, REVIEWER_UP),
+    # Data analyses and likely label errors: reviewers run them and judge flags; project
+    # admins send the top N to review
+    "project_analyses": Rule(GET, REVIEWER_UP),
+    "project_analysis_run": Rule(POST, REVIEWER_UP),
+    "project_label_errors_review": Rule(POST, ADMIN_ONLY),
+    "item_label_issue_dismiss": Rule(POST, REVIEWER_UP),
+    "api-analysis-runs": Rule(GET, REVIEWER_UP),
+    "api-analysis-run": Rule(POST, REVIEWER_UP),
+    "api-label-errors": Rule(GET, REVIEWER_UP),
+    "api-label-errors-review": Rule(POST, ADMIN_ONLY),
+    "api-label-issue-dismiss": Rule(POST, REVIEWER_UP),
     # The data browser: reviewers and project admins
     "project_data": Rule(GET, REVIEWER_UP),
     "project_data_item": Rule(GET, REVIEWER_UP),
@@ -208,6 +219,7 @@ KWARG_FILLERS: dict[str, Callable[[World], object]] = {
     "format": lambda w: "json",  # DRF's format-suffix variants of API routes
     "uidb64": lambda w: "MQ",  # a password reset link (not a valid one)
     "token": lambda w: "not-a-token",
+    "kind": lambda w: "predictions",  # an analysis
 }
 # Fillers a Rule can name in `kwargs` (e.g. {"pk": "item"} for a route whose pk is an item).
 NAMED_FILLERS: dict[str, Callable[[World], object]] = {

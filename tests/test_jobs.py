@@ -102,7 +102,8 @@ def test_a_lost_accuracy_estimate_is_found_again_by_the_next_sweep(memory_layer,
     label_balanced(project, annie, 6)
     trainer.train(project.pk)  # trained outside a worker: no job was queued anywhere
     assert current(project).estimated_accuracy is None
-    assert jobs.due_jobs(project.pk) == [jobs.ESTIMATE]
+    # The new model's predictions for every item are due too (`curation.predictions`).
+    assert jobs.due_jobs(project.pk) == [jobs.ESTIMATE, jobs.ANALYSIS]
     admin = ProjectTrainingAdmin(ProjectTraining, None)
     training = ProjectTraining.objects.get(project=project)
     assert "accuracy estimate: due" in admin.follow_up(training)
@@ -112,9 +113,13 @@ def test_a_lost_accuracy_estimate_is_found_again_by_the_next_sweep(memory_layer,
     assert worker.sweep() == []  # nothing to train; the estimate is due
     messages = queued(layer)
 
-    assert messages == [{"type": jobs.ESTIMATE, "project_id": project.pk}]
+    assert messages == [
+        {"type": jobs.ESTIMATE, "project_id": project.pk},
+        {"type": jobs.ANALYSIS, "project_id": project.pk},
+    ]
     trainer.forget_states()  # run by a worker that did not train it: the learner is rebuilt
-    jobs.job_run(messages[0])
+    for message in messages:
+        jobs.job_run(message)
     version = current(project)
     assert version.estimated_accuracy is not None and 0 <= version.estimated_accuracy <= 1
     assert version.metrics["cv_labels"] == 12

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotations.api import browse, bulk, duplicates, review, tokens, views
+from annotations.api import analyses, browse, bulk, duplicates, review, tokens, views
 
 urlpatterns = [
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
@@ -62,6 +62,31 @@ urlpatterns = [
         "projects/<int:pk>/duplicates/review/",
         duplicates.DuplicatesToReview.as_view(),
         name="api-duplicates-review",
+    ),
+    path(
+        "projects/<int:pk>/analyses/",
+        analyses.AnalysisRunList.as_view(),
+        name="api-analysis-runs",
+    ),
+    path(
+        "projects/<int:pk>/analyses/<str:kind>/",
+        analyses.AnalysisRunCreate.as_view(),
+        name="api-analysis-run",
+    ),
+    path(
+        "projects/<int:pk>/label-errors/",
+        analyses.LabelErrorList.as_view(),
+        name="api-label-errors",
+    ),
+    path(
+        "projects/<int:pk>/label-errors/review/",
+        analyses.LabelErrorsToReview.as_view(),
+        name="api-label-errors-review",
+    ),
+    path(
+        "projects/<int:pk>/items/<int:item_pk>/label-issue/dismiss/",
+        analyses.LabelIssueDismiss.as_view(),
+        name="api-label-issue-dismiss",
     ),
     path(
         "projects/<int:pk>/annotations/",

@@ -28,7 +28,8 @@ from annotations.browse import (
     parse_limit,
 )
 from annotations.item_history import item_details
-from annotations.models import GoldSource
+from annotations.models import Annotation, GoldSource
+from annotations.views.analyses import analyses_context
 
 
 class HtmxRequest(HttpRequest):
@@ -85,6 +86,7 @@ def project_data(request: HtmxRequest, pk: int) -> HttpResponse:
     status = 400 if error else 200
     if request.htmx and not request.htmx.history_restore_request:
         return render(request, "annotations/_browse_results.html", context, status=status)
+    context |= analyses_context(project)  # the analyses panel (`_analysis_runs.html`)
     return render(request, "annotations/browse.html", context, status=status)
 
 

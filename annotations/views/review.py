@@ -35,6 +35,7 @@ from annotations.review import (
 )
 from annotations.views.annotate import keyed_classes
 from curation.duplicate_review import item_duplicates
+from curation.dataset_models import LabelIssue
 from curation.suggest import predictions_for
 
 RECENT = 10
@@ -51,7 +52,14 @@ def _review_context(project: Project, review: Review | None) -> dict:
     answers = [c for c in candidates if c.source != "model"]
     votes = Counter(name for c in answers for name in c.labels)
     names = project.class_names()
+    # A likely label error's reason, suggestion and out-of-sample probabilities (the row the
+    # label-error analysis wrote; shown while it is open or after the review closed it).
+    issue = LabelIssue.objects.filter(item_id=item.pk).exclude(status="").first()
     return {
+        "label_issue": issue,
+        "label_issue_proba": sorted(
+            (issue.probabilities if issue else {}).items(), key=lambda kv: -kv[1]
+        ),
         "current": review,
         "item": item,
         "candidates": candidates,
