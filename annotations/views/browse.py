@@ -28,7 +28,7 @@ from annotations.browse import (
     parse_limit,
 )
 from annotations.item_history import item_details
-from annotations.models import Annotation, GoldSource
+from annotations.models import GoldSource
 from annotations.views.analyses import analyses_context
 
 

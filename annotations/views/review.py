@@ -34,8 +34,8 @@ from annotations.review import (
     review_reopen,
 )
 from annotations.views.annotate import keyed_classes
-from curation.duplicate_review import item_duplicates
 from curation.dataset_models import LabelIssue
+from curation.duplicate_review import item_duplicates
 from curation.suggest import predictions_for
 
 RECENT = 10
