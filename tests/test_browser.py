@@ -513,13 +513,18 @@ def test_going_back_to_an_answer_whose_save_is_still_on_its_way_shows_that_answe
     expect(current_ext_id(page)).to_have_text("t1")
     wait_until(page, lambda: len(held) == 1, "the save is on its way")
     page.keyboard.press("Backspace")  # back to t0, whose save the server has not received
-    expect(current_ext_id(page)).to_have_text("t1")
-    held.pop().continue_()
-    page.unroute("**/annotate/submit/")
-
+    # It opens while its save is still held, with the answer given on the page.
     expect(current_ext_id(page)).to_have_text("t0")
     expect(page.locator(f"{CURRENT} .tag-edit")).to_be_visible()
     expect(choice(page, "positive")).to_have_class("choice on")
+    assert len(held) == 1 and not labels_by_external_id(project, annie)
+    held.pop().continue_()
+    page.unroute("**/annotate/submit/")
+    wait_until(
+        page,
+        lambda: labels_by_external_id(project, annie) == {"t0": ["positive"]},
+        "the held save is stored",
+    )
     page.keyboard.press("2")
     page.keyboard.press("Enter")
     expect(current_ext_id(page)).to_have_text("t1")
