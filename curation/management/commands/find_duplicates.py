@@ -9,13 +9,12 @@ import json
 from contextlib import nullcontext
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
+from django.core.management.base import BaseCommand, CommandParser
 
 from annotations.management.commands.import_items import find_project
-from curation.analysis_here import AnalysisFailed, analysis_run_here
 from curation.dataset_models import AnalysisRun
 from curation.duplicate_review import duplicate_groups, group_members
+from curation.management.commands._analysis_command import run_with_bar
 
 GROUPS_PER_QUERY = 1000
 
@@ -33,28 +32,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         project = find_project(options["project"])
-        bar = tqdm(
-            total=100,
-            desc="Finding duplicates",
-            unit="%",
-            file=self.stderr._out,
-            disable=options["no_progress"],
-            leave=False,
-        )
-
-        def progress(share: float, message: str) -> None:
-            bar.update(round(share * 100) - bar.n)
-            if message:
-                bar.set_postfix_str(message[:60], refresh=False)
-
-        try:
-            run = analysis_run_here(
-                project=project, kind=AnalysisRun.Kind.DUPLICATES, progress=progress
-            )
-        except AnalysisFailed as exc:
-            raise CommandError(f"Finding duplicates failed: {exc}") from exc
-        finally:
-            bar.close()
+        run = run_with_bar(self, project, AnalysisRun.Kind.DUPLICATES, quiet=options["no_progress"])
         groups = duplicate_groups(project, conflicting=True if options["conflicting"] else None)
         written = 0
         output = options["output"]

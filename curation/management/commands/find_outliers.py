@@ -9,13 +9,12 @@ import json
 from contextlib import nullcontext
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
+from django.core.management.base import BaseCommand, CommandParser
 
 from annotations.management.commands.import_items import find_project
 from annotations.models import Item
-from curation.analysis_here import AnalysisFailed, analysis_run_here
 from curation.dataset_models import AnalysisRun, ItemOutlier
+from curation.management.commands._analysis_command import run_with_bar
 
 
 class Command(BaseCommand):
@@ -29,24 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         project = find_project(options["project"])
-        bar = tqdm(
-            total=100,
-            desc="Scoring outliers",
-            unit="%",
-            file=self.stderr._out,
-            disable=options["no_progress"],
-            leave=False,
-        )
-
-        def progress(share: float, message: str) -> None:
-            bar.update(round(share * 100) - bar.n)
-
-        try:
-            analysis_run_here(project=project, kind=AnalysisRun.Kind.OUTLIERS, progress=progress)
-        except AnalysisFailed as exc:
-            raise CommandError(f"Scoring outliers failed: {exc}") from exc
-        finally:
-            bar.close()
+        run_with_bar(self, project, AnalysisRun.Kind.OUTLIERS, quiet=options["no_progress"])
         rows = list(
             ItemOutlier.objects.filter(project=project)
             .order_by("-score", "item_id")
