@@ -275,6 +275,11 @@ class TrainingConsumer(AsyncConsumer):
     server's) keeps serving while a model trains; one instance handles its messages one after
     another (`TrainingWorker` gives the follow-up jobs an instance of their own)."""
 
+    #: No channel layer: messages come from the worker's input queue only. With one, Channels
+    #: also listens on a channel of the instance's own, and a Redis outage ends the instance,
+    #: with the requests waiting in its queue.
+    channel_layer_alias = "training-consumer-needs-no-layer"
+
     async def training_request(self, message: dict[str, Any]) -> None:
         project_id = message["project_id"]
         # Under a stream of labels: wait, while the requests arriving meanwhile merge into this
@@ -422,6 +427,18 @@ class TrainingWorker(Worker):
             kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
         scope = {"type": "channel", "channel": TRAINING_CHANNEL}
         self.get_or_create_application_instance(kind, scope).put_nowait(message)
+
+    async def application_exception(self, exception: BaseException, details: dict) -> None:
+        """A consumer instance ended: what was queued in it is gone, so forget it and catch up
+        from the database, on a new instance (the dead one is dropped first)."""
+        await super().application_exception(exception, details)
+        for key, instance in list(self.application_instances.items()):
+            if instance is details:
+                del self.application_instances[key]
+        pace.forget()
+        jobs.forget_jobs()
+        _sweep_queued.clear()
+        self.request_sweep()
 
     def submit(self, message: dict[str, Any]) -> None:
         """`dispatch` from any thread (the training threads queue follow-up jobs here)."""

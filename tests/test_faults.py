@@ -10,6 +10,7 @@ shared one is never touched. Waits poll the database against a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from django.db import connection
 from django.test import Client
@@ -33,6 +35,8 @@ from annotations.models import Annotation, Item, Membership, Project
 from annotations.queue import next_items
 from annotations.services import annotation_submit, project_create
 from curation.models import ModelVersion, ProjectTraining
+from curation.training_requests import TRAINING_CHANNEL
+from curation.worker import TrainingConsumer
 from dataprep_site.env import channel_layers_for
 from tests.conftest import add_text_items, make_user
 
@@ -263,6 +267,37 @@ def test_labels_given_while_redis_is_down_are_trained_when_it_is_back_without_a_
     log = processes.log(worker)
     assert log.count("channel layer unreachable") == 1, log  # once per outage, not per retry
     assert "reachable again" in log
+
+
+async def test_a_redis_outage_does_not_end_the_training_consumer_nor_lose_the_requests_it_holds(
+    texts, annie, private_redis, use_layer
+):
+    """The consumer needs Redis for nothing: had it listened on a channel of its own there, an
+    outage would end it, with the training requests waiting in its queue (under load, the
+    wake-up of the first label after the outage was lost with them, and with it the project's
+    training until the next sweep)."""
+    project = texts
+    use_layer(private_redis.url)
+    # Their wake-ups wait in Redis: no worker listens.
+    await database_sync_to_async(label_next)(project, annie, 2)
+    queue: asyncio.Queue = asyncio.Queue()
+    consumer = asyncio.ensure_future(
+        TrainingConsumer.as_asgi()(
+            {"type": "channel", "channel": TRAINING_CHANNEL}, queue.get, queue.put
+        )
+    )
+    try:
+        await asyncio.sleep(0.5)  # it runs
+        private_redis.stop()
+        await asyncio.sleep(3)
+        assert not consumer.done(), consumer.exception()
+        await queue.put({"type": "training.request", "project_id": project.pk})
+        deadline = time.monotonic() + DEADLINE
+        while await database_sync_to_async(labels_used)(project) != 2:
+            assert time.monotonic() < deadline, "the request queued after the outage is lost"
+            await asyncio.sleep(0.1)
+    finally:
+        consumer.cancel()
 
 
 def test_a_worker_that_starts_trains_the_labels_given_before_it(

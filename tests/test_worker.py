@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import threading
 import uuid
 from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from channels.worker import Worker
 from django.test import Client
@@ -400,3 +401,59 @@ def test_the_sweep_deletes_leases_that_expired_an_hour_ago_and_keeps_the_rest(te
 
     left = set(ItemLease.objects.values_list("item_id", flat=True))
     assert left == {items[1].pk, items[2].pk}
+
+
+async def test_a_consumer_instance_that_dies_loses_no_training(settings, texts, annie, monkeypatch):
+    """An instance that ends takes the requests queued in it along; the worker forgets what it
+    thought was waiting there (else it merges every later request into a lost one) and sweeps."""
+    settings.CHANNEL_LAYERS = {}  # the labels send no wake-ups: the test sends its own
+    channel_layers.backends.clear()
+    project, by_class = texts
+    entered, release = threading.Event(), threading.Event()
+    real = worker.handle_request
+
+    def dies_once(project_id: int):
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
+            raise RuntimeError("the instance ends here")
+        return real(project_id)
+
+    monkeypatch.setattr(worker, "handle_request", dies_once)
+    running_worker = worker.TrainingWorker(
+        worker.training_application(),
+        [worker.TRAINING_CHANNEL],
+        InMemoryChannelLayer(),
+        sweep_seconds=3600,
+    )
+    running_worker.application_checker_interval = 0.05
+    running = asyncio.ensure_future(running_worker.arun())
+    request = {"type": "training.request", "project_id": project.pk}
+    try:
+        await wait_for(lambda: not worker._sweep_queued.is_set(), "the start-up sweep")
+        await database_sync_to_async(label)(by_class["positive"][0], annie, "positive")
+        await database_sync_to_async(label)(by_class["negative"][0], annie, "negative")
+        running_worker.dispatch(request)
+        await wait_for(entered.is_set, "the first request runs")
+        running_worker.dispatch(request)  # queued behind it, in the same instance
+        release.set()
+
+        async def labels_used() -> int:
+            training = await database_sync_to_async(
+                ProjectTraining.objects.filter(project=project)
+                .select_related("current_version")
+                .first
+            )()
+            return training.current_version.labels_used if training else 0
+
+        for expected in (2, 3):
+            deadline = asyncio.get_running_loop().time() + 20
+            while await labels_used() != expected:
+                assert asyncio.get_running_loop().time() < deadline, f"{expected} labels trained"
+                await asyncio.sleep(0.05)
+            # A later label's request is not merged into the lost one.
+            await database_sync_to_async(label)(by_class["positive"][1], annie, "positive")
+            running_worker.dispatch(request)
+    finally:
+        release.set()
+        running.cancel()
