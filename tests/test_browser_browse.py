@@ -130,3 +130,33 @@ def test_a_reviewer_filters_to_likely_label_errors_sends_them_to_review_and_fixe
     # Back in the browser, the fixed item is listed under its flag's new state.
     page.goto(f"/projects/{project.pk}/data/?flag=fixed")
     expect(page.locator("#browse-table tbody .ext-id")).to_have_text([first])
+
+
+def test_an_analysis_run_from_the_page_shows_its_progress_live_until_done(
+    open_asgi_page,  # noqa: F811 (fixtures from tests.test_browser)
+    reviews,  # noqa: F811
+):
+    """"Run now" queues the run (an htmx swap shows it queued); the worker's progress then
+    reaches the row over the project's websocket, without a reload, until it is done."""
+    project = reviews
+    rita = member(project, "rita", Membership.Role.REVIEWER)
+    page = open_asgi_page(rita, f"/projects/{project.pk}/data/analyses/")
+    page.wait_for_function(
+        "() => window.__sockets.some((ws) => ws.readyState === WebSocket.OPEN)", timeout=15_000
+    )
+    page.evaluate(
+        """() => { window.__notReloaded = true; window.__events = [];
+        for (const ws of window.__sockets) ws.addEventListener('message',
+          (ev) => window.__events.push(JSON.parse(ev.data))); }"""
+    )
+    row = page.locator('[data-analysis-kind="outliers"]')
+    expect(row.locator("[data-analysis-status]")).to_contain_text("never run")
+    row.get_by_role("button", name="Run now").click()
+    expect(page.locator("#analysis-runs .notice")).to_be_visible()
+    expect(row.locator("[data-analysis-status]")).to_have_text("Done", timeout=15_000)
+    expect(row.get_by_role("button", name="Run now")).to_be_enabled()
+    assert row.locator("[data-analysis-progress]").evaluate("(bar) => bar.value") == 1
+    events = page.evaluate("window.__events")
+    done = [e for e in events if e.get("type") == "analysis" and e.get("status") == "done"]
+    assert done and done[-1]["kind"] == "outliers", events  # it came over the socket
+    assert page.evaluate("window.__notReloaded") is True

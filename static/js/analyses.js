@@ -1,6 +1,6 @@
 // Live progress of a project's data analyses (annotations/_analysis_runs.html): the project's
 // websocket sends {"type": "analysis", run, kind, status, progress, message}; this updates the
-// row of that kind. textContent only: nothing here is HTML. Reconnects with backoff.
+// row of that kind (over live.js). textContent only: nothing here is HTML.
 (function () {
   "use strict";
   const LABELS = { queued: "Queued", running: "Running", done: "Done", failed: "Failed" };
@@ -22,30 +22,7 @@
     if (button) button.disabled = msg.status === "queued" || msg.status === "running";
   }
 
-  function listen(delay) {
-    if (!("WebSocket" in window)) return;
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    let ws;
-    try {
-      ws = new WebSocket(`${scheme}://${location.host}${panel().dataset.wsPath}`);
-    } catch (err) {
-      return;
-    }
-    ws.onopen = () => {
-      delay = 1000;
-    };
-    ws.onmessage = (ev) => {
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch (err) {
-        return;
-      }
-      if (msg.type === "analysis") update(msg);
-    };
-    ws.onclose = (ev) => {
-      if (ev.code !== 4404) setTimeout(() => listen(Math.min(60000, delay * 2)), delay);
-    };
-  }
-  listen(2000);
+  window.listenToProject(panel().dataset.wsPath, (msg) => {
+    if (msg.type === "analysis") update(msg);
+  });
 })();

@@ -460,44 +460,21 @@
     }
   });
 
-  // Live progress and model versions over the project websocket; reconnects with backoff.
-  function listen(delay) {
-    if (!("WebSocket" in window)) return;
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    let ws;
-    try {
-      ws = new WebSocket(`${scheme}://${location.host}${root.dataset.wsPath}`);
-    } catch (err) {
+  // Live progress and model versions over the project websocket (live.js).
+  window.listenToProject(root.dataset.wsPath, (msg) => {
+    if (msg.type === "model") {
+      showModel(msg);
       return;
     }
-    ws.onopen = () => {
-      delay = 1000;
-    };
-    ws.onmessage = (ev) => {
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch (err) {
-        return;
-      }
-      if (msg.type === "model") {
-        showModel(msg);
-        return;
-      }
-      if (msg.type !== "progress") return;
-      const since = document.querySelector("[data-model-since]");
-      if (since) since.textContent = String((parseInt(since.textContent, 10) || 0) + 1);
-      const done = document.querySelector("[data-progress-complete]");
-      const total = document.querySelector("[data-progress-total]");
-      if (done) done.textContent = msg.complete;
-      if (total) total.textContent = msg.total;
-      const bar = document.querySelector("#progress .bar");
-      if (bar && msg.total) bar.style.width = `${Math.floor((100 * msg.complete) / msg.total)}%`;
-    };
-    ws.onclose = (ev) => {
-      if (ev.code !== 4404) setTimeout(() => listen(Math.min(60000, delay * 2)), delay);
-    };
-  }
-  listen(2000);
+    if (msg.type !== "progress") return;
+    const since = document.querySelector("[data-model-since]");
+    if (since) since.textContent = String((parseInt(since.textContent, 10) || 0) + 1);
+    const done = document.querySelector("[data-progress-complete]");
+    const total = document.querySelector("[data-progress-total]");
+    if (done) done.textContent = msg.complete;
+    if (total) total.textContent = msg.total;
+    const bar = document.querySelector("#progress .bar");
+    if (bar && msg.total) bar.style.width = `${Math.floor((100 * msg.complete) / msg.total)}%`;
+  });
   show();
 })();
