@@ -19,19 +19,24 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotations.events import project_group, publish
 from annotations.models import Project
 from curation.dataset_models import AnalysisRun
+from curation.models import ProjectTraining
 from curation.training_requests import send_to_worker
 
 __all__ = [
     "ANALYSES",
     "ANALYSIS",
     "Reporter",
+    "analysis_growth",
+    "items_grew",
     "latest_runs",
+    "rested",
     "run_claim",
     "run_event",
     "run_finish",
@@ -100,6 +105,42 @@ def last_done(project: Project, kind: str) -> AnalysisRun | None:
         .order_by("-id")
         .first()
     )
+
+
+def rested(project: Project, kind: str) -> bool:
+    """Whether the last run of `kind` ended `ANALYSIS_INTERVAL_SECONDS` ago or more (or none
+    did): automatic runs wait that long, so a team's labels do not start one every few minutes
+    and a failing analysis is not retried on every label."""
+    ended = (
+        AnalysisRun.objects.filter(project=project, kind=kind, finished_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    interval = timedelta(seconds=settings.ANALYSIS_INTERVAL_SECONDS)
+    return ended is None or timezone.now() - ended >= interval
+
+
+def analysis_growth(project: Project) -> float:
+    """The share by which the data must grow before an analysis is due again (a project
+    setting, `ProjectTraining.analysis_growth`; 0.25 before the project has that row)."""
+    growth = (
+        ProjectTraining.objects.filter(project=project)
+        .values_list("analysis_growth", flat=True)
+        .first()
+    )
+    return 0.25 if growth is None else growth
+
+
+def items_grew(project: Project, last_run: AnalysisRun | None, minimum: int) -> bool:
+    """`is_due` of the analyses that read every item: once the project has `minimum` items,
+    then again when they grew by the project's `analysis_growth` share since `last_run`."""
+    count = project.item_count
+    if count < minimum:
+        return False
+    if last_run is None:
+        return True
+    return count - last_run.basis >= analysis_growth(project) * max(last_run.basis, 1)
 
 
 def run_claim(project: Project, kind: str, *, automatic: bool) -> AnalysisRun | None:

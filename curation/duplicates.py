@@ -24,6 +24,7 @@ from django.db import transaction
 
 from annotations.content_hash import bytes_hash, normalise_text, text_hash
 from annotations.models import GoldLabel, Item, Project
+from curation.analysis_runs import items_grew
 from curation.dataset_models import AnalysisRun, DuplicateGroup, ItemDuplicate
 from curation.near_duplicates import groups_of, image_near_duplicates, text_near_duplicates
 
@@ -40,23 +41,7 @@ Report = Callable[[float, float, str], None]
 def is_due(project: Project, last_run: AnalysisRun | None) -> bool:
     """Due once a project has MIN_ITEMS items, then again when they grew by the project's
     `analysis_growth` share since the last run."""
-    count = project.item_count
-    if count < MIN_ITEMS:
-        return False
-    if last_run is None:
-        return True
-    return count - last_run.basis >= analysis_growth(project) * max(last_run.basis, 1)
-
-
-def analysis_growth(project: Project) -> float:
-    from curation.models import ProjectTraining
-
-    growth = (
-        ProjectTraining.objects.filter(project=project)
-        .values_list("analysis_growth", flat=True)
-        .first()
-    )
-    return growth if growth is not None else 0.25
+    return items_grew(project, last_run, MIN_ITEMS)
 
 
 def run(project: Project, run: AnalysisRun, report: Report) -> dict[str, Any]:

@@ -101,7 +101,8 @@ def due_jobs(project_id: int) -> list[str]:
 
 
 def analyses_due(project: Project) -> list[str]:
-    """The analyses `project` needs now: those queued, and those whose `is_due` says so."""
+    """The analyses `project` needs now: those queued, and those whose `is_due` says so once
+    the last run of their kind is `ANALYSIS_INTERVAL_SECONDS` old."""
     analysis_runs.runs_requeue_stale(project)
     queued = set(
         AnalysisRun.objects.filter(project=project, status=AnalysisRun.Status.QUEUED).values_list(
@@ -114,6 +115,8 @@ def analyses_due(project: Project) -> list[str]:
             due.append(kind)
             continue
         module = _analysis_module(kind)
+        if not analysis_runs.rested(project, kind):
+            continue
         if module is not None and module.is_due(project, analysis_runs.last_done(project, kind)):
             due.append(kind)
     return due

@@ -32,6 +32,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from annotations.models import GoldLabel, Project
+from curation.analysis_runs import analysis_growth
 from curation.dataset_models import AnalysisRun, LabelIssue
 from curation.features import item_features
 from curation.featurizers import featurizer_for
@@ -64,15 +65,6 @@ HUMAN = (Status.IN_REVIEW, Status.FIXED, Status.DISMISSED)
 Report = Callable[[float, float, str], None]
 
 
-def _growth(project: Project) -> float:
-    growth = (
-        ProjectTraining.objects.filter(project=project)
-        .values_list("analysis_growth", flat=True)
-        .first()
-    )
-    return 0.25 if growth is None else growth
-
-
 def _gold_count(project: Project) -> int:
     # An index-only count on gold_labelled_idx.
     return GoldLabel.objects.filter(project=project, labels__isnull=False).count()
@@ -88,7 +80,7 @@ def is_due(project: Project, last_run: AnalysisRun | None) -> bool:
         return False
     if last_run is None:
         return True
-    return gold >= max(MIN_LABELS, math.ceil(last_run.basis * (1 + _growth(project))))
+    return gold >= max(MIN_LABELS, math.ceil(last_run.basis * (1 + analysis_growth(project))))
 
 
 def run(project: Project, run: AnalysisRun, report: Report) -> dict[str, Any]:

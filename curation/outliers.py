@@ -28,8 +28,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import Item, Project
+from curation.analysis_runs import items_grew
 from curation.dataset_models import AnalysisRun, ItemOutlier
-from curation.duplicates import analysis_growth
 
 #: Neighbours kept per item (the item page's "more like this") and averaged for the score.
 K = 10
@@ -45,12 +45,8 @@ Report = Callable[[float, float, str], None]
 
 
 def is_due(project: Project, last_run: AnalysisRun | None) -> bool:
-    count = project.item_count
-    if count < MIN_ITEMS:
-        return False
-    if last_run is None:
-        return True
-    return count - last_run.basis >= analysis_growth(project) * max(last_run.basis, 1)
+    """As the duplicates': at MIN_ITEMS items, then on the project's growth share."""
+    return items_grew(project, last_run, MIN_ITEMS)
 
 
 def run(project: Project, run: AnalysisRun, report: Report) -> dict[str, Any]:

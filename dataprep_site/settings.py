@@ -131,6 +131,10 @@ if TRAINING_SWEEP_SECONDS < 1:
     raise ImproperlyConfigured(
         f"TRAINING_SWEEP_SECONDS={TRAINING_SWEEP_SECONDS}: use a number of seconds, at least 1."
     )
+# The shortest time between two automatic runs of one data analysis of a project (after the
+# last one ended, done or failed): while a team labels, gold labels grow by the due share every
+# few minutes, and each run reads every item. A run asked for by a person always goes.
+ANALYSIS_INTERVAL_SECONDS = env_int("ANALYSIS_INTERVAL_SECONDS", 600)
 # CPU priority (nice) of `manage.py trainworker`: training is background work, so on a machine it
 # shares with the web server, the pages and submissions get the cores first (0 = no change).
 TRAINING_WORKER_NICE = env_int("TRAINING_WORKER_NICE", 10)

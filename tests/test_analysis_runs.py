@@ -155,8 +155,9 @@ def test_a_live_run_is_not_taken_over(project, memory_layer, counting_analysis):
 
 
 def test_a_due_analysis_runs_without_a_request_and_not_again_until_due(
-    project, memory_layer, counting_analysis
+    project, memory_layer, counting_analysis, settings
 ):
+    settings.ANALYSIS_INTERVAL_SECONDS = 0
     counting_analysis.DUE = True
     run_worker_job(project)
     run = AnalysisRun.objects.get(project=project, kind=KIND)
@@ -166,3 +167,33 @@ def test_a_due_analysis_runs_without_a_request_and_not_again_until_due(
     add_text_items(project, ["one more"], prefix="late")
     run_worker_job(project)
     assert AnalysisRun.objects.filter(project=project, kind=KIND, status="done").count() == 2
+
+
+def test_automatic_runs_of_a_kind_wait_the_interval_after_the_last_one_ended(
+    project, memory_layer, counting_analysis, settings
+):
+    """While a team labels, an analysis comes due again every few minutes; automatic runs wait
+    ANALYSIS_INTERVAL_SECONDS after the last run of their kind ended, done or failed (a failing
+    analysis is not retried on every label), while a person's request always goes."""
+    settings.ANALYSIS_INTERVAL_SECONDS = 600
+    counting_analysis.DUE = True
+    counting_analysis.FAIL = True
+    run_worker_job(project)
+    assert list(AnalysisRun.objects.values_list("status", flat=True)) == ["failed"]
+    counting_analysis.FAIL = False
+    run_worker_job(project)  # due, but the failed run ended just now
+    assert AnalysisRun.objects.count() == 1
+    assert KIND not in jobs.analyses_due(project)
+
+    analysis_runs.run_request(project=project, kind=KIND, user=make_user("runs-asker"))
+    run_worker_job(project)  # asked for: it goes at once
+    assert AnalysisRun.objects.filter(status="done").count() == 1
+    add_text_items(project, ["one more"], prefix="late")
+    run_worker_job(project)  # grown, but the last run ended just now
+    assert AnalysisRun.objects.filter(status="done").count() == 1
+
+    ended = timezone.now() - timedelta(seconds=601)
+    AnalysisRun.objects.update(finished_at=ended)
+    assert KIND in jobs.analyses_due(project)
+    run_worker_job(project)
+    assert AnalysisRun.objects.filter(status="done").count() == 2
