@@ -100,6 +100,7 @@ from benchmarks.next_item import (  # noqa: E402
     percentiles,
     prepare_users,
     running_server,
+    settle_item_analyses,
     vacuum_analyze,
 )
 from benchmarks.processes import TrainingWorker  # noqa: E402  (needs ROOT on sys.path)
@@ -266,6 +267,7 @@ def prepare_project(size: int, texts: list[str]) -> tuple[int, float]:
         instructions="Is the tweet negative, neutral or positive?",
     )
     seconds = load_tweets(project.pk, size, texts)
+    settle_item_analyses(project.pk)
     names = prepare_users(2)
     Membership.objects.bulk_create(
         [
