@@ -444,7 +444,8 @@ async def test_a_consumer_instance_that_dies_loses_no_training(settings, texts, 
                 .select_related("current_version")
                 .first
             )()
-            return training.current_version.labels_used if training else 0
+            version = training.current_version if training else None
+            return version.labels_used if version else 0
 
         for expected in (2, 3):
             deadline = asyncio.get_running_loop().time() + 20
@@ -457,3 +458,4 @@ async def test_a_consumer_instance_that_dies_loses_no_training(settings, texts, 
     finally:
         release.set()
         running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
