@@ -1,9 +1,10 @@
 """Sending items to review in batches, and the end of a relabelling round.
 
 `review.review_flag` (one item) and the bulk action (`bulk.items_send_to_review`, thousands of
-items a chunk at a time) share `reviews_open`. This module imports neither `services` nor
-`review`, so `services.annotation_submit` can call `relabel_arrived` on the submission that
-brings an item's new answers in.
+items a chunk at a time) share `reviews_open`, which keeps the items' likely-label-error flags
+in step (`curation.label_issues`: light services on those rows, no training machinery). This
+module imports neither `services` nor `review`, so `services.annotation_submit` can call
+`relabel_arrived` on the submission that brings an item's new answers in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from annotations.gold import gold_refresh
 from annotations.models import ItemRelabel, Project, Review, ReviewEvent
+from curation.label_issues import label_issues_in_review, label_issues_reopen
 from curation.training_requests import request_training_on_commit
 
 RELABEL_NOTE = "The new answers are in after relabelling."
@@ -86,7 +88,11 @@ def reviews_open(
         reviews = [*existing.values(), *created]
         if undone:
             gold_refresh(project, list(undone))
+            label_issues_reopen(list(undone))  # flags those decisions closed
             request_training_on_commit(project.pk)
+        if reason == Review.Reason.LABEL_ERROR:
+            # The same move as the label-error panel's "send to review", whichever route.
+            label_issues_in_review(ids)
         ReviewEvent.objects.bulk_create(
             [
                 ReviewEvent(

@@ -28,7 +28,7 @@ from annotations.gold import gold_refresh
 from annotations.label_classes import class_names_locked
 from annotations.models import Annotation, Item, ItemRelabel, Project, Review, ReviewEvent
 from annotations.services import validate_labels
-from curation.label_issues import label_issue_close
+from curation.label_issues import label_issue_close, label_issues_reopen
 from curation.training_requests import request_training_on_commit
 
 NEW = "new"
@@ -237,7 +237,7 @@ def review_decide(
                 "updated_at",
             ]
         )
-        ReviewEvent.objects.create(
+        decision = ReviewEvent.objects.create(
             review=review,
             actor=reviewer,
             action=ReviewEvent.Action.DECIDE,
@@ -249,7 +249,7 @@ def review_decide(
         )
         gold_refresh(project, [review.item_id], classes=label_names)
         # A likely label error this decision settles: fixed, or the label was right.
-        label_issue_close(item_id=review.item_id, labels=labels, user=reviewer)
+        label_issue_close(item_id=review.item_id, labels=labels, user=reviewer, decision=decision)
         publish_progress_on_commit(project.pk, review.item_id)
         request_training_on_commit(project.pk)
     return review
@@ -278,6 +278,8 @@ def review_reopen(*, project: Project, review_id: int, user, comment: str = "") 
             update_fields=["status", "labels", "decided_by", "decided_at", "comment", "updated_at"]
         )
         gold_refresh(project, [review.item_id])
+        # A likely label error the decision closed is in review again.
+        label_issues_reopen([review.item_id])
         request_training_on_commit(project.pk)
     return review
 
