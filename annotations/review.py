@@ -23,7 +23,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from annotations.events import publish_progress_on_commit
-from annotations.flags import reviews_open
+from annotations.flags import relabel_withdraw, reviews_open
 from annotations.gold import gold_refresh
 from annotations.label_classes import class_names_locked
 from annotations.models import Annotation, Item, ItemRelabel, Project, Review, ReviewEvent
@@ -196,6 +196,11 @@ def review_decide(
         # The write lock before any row (`annotations.locks`); see `annotation_submit`.
         label_names = class_names_locked(project, write_lock=True)
         labels = validate_labels(project, labels, skipped=False, names=label_names)
+        # The item's row before its review's, the order of a submission (which refreshes the
+        # review): the decision may end a relabelling, which writes the item.
+        Item.objects.select_for_update(of=("self",)).filter(
+            project=project, review__pk=review_id
+        ).values_list("pk", flat=True).first()
         review = _locked(project, review_id)
         if client_uuid is not None:
             done = ReviewEvent.objects.filter(client_uuid=client_uuid).first()
@@ -247,6 +252,8 @@ def review_decide(
             comment=comment,
             client_uuid=client_uuid,
         )
+        # An item still waiting for new answers stops waiting: this decision settles it.
+        relabel_withdraw(project, review.item_id)
         gold_refresh(project, [review.item_id], classes=label_names)
         # A likely label error this decision settles: fixed, or the label was right.
         label_issue_close(item_id=review.item_id, labels=labels, user=reviewer, decision=decision)
