@@ -46,6 +46,7 @@ from annotations.models import (
     Project,
     ReviewEvent,
 )
+from curation.duplicate_groups import duplicate_groups_of, duplicate_groups_recount
 from curation.models import models_dir
 
 logger = logging.getLogger(__name__)
@@ -434,12 +435,15 @@ def _delete_items_bottom_up(items: QuerySet[Item]) -> None:
 
 
 def items_delete(items: QuerySet[Item]) -> None:
-    """Delete items with their annotations, edits and leases; the projects' progress follows."""
+    """Delete items with their annotations, edits and leases; the projects' progress follows,
+    and so do the duplicate groups they were in (recounted, dropped when one member is left)."""
     with transaction.atomic():
         project_ids = set(items.order_by().values_list("project_id", flat=True).distinct())
         for project_id in sorted(project_ids):
             project_write_lock(project_id, exclusive=True)
+        groups = duplicate_groups_of(items)
         _delete_items_bottom_up(Item.objects.filter(pk__in=items.values("pk")))
+        duplicate_groups_recount(groups)
         projects_recount(project_ids)
 
 

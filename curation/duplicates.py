@@ -23,8 +23,9 @@ import numpy as np
 from django.db import transaction
 
 from annotations.content_hash import bytes_hash, normalise_text, text_hash
-from annotations.models import GoldLabel, Item, Project
+from annotations.models import Item, Project
 from curation.dataset_models import AnalysisRun, DuplicateGroup, ItemDuplicate
+from curation.duplicate_groups import gold_label_sets, labels_conflict
 from curation.near_duplicates import (
     groups_of,
     image_near_duplicates,
@@ -264,14 +265,13 @@ def _store(
 ) -> dict[str, int]:
     """Replace the project's groups with `groups`, marking those whose gold labels differ."""
     in_groups = [pk for _, members, _ in groups for pk in members]
-    gold = _gold_labels(in_groups)
+    gold = gold_label_sets(in_groups)
     counts = {"exact_groups": 0, "near_groups": 0, "items_in_groups": 0, "conflicting": 0}
     with transaction.atomic():
         DuplicateGroup.objects.filter(project=project).delete()  # members cascade
         rows = []
         for kind, members, _ in groups:
-            labels = {gold[pk] for pk in members if pk in gold}
-            conflicting = len(labels) > 1
+            conflicting = labels_conflict(members, gold)
             rows.append(
                 DuplicateGroup(
                     project=project, kind=kind, size=len(members), conflicting=conflicting, run=run
@@ -295,15 +295,3 @@ def _memberships(
             yield ItemDuplicate(
                 item_id=pk, group=group, project=project, similarity=round(similarity[pk], 4)
             )
-
-
-def _gold_labels(ids: list[int]) -> dict[int, tuple[str, ...]]:
-    """Each item's gold label set (items without one are left out)."""
-    gold: dict[int, tuple[str, ...]] = {}
-    for start in range(0, len(ids), CHUNK):
-        rows = GoldLabel.objects.filter(
-            item_id__in=ids[start : start + CHUNK], labels__isnull=False
-        ).values_list("item_id", "labels")
-        for pk, labels in rows:
-            gold[pk] = tuple(sorted(labels)) if isinstance(labels, list) else (str(labels),)
-    return gold
