@@ -48,8 +48,16 @@ class ItemAction(models.Model):
 
 class ItemRelabel(models.Model):
     """An item sent back for relabelling: the answers it had then (`previous`, annotation ids)
-    stay and are shown to the reviewer apart from the new ones. `completed_at` is set, and the
-    item sent to review, once the new answers are in."""
+    stay and are shown to the reviewer apart from the new ones. It ends (`completed_at`, with
+    its `outcome`) when the new answers are in, whether a submission or a recount (a lowered
+    overlap) completed the item, which then goes to review; or when a reviewer decides the
+    item first, which then stops asking for them (`annotations.flags`). Deleting the item
+    deletes it (the deletion's `DeletedItem` is the record)."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "", "Waiting for the new answers"
+        ANSWERED = "answered", "New answers in, sent to review"
+        DECIDED = "decided", "Decided in review before the new answers came"
 
     action = models.ForeignKey(ItemAction, on_delete=models.CASCADE, related_name="relabels")
     item = models.ForeignKey("annotations.Item", on_delete=models.CASCADE, related_name="relabels")
@@ -60,6 +68,7 @@ class ItemRelabel(models.Model):
     answers_wanted = models.PositiveSmallIntegerField(help_text="New answers requested.")
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]

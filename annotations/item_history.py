@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from annotations.models import Annotation, AnnotationRevision, GoldLabel, Item, Project, Review
+from annotations.models import (
+    Annotation,
+    AnnotationRevision,
+    GoldLabel,
+    Item,
+    ItemRelabel,
+    Project,
+    Review,
+)
 from curation.dataset_models import (
     ItemDuplicate,
     ItemOutlier,
@@ -65,6 +73,7 @@ class ItemDetails:
     duplicates: dict[str, Any] | None
     neighbours: list[dict[str, Any]] | None  # None: not computed yet
     extra: dict[str, Any] = field(default_factory=dict)
+    relabels: list[dict[str, Any]] = field(default_factory=list)  # newest first
 
 
 def _name(user) -> str:
@@ -168,9 +177,36 @@ def item_details(project: Project, item: Item) -> ItemDetails:
         },
         history=history,
         review=review_data,
+        relabels=_relabels(item, answers=annotations),
         **_model_view(item),
         **_similar(project, item),
     )
+
+
+def _relabels(item: Item, *, answers: list[Annotation]) -> list[dict[str, Any]]:
+    """The item's relabelling requests, newest first: who asked, when, how many new answers,
+    how many are in (non-skipped answers the request did not keep), and how each ended."""
+    out = []
+    for r in ItemRelabel.objects.filter(item=item).select_related("requested_by"):
+        kept = set(r.previous)
+        out.append(
+            {
+                "requested_by": _name(r.requested_by) if r.requested_by_id else None,
+                "created_at": r.created_at,
+                "answers_wanted": r.answers_wanted,
+                "new_answers": sum(
+                    1
+                    for a in answers
+                    if a.pk not in kept and not a.skipped and a.created_at >= r.created_at
+                ),
+                "kept_answers": len(kept),
+                "pending": r.completed_at is None,
+                "outcome": r.outcome,
+                "outcome_label": r.get_outcome_display(),
+                "completed_at": r.completed_at,
+            }
+        )
+    return out
 
 
 def _first_labels(a: Annotation, edits_of: dict) -> list[str] | None:

@@ -23,12 +23,12 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from annotations.events import publish_progress_on_commit
-from annotations.flags import reviews_open
+from annotations.flags import relabel_withdraw, reviews_open
 from annotations.gold import gold_refresh
 from annotations.label_classes import class_names_locked
 from annotations.models import Annotation, Item, ItemRelabel, Project, Review, ReviewEvent
 from annotations.services import validate_labels
-from curation.label_issues import label_issue_close
+from curation.label_issues import label_issue_close, label_issues_reopen
 from curation.training_requests import request_training_on_commit
 
 NEW = "new"
@@ -196,6 +196,11 @@ def review_decide(
         # The write lock before any row (`annotations.locks`); see `annotation_submit`.
         label_names = class_names_locked(project, write_lock=True)
         labels = validate_labels(project, labels, skipped=False, names=label_names)
+        # The item's row before its review's, the order of a submission (which refreshes the
+        # review): the decision may end a relabelling, which writes the item.
+        Item.objects.select_for_update(of=("self",)).filter(
+            project=project, review__pk=review_id
+        ).values_list("pk", flat=True).first()
         review = _locked(project, review_id)
         if client_uuid is not None:
             done = ReviewEvent.objects.filter(client_uuid=client_uuid).first()
@@ -237,7 +242,7 @@ def review_decide(
                 "updated_at",
             ]
         )
-        ReviewEvent.objects.create(
+        decision = ReviewEvent.objects.create(
             review=review,
             actor=reviewer,
             action=ReviewEvent.Action.DECIDE,
@@ -247,9 +252,11 @@ def review_decide(
             comment=comment,
             client_uuid=client_uuid,
         )
+        # An item still waiting for new answers stops waiting: this decision settles it.
+        relabel_withdraw(project, review.item_id)
         gold_refresh(project, [review.item_id], classes=label_names)
         # A likely label error this decision settles: fixed, or the label was right.
-        label_issue_close(item_id=review.item_id, labels=labels, user=reviewer)
+        label_issue_close(item_id=review.item_id, labels=labels, user=reviewer, decision=decision)
         publish_progress_on_commit(project.pk, review.item_id)
         request_training_on_commit(project.pk)
     return review
@@ -278,6 +285,8 @@ def review_reopen(*, project: Project, review_id: int, user, comment: str = "") 
             update_fields=["status", "labels", "decided_by", "decided_at", "comment", "updated_at"]
         )
         gold_refresh(project, [review.item_id])
+        # A likely label error the decision closed is in review again.
+        label_issues_reopen([review.item_id])
         request_training_on_commit(project.pk)
     return review
 

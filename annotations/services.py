@@ -12,6 +12,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import (
+    CASCADE,
     Case,
     Count,
     F,
@@ -29,7 +30,7 @@ from django.utils import timezone
 from annotations import queue
 from annotations.assignments import required_answers
 from annotations.events import publish_answer_on_commit
-from annotations.flags import relabel_arrived
+from annotations.flags import relabel_arrived, relabels_complete
 from annotations.gold import gold_rebuild, gold_refresh_item
 from annotations.label_classes import PALETTE, class_names_locked
 from annotations.locks import project_write_lock
@@ -38,16 +39,15 @@ from annotations.models import (
     Annotation,
     AnnotationRevision,
     ClassNames,
-    GoldLabel,
     Item,
     ItemAssignment,
     ItemLease,
     LabelClass,
     Project,
-    Review,
     ReviewEvent,
 )
-from curation.models import EvalSample, ItemFeatures, models_dir
+from curation.duplicate_groups import duplicate_groups_of, duplicate_groups_recount
+from curation.models import models_dir
 
 logger = logging.getLogger(__name__)
 
@@ -346,6 +346,14 @@ def project_recount(project: Project) -> Project:
             item_count=totals["total"], complete_count=totals["complete"]
         )
         gold_rebuild(project)
+        # Items waiting for new answers that the recount found complete (a lowered overlap):
+        # their relabelling ends as a completing submission would end it, not pending forever.
+        relabels_complete(
+            project,
+            items.filter(needs_annotation=False, relabels__completed_at__isnull=True)
+            .distinct()
+            .values_list("pk", flat=True),
+        )
     project.refresh_from_db()
     return project
 
@@ -414,20 +422,28 @@ def _delete_items_bottom_up(items: QuerySet[Item]) -> None:
     )
     AnnotationRevision.objects.filter(annotation__item__in=items).delete()
     ReviewEvent.objects.filter(review__item__in=items).delete()
-    for model in (ItemLease, ItemAssignment, GoldLabel, Review, EvalSample, ItemFeatures):
-        model.objects.filter(item__in=items)._raw_delete(model.objects.db)
-    answers = Annotation.objects.filter(item__in=items)
-    answers._raw_delete(answers.db)
+    # Every row that points at an item (leases, answers, reviews, relabelling requests, the
+    # analyses' rows…), read from the model graph so a new one is never forgotten: Django's
+    # CASCADE is not in the database, and a forgotten one fails the deletion at commit.
+    for relation in Item._meta.related_objects:
+        if relation.on_delete is not CASCADE:
+            continue
+        model = relation.related_model
+        rows = model._base_manager.filter(**{f"{relation.field.name}__in": items})
+        rows._raw_delete(rows.db)
     items._raw_delete(items.db)
 
 
 def items_delete(items: QuerySet[Item]) -> None:
-    """Delete items with their annotations, edits and leases; the projects' progress follows."""
+    """Delete items with their annotations, edits and leases; the projects' progress follows,
+    and so do the duplicate groups they were in (recounted, dropped when one member is left)."""
     with transaction.atomic():
         project_ids = set(items.order_by().values_list("project_id", flat=True).distinct())
         for project_id in sorted(project_ids):
             project_write_lock(project_id, exclusive=True)
+        groups = duplicate_groups_of(items)
         _delete_items_bottom_up(Item.objects.filter(pk__in=items.values("pk")))
+        duplicate_groups_recount(groups)
         projects_recount(project_ids)
 
 

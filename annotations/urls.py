@@ -64,6 +64,7 @@ urlpatterns = [
         name="item_label_issue_dismiss",
     ),
     path("<int:pk>/data/bulk/", bulk.items_bulk, name="items_bulk"),
+    path("<int:pk>/data/actions/", bulk.project_item_actions, name="project_item_actions"),
     path(
         "<int:pk>/data/export.<str:fmt>",
         bulk.items_export_selection,

@@ -147,6 +147,14 @@ class LabelIssue(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     closed_at = models.DateTimeField(null=True, blank=True)
+    decision = models.ForeignKey(
+        "annotations.ReviewEvent",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The review decision that closed the flag: reopening it opens the flag again.",
+    )
     updated_at = models.DateTimeField()
 
     class Meta:

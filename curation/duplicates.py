@@ -1,6 +1,7 @@
 """The duplicates analysis (kind "duplicates", run by a training worker): groups of items that
 are the same (exact: equal `Item.content_hash`) or nearly the same (text: MinHash LSH on
-character 5-grams, verified by Jaccard; images: perceptual hashes within a few bits; see
+character 5-grams, verified by Jaccard; images: perceptual hashes within a few bits, verified
+by their thumbnails' correlation; see
 `curation.near_duplicates`). Each run replaces the previous run's groups in one transaction,
 so the pages never see half a result.
 
@@ -15,7 +16,6 @@ held in memory for the run, each cut to its first `MAX_CHARS` characters.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,10 +23,16 @@ import numpy as np
 from django.db import transaction
 
 from annotations.content_hash import bytes_hash, normalise_text, text_hash
-from annotations.models import GoldLabel, Item, Project
+from annotations.models import Item, Project
 from curation.analysis_runs import items_grew
 from curation.dataset_models import AnalysisRun, DuplicateGroup, ItemDuplicate
-from curation.near_duplicates import groups_of, image_near_duplicates, text_near_duplicates
+from curation.duplicate_groups import gold_label_sets, labels_conflict
+from curation.near_duplicates import (
+    groups_of,
+    image_near_duplicates,
+    image_pairs_verified,
+    text_near_duplicates,
+)
 
 #: Automatic runs start once a project has this many items (on request: any project).
 MIN_ITEMS = 200
@@ -64,7 +70,7 @@ def run(project: Project, run: AnalysisRun, report: Report) -> dict[str, Any]:
         report(done, total, f"Near duplicates: {done:,} of {total:,} items")
 
     if project.item_kind == Project.ItemKind.IMAGE:
-        pairs = image_near_duplicates(_perceptual_hashes(project, representatives))
+        pairs = _image_pairs(project, representatives)
     else:
         pairs = text_near_duplicates(
             _normalised_texts(project, representatives), progress=near_progress
@@ -140,36 +146,64 @@ def _normalised_texts(project: Project, ids: list[int]) -> list[str]:
     return texts
 
 
-def _perceptual_hashes(project: Project, ids: list[int]) -> np.ndarray:
-    """64-bit perceptual hashes (`imagehash.phash`) of the images of `ids`, in their order.
-
-    With the default featurizer the hash is taken from the 16×16 grayscale thumbnail already
-    stored as the first part of each item's feature vector, so no image is decoded; another
-    featurizer's items are hashed from their files."""
-    from curation.features import item_features
-    from curation.featurizers import THUMBNAIL_SIDE, ImagePixelFeaturizer, featurizer_for
-
-    featurizer = featurizer_for(Project.ItemKind.IMAGE)
+def _image_pairs(project: Project, ids: list[int]) -> list:
+    """Near-duplicate pairs (indexes into `ids`) of the images of `ids`: proposed by their
+    perceptual hashes, kept when their thumbnails correlate (`image_pairs_verified`). The
+    thumbnails of the few images in a proposed pair are read a second time rather than all
+    held in memory."""
     hashes = np.zeros(len(ids), dtype=np.uint64)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        for offset, gray in enumerate(_thumbnails(project, chunk)):
+            hashes[start + offset] = _own_hash(chunk[offset]) if gray is None else _phash(gray)
+    proposed = image_near_duplicates(hashes)
+    involved = sorted({index for a, b, _ in proposed for index in (a, b)})
+    thumbnails: dict[int, np.ndarray | None] = {}
+    for start in range(0, len(involved), CHUNK):
+        chunk = involved[start : start + CHUNK]
+        grays = _thumbnails(project, [ids[index] for index in chunk])
+        thumbnails.update(zip(chunk, grays, strict=True))
+    return image_pairs_verified(proposed, thumbnails)
+
+
+def _thumbnails(project: Project, ids: list[int]) -> list[np.ndarray | None]:
+    """The 16×16 grayscale thumbnail of each image of `ids` (at most CHUNK), in their order;
+    None for an image that cannot be read.
+
+    With the default featurizer the thumbnail is the first part of each item's stored feature
+    vector, so no image is decoded; another featurizer's items are thumbnailed from their files
+    the same way (`image_features`)."""
+    from curation.features import item_features
+    from curation.featurizers import (
+        THUMBNAIL_SIDE,
+        ImagePixelFeaturizer,
+        featurizer_for,
+        image_features,
+    )
+
+    side = THUMBNAIL_SIDE
+    featurizer = featurizer_for(Project.ItemKind.IMAGE)
     if isinstance(featurizer, ImagePixelFeaturizer):
-        side = THUMBNAIL_SIDE
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            X, kept = item_features(project, featurizer, chunk)
-            rows = dict(zip(kept, X, strict=True))
-            for offset, pk in enumerate(chunk):
-                vector = rows.get(pk)
-                if vector is not None:
-                    ink = vector[: side * side].reshape(side, side)
-                    hashes[start + offset] = _phash(((1.0 - ink) * 255).astype(np.uint8))
-                else:  # unreadable: a hash of its own, far from the rest
-                    hashes[start + offset] = _own_hash(pk)
-        return hashes
-    images = dict(Item.objects.filter(pk__in=ids).values_list("pk", "image"))
-    for index, pk in enumerate(ids):
-        data = _read_image(images.get(pk, ""))
-        hashes[index] = _phash_bytes(data) if data else _own_hash(pk)
-    return hashes
+        X, kept = item_features(project, featurizer, ids)
+        inks = dict(zip(kept, X, strict=True))
+    else:
+        images = dict(Item.objects.filter(pk__in=ids).values_list("pk", "image"))
+        inks = {}
+        for pk in ids:
+            data = _read_image(images.get(pk, ""))
+            try:
+                inks[pk] = image_features(data) if data else None
+            except ValueError:
+                inks[pk] = None
+    grays: list[np.ndarray | None] = []
+    for pk in ids:
+        vector = inks.get(pk)
+        if vector is None:
+            grays.append(None)
+            continue
+        ink = vector[: side * side].reshape(side, side)
+        grays.append(((1.0 - ink) * 255).round().astype(np.uint8))
+    return grays
 
 
 def _own_hash(pk: int) -> np.uint64:
@@ -185,14 +219,6 @@ def _phash(gray: np.ndarray) -> int:
     # frequencies, rather than on an upscaled 32×32 copy.
     value = imagehash.phash(Image.fromarray(gray, mode="L"), hash_size=8, highfreq_factor=2)
     return int(str(value), 16)
-
-
-def _phash_bytes(data: bytes) -> int:
-    import imagehash
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return int(str(imagehash.phash(image)), 16)
 
 
 def _merged_groups(
@@ -224,14 +250,13 @@ def _store(
 ) -> dict[str, int]:
     """Replace the project's groups with `groups`, marking those whose gold labels differ."""
     in_groups = [pk for _, members, _ in groups for pk in members]
-    gold = _gold_labels(in_groups)
+    gold = gold_label_sets(in_groups)
     counts = {"exact_groups": 0, "near_groups": 0, "items_in_groups": 0, "conflicting": 0}
     with transaction.atomic():
         DuplicateGroup.objects.filter(project=project).delete()  # members cascade
         rows = []
         for kind, members, _ in groups:
-            labels = {gold[pk] for pk in members if pk in gold}
-            conflicting = len(labels) > 1
+            conflicting = labels_conflict(members, gold)
             rows.append(
                 DuplicateGroup(
                     project=project, kind=kind, size=len(members), conflicting=conflicting, run=run
@@ -255,15 +280,3 @@ def _memberships(
             yield ItemDuplicate(
                 item_id=pk, group=group, project=project, similarity=round(similarity[pk], 4)
             )
-
-
-def _gold_labels(ids: list[int]) -> dict[int, tuple[str, ...]]:
-    """Each item's gold label set (items without one are left out)."""
-    gold: dict[int, tuple[str, ...]] = {}
-    for start in range(0, len(ids), CHUNK):
-        rows = GoldLabel.objects.filter(
-            item_id__in=ids[start : start + CHUNK], labels__isnull=False
-        ).values_list("item_id", "labels")
-        for pk, labels in rows:
-            gold[pk] = tuple(sorted(labels)) if isinstance(labels, list) else (str(labels),)
-    return gold

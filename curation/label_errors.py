@@ -278,6 +278,7 @@ ON CONFLICT (item_id) DO UPDATE SET
     status = CASE WHEN {keep} THEN t.status ELSE EXCLUDED.status END,
     closed_by_id = CASE WHEN {keep} THEN t.closed_by_id ELSE NULL END,
     closed_at = CASE WHEN {keep} THEN t.closed_at ELSE NULL END,
+    decision_id = CASE WHEN {keep} THEN t.decision_id ELSE NULL END,
     gold = CASE WHEN {keep} THEN t.gold ELSE EXCLUDED.gold END
 """
 # In review: the decision will close it. Fixed or dismissed: closed for this gold label.
@@ -332,5 +333,5 @@ def _upsert_portable(
         update_conflicts=True,
         unique_fields=["item"],
         update_fields=["gold", "score", "suggested", "probabilities", "model_version", "run",
-                       "status", "closed_by", "closed_at", "updated_at"],
+                       "status", "closed_by", "closed_at", "decision", "updated_at"],
     )  # fmt: skip

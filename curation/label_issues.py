@@ -10,6 +10,12 @@ to review) → FIXED (the reviewer chose another label) or DISMISSED (the label 
 closed flag keeps the gold label it was closed with in `gold`, and the next analysis run leaves
 it closed while the item's gold label is that one: a dismissed flag is not raised again for the
 same gold label, nor is a reviewer's fix flagged against their own decision.
+
+Sending a flagged item to review for the reason "likely label error" by any route (this
+module's top-N, or the data browser's bulk action through `annotations.flags.reviews_open`)
+moves its flag to IN_REVIEW (`label_issues_in_review`); reopening the decision that closed a
+flag (`annotations.review.review_reopen`, or flagging the decided item again) moves it back to
+IN_REVIEW (`label_issues_reopen`), about the gold label derived from the answers again.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, JSONField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotations.models import GoldLabel, Item, Project, Review
+from annotations.models import GoldLabel, Item, Project, Review, ReviewEvent
 from curation.dataset_models import LabelIssue
 
 __all__ = [
@@ -29,11 +36,14 @@ __all__ = [
     "label_issue_close",
     "label_issue_dismiss",
     "label_issues_for",
+    "label_issues_in_review",
+    "label_issues_reopen",
 ]
 
 Status = LabelIssue.Status
 #: Flags a reviewer's decision closes.
 OPEN_STATUSES = (Status.FLAGGED, Status.IN_REVIEW)
+CLOSED_STATUSES = (Status.FIXED, Status.DISMISSED)
 #: How many flags one request may send to review.
 MAX_TO_REVIEW = 5000
 
@@ -82,20 +92,49 @@ def label_errors_to_review(
             f"{issue.suggested or 'another label'}."
         )
         with transaction.atomic():
-            updated = LabelIssue.objects.filter(pk=item_id, status=Status.FLAGGED).update(
-                status=Status.IN_REVIEW, updated_at=timezone.now()
-            )
-            if not updated:  # closed or sent meanwhile
+            if not label_issues_in_review([item_id]):  # closed or sent meanwhile
                 continue
             review_flag(item=items[item_id], user=user, note=text, reason=Review.Reason.LABEL_ERROR)
         sent.append(item_id)
     return sent
 
 
-def label_issue_close(*, item_id: int, labels: Sequence[str] | None, user) -> str | None:
-    """A reviewer decided `item_id` as `labels`: close its open flag, FIXED when the decision
-    differs from the flagged gold label, else DISMISSED ("the label is right"); either way it
-    remembers the decided label. Returns the new status (None: no open flag). Called by
+def label_issues_in_review(item_ids: Sequence[int]) -> int:
+    """These items were sent to review as likely label errors: their FLAGGED flags go
+    IN_REVIEW, so the reviewer's decision closes them. Returns how many moved (flags closed,
+    unscored or already in review stay as they are). One query; inside the caller's
+    transaction."""
+    return LabelIssue.objects.filter(pk__in=list(item_ids), status=Status.FLAGGED).update(
+        status=Status.IN_REVIEW, updated_at=timezone.now()
+    )
+
+
+def label_issues_reopen(item_ids: Sequence[int]) -> int:
+    """The decisions on these items were undone: a flag a decision closed is IN_REVIEW again,
+    about the item's gold label as derived from its answers again (call after
+    `gold_refresh`; kept as it was when there is none), so the next decision closes it anew
+    as FIXED or DISMISSED. A flag closed otherwise ("label is right" on the panel) stays
+    closed. Returns how many reopened; one query."""
+    gold = GoldLabel.objects.filter(item_id=OuterRef("pk"), labels__isnull=False).values("labels")
+    return LabelIssue.objects.filter(
+        pk__in=list(item_ids), status__in=CLOSED_STATUSES, decision__isnull=False
+    ).update(
+        status=Status.IN_REVIEW,
+        gold=Coalesce(Subquery(gold, output_field=JSONField()), F("gold")),
+        decision=None,
+        closed_by=None,
+        closed_at=None,
+        updated_at=timezone.now(),
+    )
+
+
+def label_issue_close(
+    *, item_id: int, labels: Sequence[str] | None, user, decision: ReviewEvent | None = None
+) -> str | None:
+    """A reviewer decided `item_id` as `labels` (the `decision` event): close its open flag,
+    FIXED when the decision differs from the flagged gold label, else DISMISSED ("the label is
+    right"); either way it remembers the decided label and the decision, which
+    `label_issues_reopen` undoes. Returns the new status (None: no open flag). Called by
     `annotations.review.review_decide` inside its transaction."""
     issue = LabelIssue.objects.select_for_update().filter(pk=item_id).first()
     if issue is None or issue.status not in OPEN_STATUSES:
@@ -104,8 +143,9 @@ def label_issue_close(*, item_id: int, labels: Sequence[str] | None, user) -> st
     issue.status = Status.DISMISSED if decided == sorted(issue.gold or []) else Status.FIXED
     issue.gold = list(labels or [])
     issue.closed_by = user
+    issue.decision = decision
     issue.closed_at = issue.updated_at = timezone.now()
-    issue.save(update_fields=["status", "gold", "closed_by", "closed_at", "updated_at"])
+    issue.save(update_fields=["status", "gold", "closed_by", "decision", "closed_at", "updated_at"])
     return issue.status
 
 
@@ -124,6 +164,9 @@ def label_issue_dismiss(*, item: Item, user) -> LabelIssue:
         issue.status = Status.DISMISSED
         issue.gold = list(gold)
         issue.closed_by = user
+        issue.decision = None  # closed here, not by a decision a reopening would undo
         issue.closed_at = issue.updated_at = now
-        issue.save(update_fields=["status", "gold", "closed_by", "closed_at", "updated_at"])
+        issue.save(
+            update_fields=["status", "gold", "closed_by", "decision", "closed_at", "updated_at"]
+        )
     return issue

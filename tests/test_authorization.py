@@ -148,6 +148,9 @@ EXPECT: dict[str, Rule] = {
     "items_export_selection": Rule(GET, REVIEWER_UP),
     "api-item-actions": Rule(POST, REVIEWER_UP),
     "api-item-export": Rule(GET, REVIEWER_UP),
+    # The record of those actions
+    "project_item_actions": Rule(GET, REVIEWER_UP),
+    "api-item-action-log": Rule(GET, REVIEWER_UP),
 }
 
 # Prefixes of routes tested elsewhere or not views of this app.

@@ -280,3 +280,56 @@ def test_the_duplicates_api_lists_groups_to_reviewers_and_sends_them_to_review(d
     sent = api.post(url + "review/", {"groups": [conflicting[0]["id"]]}, format="json")
     assert sent.status_code == 200 and sent.json() == {"sent_to_review": 2}
     assert Review.objects.filter(project=dup_project).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_items_recounts_their_duplicate_groups_and_drops_those_left_with_one(db):
+    from annotations.bulk import Selection, items_delete_recorded
+
+    rng = random.Random(9)
+    project = project_create(name="Shrinking", classes=["pos", "neg"])
+    base_a = "the crew on my flight to boston was friendly and the snacks were great thanks"
+    base_c = "the plane sat at the gate for three hours and nobody told us anything at all"
+    named = {
+        "a0": base_a,
+        "a1": base_a.replace("friendly", "frendly"),
+        "a2": base_a.replace("great", "good"),
+        "b0": "Lost my bag AGAIN on the connection",
+        "b1": "lost my bag again on the connection",
+        "c0": base_c,
+        "c0-copy": base_c.upper(),
+        "c1": base_c.replace("three", "two"),
+    }
+    add_text_items(project, [sentence(rng, 16) for _ in range(30)], prefix="u")
+    items = {}
+    for external_id, text in named.items():
+        (items[external_id],) = add_text_items(project, [text], prefix=external_id + "#")
+        Item.objects.filter(pk=items[external_id].pk).update(external_id=external_id)
+    now = timezone.now()
+    for external_id, label in (("a0", "pos"), ("a1", "pos"), ("a2", "neg"), ("c0", "pos")):
+        GoldLabel.objects.create(
+            item=items[external_id],
+            project=project,
+            labels=[label],
+            source=GoldSource.MAJORITY,
+            updated_at=now,
+        )
+    run_analysis(project, AnalysisRun.Kind.DUPLICATES)
+    assert groups_by_ids(project) == [
+        (["a0", "a1", "a2"], "near", True),
+        (["b0", "b1"], "exact", False),
+        (["c0", "c0-copy", "c1"], "near", False),
+    ]
+
+    gone = [items[name].pk for name in ("a2", "b1", "c1")]
+    items_delete_recorded(project=project, user=None, selection=Selection.of_ids(gone))
+
+    # a: no longer conflicting; b: one member left, no group; c: the exact copies remain.
+    assert groups_by_ids(project) == [
+        (["a0", "a1"], "near", False),
+        (["c0", "c0-copy"], "exact", False),
+    ]
+    sizes = sorted(DuplicateGroup.objects.filter(project=project).values_list("size", flat=True))
+    assert sizes == [2, 2]
+    assert not ItemDuplicate.objects.filter(item=items["b0"]).exists()
+    assert duplicates_to_review(project=project, user=None) == 0

@@ -118,5 +118,6 @@ class DataItem(APIView):
                 "duplicates": d.duplicates,
                 "neighbours": d.neighbours,
                 "outlier_score": d.extra.get("outlier_score"),
+                "relabels": d.relabels,
             }
         )

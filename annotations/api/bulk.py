@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import serializers
+from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access, bulk
+from annotations.action_log import item_action_summary, item_actions_for
+from annotations.api.views import ByIdCursorPagination
 from annotations.models import ItemAction, Review
 from annotations.views.bulk import selection_filename
 from annotations.views.data import stream_export
@@ -124,3 +126,25 @@ class ItemExport(APIView):
         return stream_export(
             request._request, project, fmt, chunks, filename=selection_filename(project, fmt)
         )
+
+
+class NewestFirstPagination(ByIdCursorPagination):
+    ordering = "-id"
+    page_size = 50
+
+
+class ItemActionLog(generics.ListAPIView):
+    """`GET items/actions/log/`: the project's recorded data actions, newest first, as the
+    action log page lists them (who, when, what, how many, reason, selection)."""
+
+    pagination_class = NewestFirstPagination
+
+    def get_queryset(self):
+        project = access.get_project_for_user(
+            self.request.user, self.kwargs["pk"], allowed=access.REVIEW
+        )
+        return item_actions_for(project)
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response([item_action_summary(a) for a in page])

@@ -13,6 +13,11 @@ urlpatterns = [
     path("projects/<int:pk>/items/", views.ItemList.as_view(), name="api-item-list"),
     path("projects/<int:pk>/items/actions/", bulk.ItemActions.as_view(), name="api-item-actions"),
     path(
+        "projects/<int:pk>/items/actions/log/",
+        bulk.ItemActionLog.as_view(),
+        name="api-item-action-log",
+    ),
+    path(
         "projects/<int:pk>/items/export.<str:fmt>",
         bulk.ItemExport.as_view(),
         name="api-item-export",

@@ -9,13 +9,19 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from annotations import access, bulk, exports
+from annotations.action_log import PAGE_SIZE, item_action_summary, item_actions_for
 from annotations.models import ItemAction, Project, Review
 from annotations.views.data import stream_export
 
@@ -179,3 +185,28 @@ def items_export_selection(request: HttpRequest, pk: int, fmt: str) -> Streaming
 
 def selection_filename(project: Project, fmt: str) -> str:
     return exports.export_filename(project, fmt).replace("-labels.", "-selection.")
+
+
+@require_GET
+@login_required
+def project_item_actions(request: HttpRequest, pk: int) -> HttpResponse:
+    """The project's recorded data actions, newest first, `?before=<id>` for older ones."""
+    project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
+    before = request.GET.get("before", "")
+    if before and not before.isdigit():
+        return HttpResponseBadRequest("before: an action id (a whole number).")
+    rows = list(item_actions_for(project, before=int(before) if before else None)[: PAGE_SIZE + 1])
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    next_url = (
+        f"{reverse('project_item_actions', args=[project.pk])}?before={rows[-1].pk}" if more else ""
+    )
+    return render(
+        request,
+        "annotations/item_actions.html",
+        {
+            "project": project,
+            "actions": [item_action_summary(a) for a in rows],
+            "next_url": next_url,
+        },
+    )
