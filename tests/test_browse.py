@@ -335,7 +335,7 @@ def test_an_unfiltered_page_shows_the_project_count_at_once(browsing, client):
     html = client.get(data_url(browsing.project, "sort=-outlier")).content.decode()
     assert f"{len(browsing.items)} items match" in html
     assert "/data/count/" not in html
-    assert f"Select all <span id=\"all-matching-count\">{len(browsing.items)} matching" in html
+    assert f'Select all <span id="all-matching-count">{len(browsing.items)} matching' in html
 
 
 def test_the_count_has_a_page_of_its_own_without_javascript(browsing, client):
