@@ -39,6 +39,7 @@ urlpatterns = [
         name="review_reopen",
     ),
     path("<int:pk>/data/", browse.project_data, name="project_data"),
+    path("<int:pk>/data/count/", browse.project_data_count, name="project_data_count"),
     path(
         "<int:pk>/data/items/<int:item_pk>/",
         browse.project_data_item,

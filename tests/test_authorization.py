@@ -140,6 +140,7 @@ EXPECT: dict[str, Rule] = {
     "api-label-issue-dismiss": Rule(POST, REVIEWER_UP),
     # The data browser: reviewers and project admins
     "project_data": Rule(GET, REVIEWER_UP),
+    "project_data_count": Rule(GET, REVIEWER_UP),
     "project_data_item": Rule(GET, REVIEWER_UP),
     "api-data-list": Rule(GET, REVIEWER_UP),
     "api-data-item": Rule(GET, REVIEWER_UP),

@@ -309,7 +309,50 @@ def test_the_page_lists_the_filtered_items_with_a_bulk_form(browsing, client):
     assert 'id="bulk-form"' in html
     assert 'name="filter" value="status=complete&amp;sort=-error"' in html
     assert 'name="all_matching" value="1"' in html
+    # The count comes with a request of its own, which also updates the bulk bar's label.
+    assert "items match" not in html
+    count_url = re.search(r'id="browse-count" hx-get="([^"]+)" hx-trigger="load"', html).group(1)
+    counted = client.get(count_url.replace("&amp;", "&"), HTTP_HX_REQUEST="true")
+    assert counted.status_code == 200
+    fragment = counted.content.decode()
+    assert f'id="browse-count" aria-live="polite">{len(expected)} items match' in fragment
+    assert (
+        f'<span id="all-matching-count" hx-swap-oob="true">{len(expected)} matching items</span>'
+        in fragment
+    )
+
+
+def test_a_filtered_page_leaves_the_count_to_its_own_request(browsing, client):
+    with CaptureQueriesContext(connection) as page:
+        client.get(data_url(browsing.project, "status=complete"))
+    assert not [q for q in page.captured_queries if q["sql"].startswith("SELECT COUNT(*) FROM")]
+    with CaptureQueriesContext(connection) as counted:
+        client.get(f"/projects/{browsing.project.pk}/data/count/?status=complete")
+    assert [q for q in counted.captured_queries if q["sql"].startswith("SELECT COUNT(*) FROM")]
+
+
+def test_an_unfiltered_page_shows_the_project_count_at_once(browsing, client):
+    html = client.get(data_url(browsing.project, "sort=-outlier")).content.decode()
+    assert f"{len(browsing.items)} items match" in html
+    assert "/data/count/" not in html
+    assert f'Select all <span id="all-matching-count">{len(browsing.items)} matching' in html
+
+
+def test_the_count_has_a_page_of_its_own_without_javascript(browsing, client):
+    project = browsing.project
+    expected = reference_filter(browsing.items, {"status": "complete"})
+    response = client.get(f"/projects/{project.pk}/data/count/?status=complete&sort=-error")
+    html = response.content.decode()
+    assert response.status_code == 200 and "<html" in html
     assert f"{len(expected)} items match" in html
+    assert f'href="/projects/{project.pk}/data/?status=complete&amp;sort=-error"' in html
+
+
+def test_a_bad_filter_on_the_count_answers_400_naming_it(browsing, client):
+    url = f"/projects/{browsing.project.pk}/data/count/?confidence_min=lots"
+    response = client.get(url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 400
+    assert "confidence_min: &#x27;lots&#x27; is not a number." in response.content.decode()
 
 
 def test_htmx_gets_only_the_results_and_every_htmx_link_has_an_href(browsing, client):
@@ -367,6 +410,7 @@ def test_annotators_and_outsiders_cannot_browse(
     for url in (
         data_url(seeded.project),
         f"/projects/{seeded.project.pk}/data/items/{item}/",
+        f"/projects/{seeded.project.pk}/data/count/?status=open",
         f"/api/projects/{seeded.project.pk}/data/",
         f"/api/projects/{seeded.project.pk}/data/items/{item}/",
     ):

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import BooleanField, Exists, F, OuterRef, Q, QuerySet, Subquery
-from django.db.models.expressions import RawSQL
+from django.db.models.expressions import Expression
 from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
@@ -330,19 +331,107 @@ def annotators_of(project: Project) -> list[str]:
 # --- The filter -------------------------------------------------------------------------------
 
 
-def _text_search(q: str) -> Q:
-    if connection.vendor == "postgresql":
-        # Byte-identical to the expression of `item_text_search_idx` (migration 0008), so the
-        # GIN index answers it; `websearch_to_tsquery` takes what people type ("a b", -c, "x y").
+#: A text search that matches fewer of a project's items than this is answered from the GIN
+#: index (all its matches gathered, then filtered and sorted); one that matches more walks the
+#: page's order and checks each item's stored vector, stopping after a page. Both read about
+#: this many rows at worst: 2,000 heap rows, or a walk through 1M / 2,000 × 51 = 25k items.
+FEW_TEXT_MATCHES = 2_000
+_TSQUERY = "websearch_to_tsquery('simple'::regconfig, %s)"
+
+
+class _TextMatches(Expression):
+    """The item's stored `text_vector` (migration 0012) matches `websearch_to_tsquery` of the
+    search, which takes what people type ("a b", -c, "x y"). With `among` (the project's id),
+    it is read as "the item is one of the matches the GIN index lists" instead: an InitPlan
+    that gathers them once, for a search that matches few items (`_matches_few`). The item's
+    column is named through the query's alias for the items table, so the filter also holds
+    when the items are a subquery (a bulk action's `pk__in`)."""
+
+    output_field = BooleanField()
+
+    def __init__(self, q: str, *, among: int | None = None, pk: Any = None) -> None:
+        super().__init__()
+        self.q, self.among = q, among
+        self.pk = pk if pk is not None else F("pk")
+
+    def get_source_expressions(self) -> list[Any]:
+        return [self.pk]
+
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
+        (self.pk,) = exprs
+
+    def as_sql(self, compiler, connection) -> tuple[str, list[Any]]:
+        pk_sql, params = compiler.compile(self.pk)
+        if self.among is None:
+            items = compiler.quote_name_unless_alias(self.pk.alias)
+            return f"{items}.{connection.ops.quote_name('text_vector')} @@ {_TSQUERY}", [self.q]
         table = connection.ops.quote_name(Item._meta.db_table)
-        match = RawSQL(
-            f"to_tsvector('simple'::regconfig, {table}.\"text\") "
-            "@@ websearch_to_tsquery('simple'::regconfig, %s)",
-            [q],
-            output_field=BooleanField(),
+        found = (
+            f"SELECT found.id FROM {table} found WHERE found.project_id = %s "
+            f"AND found.text_vector @@ {_TSQUERY}"
         )
-        return Q(match)
-    return Q(text__icontains=q)
+        return f"{pk_sql} = ANY(ARRAY({found}))", [*params, self.among, self.q]
+
+
+_SCANS = ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan")
+
+
+@contextmanager
+def bitmap_scans_only() -> Iterator[Any]:
+    """A cursor on which the planner may read tables by bitmap scans only (the only way GIN
+    indexes are read), in a transaction of its own; the settings are restored on leaving, as
+    SET LOCAL would last until the outermost transaction ends (a request's, a bulk action's).
+    `benchmarks/browse.py` explains the text-search count with it."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(f"current_setting('{s}')" for s in _SCANS))
+        saved = cursor.fetchone()
+        for name in _SCANS:
+            cursor.execute(f"SET LOCAL {name} = off")
+        yield cursor
+        for name, value in zip(_SCANS, saved, strict=True):
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
+def _matches_few(project: Project, q: str) -> bool:
+    """Whether the search matches fewer than `FEW_TEXT_MATCHES` items of `project`, when the
+    planner cannot know it. A word the column's statistics list (`most_common_elems`) is
+    estimated from its frequency, and the planner chooses well; a word they do not list is
+    estimated at 0.5% of the items (`DEFAULT_TS_MATCH_SEL`) however rare it is, so a rare or
+    absent word walked the whole project in id order (7.6 s at 1M items) expecting a page
+    within a few thousand items. Such a search is counted through the GIN index, which reads a
+    rare word's short posting list and at most `FEW_TEXT_MATCHES` rows (sequential and index
+    scans switched off for that count alone: they would answer "none" by reading every item).
+    Not for a word the statistics list: its posting list is long (25 ms for 300k items). A
+    search with nothing the index can look up ("-word" alone) matches most items."""
+    table = connection.ops.quote_name(Item._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT querytree(t) = 'T', (SELECT bool_and(word = ANY("
+            "s.most_common_elems::text::text[])) FROM pg_stats s, "
+            "unnest(tsvector_to_array(to_tsvector('simple'::regconfig, querytree(t)))) word "
+            "WHERE s.schemaname = current_schema() AND s.tablename = %s "
+            f"AND s.attname = 'text_vector') FROM {_TSQUERY} t",
+            [Item._meta.db_table, q],
+        )
+        negations_only, known = cursor.fetchone()
+    if negations_only or known:
+        return False
+    with bitmap_scans_only() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE project_id = %s "
+            f"AND text_vector @@ {_TSQUERY} LIMIT %s) few",
+            [project.pk, q, FEW_TEXT_MATCHES],
+        )
+        (found,) = cursor.fetchone()
+    return found < FEW_TEXT_MATCHES
+
+
+def _text_search(project: Project, q: str) -> Q:
+    if connection.vendor != "postgresql":
+        return Q(text__icontains=q)
+    if _matches_few(project, q):
+        return Q(_TextMatches(q, among=project.pk))
+    return Q(_TextMatches(q))
 
 
 def _meta_filter(key: str, value: str, alias: str) -> Q:
@@ -402,7 +491,7 @@ def items_matching(project: Project, query: BrowseQuery) -> QuerySet[Item]:
     on "everything that matches"; the page orders and pages them with `browse_page`)."""
     qs = Item.objects.filter(project=project)
     if query.q:
-        qs = qs.filter(_text_search(query.q))
+        qs = qs.filter(_text_search(project, query.q))
     if query.status:
         qs = qs.filter(status_filter(query.status))
     if query.gold:

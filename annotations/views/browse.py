@@ -2,7 +2,9 @@
 table a keyset page at a time, and one item's page with everything known about it.
 
 The filter form is a GET form, so the URL holds the whole view; htmx swaps only the results
-(`#browse-results`) and pushes the URL, and every link works without JavaScript too.
+(`#browse-results`) and pushes the URL, and every link works without JavaScript too. A filtered
+page shows its table at once and loads the count of matching items with a request of its own
+(`project_data_count`): at 1M items the bounded count costs more than the page.
 """
 
 from __future__ import annotations
@@ -50,13 +52,15 @@ def project_data(request: HtmxRequest, pk: int) -> HttpResponse:
     error = None
     query = BrowseQuery()
     page = BrowsePage(rows=[], next_cursor=None)
-    count, exact = 0, True
+    # Unfiltered, the count is the project's counter; filtered, the page asks for it (htmx).
+    count: int | None = 0
+    exact = True
     try:
         query = BrowseQuery.from_querydict(project, request.GET)
         limit = parse_limit(request.GET.get("limit"))
         after = request.GET.get("after") or None
         page = browse_page(project, query, after=after, limit=limit)
-        count, exact = count_matching(project, query)
+        count, exact = (None, True) if query.is_filtered else count_matching(project, query)
     except BrowseQueryError as exc:
         error = exc
     querystring = query.to_querystring()
@@ -66,6 +70,7 @@ def project_data(request: HtmxRequest, pk: int) -> HttpResponse:
         "page": page,
         "count": count,
         "count_exact": exact,
+        "count_url": _query_url(reverse("project_data_count", args=[project.pk]), querystring),
         "error": error,
         "querystring": querystring,
         "base_url": base,
@@ -88,6 +93,35 @@ def project_data(request: HtmxRequest, pk: int) -> HttpResponse:
         return render(request, "annotations/_browse_results.html", context, status=status)
     context |= analyses_context(project)  # the analyses panel (`_analysis_runs.html`)
     return render(request, "annotations/browse.html", context, status=status)
+
+
+@require_GET
+@login_required
+def project_data_count(request: HtmxRequest, pk: int) -> HttpResponse:
+    """How many items the browser's filter matches (exact up to `COUNT_BOUND`): the fragment
+    the data page loads after its table, or without JavaScript a page of its own."""
+    project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
+    error = None
+    count, exact = 0, True
+    query = BrowseQuery()
+    try:
+        query = BrowseQuery.from_querydict(project, request.GET)
+        count, exact = count_matching(project, query)
+    except BrowseQueryError as exc:
+        error = exc
+    querystring = query.to_querystring()
+    context = {
+        "project": project,
+        "count": count,
+        "count_exact": exact,
+        "error": error,
+        "back_url": _query_url(reverse("project_data", args=[project.pk]), querystring),
+    }
+    status = 400 if error else 200
+    if request.htmx:  # with the bulk bar's "Select all … matching items" out of band
+        context["oob"] = True
+        return render(request, "annotations/_browse_count.html", context, status=status)
+    return render(request, "annotations/browse_count.html", context, status=status)
 
 
 @require_GET
