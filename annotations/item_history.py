@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from annotations.browse.pages import excerpt_of
 from annotations.models import (
     Annotation,
     AnnotationRevision,
@@ -310,11 +311,10 @@ def _similar(project: Project, item: Item) -> dict[str, Any]:
 
 def _brief(item: Item, *, similarity: float | None = None) -> dict[str, Any]:
     gold = getattr(item, "gold", None)
-    text = item.text or ""
     return {
         "id": item.pk,
         "external_id": item.external_id,
-        "excerpt": text[:120] + ("…" if len(text) > 120 else ""),
+        "excerpt": excerpt_of(item.text, 120),
         "gold": gold.labels if gold is not None else None,
         "similarity": similarity,
     }

@@ -457,5 +457,7 @@ async def test_a_consumer_instance_that_dies_loses_no_training(settings, texts, 
             running_worker.dispatch(request)
     finally:
         release.set()
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        instances = [d["future"] for d in running_worker.application_instances.values()]
+        for task in [running, *instances]:
+            task.cancel()
+        await asyncio.gather(running, *instances, return_exceptions=True)

@@ -79,6 +79,12 @@ class BrowsePage:
 EXCERPT_CHARS = 160
 
 
+def excerpt_of(text: str | None, chars: int = EXCERPT_CHARS) -> str:
+    """The first `chars` characters of `text`, with an ellipsis when there is more."""
+    text = text or ""
+    return text if len(text) <= chars else text[:chars].rstrip() + "…"
+
+
 def encode_cursor(sort: str, desc: bool, value: Any, pk: int) -> str:
     raw = json.dumps([f"-{sort}" if desc else sort, value, pk], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
@@ -201,15 +207,12 @@ def rows_for(project: Project, ids: Sequence[int], cols: Sequence[str] = ()) -> 
     rows = []
     for pk in ids:
         item = items[pk]
-        excerpt = item.excerpt or ""
-        if len(excerpt) > EXCERPT_CHARS:
-            excerpt = excerpt[:EXCERPT_CHARS].rstrip() + "…"
         metadata = item.metadata if isinstance(item.metadata, dict) else {}
         rows.append(
             BrowseRow(
                 item=item,
                 status=item_status(item, held=pk in held),
-                excerpt=excerpt,
+                excerpt=excerpt_of(item.excerpt),
                 sort_value=None,
                 columns=[metadata.get(name) for name in cols],
             )
