@@ -39,7 +39,7 @@ MIN_ITEMS = 200
 #: Near duplicates of long texts are judged on their beginning.
 MAX_CHARS = 5000
 #: Rows read from the database at once.
-CHUNK = 5000
+CHUNK = 2000
 
 Report = Callable[[float, float, str], None]
 

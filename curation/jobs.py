@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections
 
 from annotations.events import project_group, publish
@@ -262,9 +263,12 @@ def _analyses(project_id: int) -> bool:
     ran = False
     for kind in analyses_due(project):
         module = _analysis_module(kind)
-        queued = AnalysisRun.objects.filter(
-            project=project, kind=kind, status=AnalysisRun.Status.QUEUED
-        ).exists()
+        queued = _queued(project, kind)
+        if not queued:
+            waited = _pause_in_labelling(project, kind)
+            if waited == "stopping":
+                return ran
+            queued = waited == "asked"
         run = analysis_runs.run_claim(project, kind, automatic=not queued)
         if run is None:
             continue
@@ -274,6 +278,32 @@ def _analyses(project_id: int) -> bool:
             continue
         _execute(project, run, module, pause=trainer.wait_while_training)
     return ran
+
+
+def _queued(project: Project, kind: str) -> bool:
+    return AnalysisRun.objects.filter(
+        project=project, kind=kind, status=AnalysisRun.Status.QUEUED
+    ).exists()
+
+
+def _pause_in_labelling(project: Project, kind: str) -> str:
+    """In a worker, hold an automatic run until labelling pauses (no training for
+    ANALYSIS_QUIET_SECONDS) or ANALYSIS_DEFER_SECONDS have passed. Returns "pause" (run it),
+    "asked" (a person asked for a run of `kind` meanwhile: it is theirs) or "stopping" (the
+    worker stops: the next one finds the run due). Outside a worker it does not wait."""
+    deadline = time.monotonic() + settings.ANALYSIS_DEFER_SECONDS
+    in_worker = _local_submit is not None
+    while in_worker:
+        left = deadline - time.monotonic()
+        if trainer.wait_for_a_pause(settings.ANALYSIS_QUIET_SECONDS, min(1.0, max(0.0, left))):
+            break
+        if _local_submit is None:
+            return "stopping"
+        if _queued(project, kind):
+            return "asked"
+        if left <= 0:
+            break
+    return "asked" if _queued(project, kind) else "pause"
 
 
 def _execute(

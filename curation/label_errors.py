@@ -56,7 +56,7 @@ LARGE = 20_000
 LARGE_FOLDS = 3
 LARGE_MAX_ITER = 5
 #: Items featurized (and rows written) per step; progress is reported between steps.
-CHUNK = 10_000
+CHUNK = 2_000
 
 Status = LabelIssue.Status
 #: A flag a person closed stays closed while the item's gold label is the one it was closed with.

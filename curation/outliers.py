@@ -39,7 +39,7 @@ EXACT_MAX = 150_000
 PROBES = 4
 #: Automatic runs start once a project has this many items (on request: any with K + 1).
 MIN_ITEMS = 200
-CHUNK = 5000
+CHUNK = 2000
 
 Report = Callable[[float, float, str], None]
 

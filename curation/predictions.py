@@ -34,7 +34,7 @@ from curation.suggest import item_suggestion
 __all__ = ["is_due", "run"]
 
 #: Items predicted and written per step; progress is reported between steps.
-CHUNK = 5_000
+CHUNK = 1_000
 
 Report = Callable[[float, float, str], None]
 

@@ -153,6 +153,7 @@ class TrainingPace:
             if project_id in self._waiting:
                 return False
             self._waiting.add(project_id)
+            trainer.requests_waiting(len(self._waiting))
             return True
 
     def delay(self, project_id: int) -> float:
@@ -165,6 +166,7 @@ class TrainingPace:
         with self._lock:
             self._waiting.discard(project_id)
             self._arrivals[project_id] = 0
+            trainer.requests_waiting(len(self._waiting))
 
     def finished(self, project_id: int, seconds: float, *, trained: bool) -> None:
         with self._lock:
@@ -180,6 +182,7 @@ class TrainingPace:
             self._waiting.clear()
             self._arrivals.clear()
             self._not_before.clear()
+            trainer.requests_waiting(0)
 
 
 pace = TrainingPace()

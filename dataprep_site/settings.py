@@ -135,6 +135,11 @@ if TRAINING_SWEEP_SECONDS < 1:
 # last one ended, done or failed): while a team labels, gold labels grow by the due share every
 # few minutes, and each run reads every item. A run asked for by a person always goes.
 ANALYSIS_INTERVAL_SECONDS = env_int("ANALYSIS_INTERVAL_SECONDS", 600)
+# An automatic run starts when the worker has trained nothing for ANALYSIS_QUIET_SECONDS (a
+# pause in labelling), or after ANALYSIS_DEFER_SECONDS at the latest; while it runs, it still
+# steps aside for each label's training run.
+ANALYSIS_QUIET_SECONDS = env_int("ANALYSIS_QUIET_SECONDS", 5)
+ANALYSIS_DEFER_SECONDS = env_int("ANALYSIS_DEFER_SECONDS", 600)
 # CPU priority (nice) of `manage.py trainworker`: training is background work, so on a machine it
 # shares with the web server, the pages and submissions get the cores first (0 = no change).
 TRAINING_WORKER_NICE = env_int("TRAINING_WORKER_NICE", 10)

@@ -4,6 +4,8 @@ a failure, a missing analysis or a worker that died leaves a clear record, never
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -13,7 +15,7 @@ from django.utils import timezone
 
 from annotations.events import project_group
 from annotations.services import project_create
-from curation import analysis_runs, jobs, services
+from curation import analysis_runs, jobs, services, trainer
 from curation.models import AnalysisRun
 from dataprep_site.env import channel_layers_for
 from tests.analysis_fixtures import counting
@@ -197,3 +199,52 @@ def test_automatic_runs_of_a_kind_wait_the_interval_after_the_last_one_ended(
     assert KIND in jobs.analyses_due(project)
     run_worker_job(project)
     assert AnalysisRun.objects.filter(status="done").count() == 2
+
+
+@pytest.fixture
+def in_a_worker():
+    """This process runs a training worker (jobs go to it), as `manage.py trainworker` does."""
+    jobs.attach_worker(lambda message: None)
+    yield
+    jobs.attach_worker(None)
+    trainer.requests_waiting(0)
+
+
+def test_in_a_worker_an_automatic_run_waits_for_a_pause_in_labelling(
+    project, memory_layer, counting_analysis, settings, in_a_worker
+):
+    """A team labelling without a break would share the worker with a pass over every item;
+    the automatic run starts once nothing was trained for ANALYSIS_QUIET_SECONDS."""
+    settings.ANALYSIS_QUIET_SECONDS = 1
+    counting_analysis.DUE = True
+    job = threading.Thread(target=run_worker_job, args=(project,))
+    for _ in range(3):  # labels keep coming: a training request every 0.3 s
+        trainer.requests_waiting(1)
+        trainer.requests_waiting(0)
+        if not job.is_alive() and not AnalysisRun.objects.exists():
+            job.start()
+        time.sleep(0.3)
+    assert not AnalysisRun.objects.exists()  # still waiting for a pause
+    job.join(10)
+    assert not job.is_alive()
+    run = AnalysisRun.objects.get(project=project, kind=KIND)
+    assert run.status == AnalysisRun.Status.DONE and run.requested_by is None
+
+
+def test_a_person_asking_ends_the_wait_for_a_pause(
+    project, memory_layer, counting_analysis, settings, in_a_worker
+):
+    settings.ANALYSIS_QUIET_SECONDS = 3600
+    counting_analysis.DUE = True
+    trainer.requests_waiting(1)  # a label's run is queued all along
+    job = threading.Thread(target=run_worker_job, args=(project,))
+    job.start()
+    time.sleep(0.5)
+    assert not AnalysisRun.objects.exists()
+    asker = make_user("runs-impatient")
+    analysis_runs.run_request(project=project, kind=KIND, user=asker)
+    trainer.requests_waiting(0)  # that run started: the asked-for one steps aside only for runs
+    job.join(10)
+    assert not job.is_alive()
+    run = AnalysisRun.objects.get(project=project, kind=KIND)
+    assert run.status == AnalysisRun.Status.DONE and run.requested_by == asker

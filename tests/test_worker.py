@@ -461,3 +461,22 @@ async def test_a_consumer_instance_that_dies_loses_no_training(settings, texts, 
         for task in [running, *instances]:
             task.cancel()
         await asyncio.gather(running, *instances, return_exceptions=True)
+
+
+def test_follow_up_work_waits_for_a_training_request_that_has_not_started_yet():
+    """An analysis chunk or a re-estimate fold that began beside a queued label's run shared
+    the CPU and the GIL with it; they now wait while a request is queued, not only while a
+    run is in progress."""
+    pace = worker.TrainingPace()
+    try:
+        assert trainer.wait_while_training(timeout=0.05) is True
+        assert pace.admit(1)
+        assert trainer.wait_while_training(timeout=0.05) is False  # queued: wait for it
+        assert not pace.admit(1)  # merged: still one waiting
+        pace.started(1)
+        assert trainer.wait_while_training(timeout=0.05) is True
+        pace.admit(2)
+        pace.forget()  # a worker that stops takes its queued requests along
+        assert trainer.wait_while_training(timeout=0.05) is True
+    finally:
+        pace.forget()
