@@ -36,7 +36,7 @@ __all__ = [
     "analysis_growth",
     "items_grew",
     "latest_runs",
-    "rested",
+    "resting_kinds",
     "run_claim",
     "run_event",
     "run_finish",
@@ -107,18 +107,16 @@ def last_done(project: Project, kind: str) -> AnalysisRun | None:
     )
 
 
-def rested(project: Project, kind: str) -> bool:
-    """Whether the last run of `kind` ended `ANALYSIS_INTERVAL_SECONDS` ago or more (or none
-    did): automatic runs wait that long, so a team's labels do not start one every few minutes
-    and a failing analysis is not retried on every label."""
-    ended = (
-        AnalysisRun.objects.filter(project=project, kind=kind, finished_at__isnull=False)
-        .order_by("-finished_at")
-        .values_list("finished_at", flat=True)
-        .first()
+def resting_kinds(project: Project) -> set[str]:
+    """The kinds whose last run ended less than `ANALYSIS_INTERVAL_SECONDS` ago (done or
+    failed): automatic runs wait that long, so a team's labels do not start one every few
+    minutes and a failing analysis is not retried on every label. One query."""
+    since = timezone.now() - timedelta(seconds=settings.ANALYSIS_INTERVAL_SECONDS)
+    return set(
+        AnalysisRun.objects.filter(project=project, finished_at__gt=since)
+        .values_list("kind", flat=True)
+        .distinct()
     )
-    interval = timedelta(seconds=settings.ANALYSIS_INTERVAL_SECONDS)
-    return ended is None or timezone.now() - ended >= interval
 
 
 def analysis_growth(project: Project) -> float:

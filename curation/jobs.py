@@ -110,14 +110,15 @@ def analyses_due(project: Project) -> list[str]:
             "kind", flat=True
         )
     )
+    resting = analysis_runs.resting_kinds(project)
     due = []
     for kind in analysis_runs.ANALYSES:
         if kind in queued:
             due.append(kind)
             continue
-        module = _analysis_module(kind)
-        if not analysis_runs.rested(project, kind):
+        if kind in resting:
             continue
+        module = _analysis_module(kind)
         if module is not None and module.is_due(project, analysis_runs.last_done(project, kind)):
             due.append(kind)
     return due
