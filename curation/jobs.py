@@ -1,4 +1,5 @@
-"""Follow-up jobs of the training worker: the accuracy estimate and the weighted consensus.
+"""Follow-up jobs of the training worker: the accuracy estimate, the weighted consensus, the data
+analyses and the dataset versions (written, then measured).
 
 Both take seconds on a large project, and annotators must not wait for them, so a training run
 does not do them itself: the worker that ran it sends them to its own consumer as messages,
@@ -26,9 +27,10 @@ from django.db import close_old_connections
 
 from annotations.events import project_group, publish
 from annotations.models import Project
-from curation import analysis_runs, consensus, trainer
+from curation import analysis_runs, consensus, dataset_versions, trainer
 from curation.analysis_runs import ANALYSIS
-from curation.models import AnalysisRun, ModelVersion, ProjectTraining
+from curation.dataset_versions import VERSIONS
+from curation.models import AnalysisRun, DatasetVersion, ModelVersion, ProjectTraining
 from curation.status import model_status
 from curation.training_requests import send_to_worker
 
@@ -39,6 +41,7 @@ __all__ = [
     "CV_GROWTH",
     "ESTIMATE",
     "JOB_TYPES",
+    "VERSIONS",
     "due_jobs",
     "estimate_due",
     "job_run",
@@ -50,7 +53,7 @@ __all__ = [
 
 ESTIMATE = "training.estimate"
 CONSENSUS = "training.consensus"
-JOB_TYPES = frozenset({ESTIMATE, CONSENSUS, ANALYSIS})
+JOB_TYPES = frozenset({ESTIMATE, CONSENSUS, ANALYSIS, VERSIONS})
 
 #: Cross-validated accuracy is recomputed when the labels grew by this share since the last
 #: estimate (five refits: the cost grows with the labels, so the runs thin out geometrically).
@@ -98,7 +101,19 @@ def due_jobs(project_id: int) -> list[str]:
         kinds.append(CONSENSUS)
     if analyses_due(project):
         kinds.append(ANALYSIS)
+    if versions_due(project):
+        kinds.append(VERSIONS)
     return kinds
+
+
+def versions_due(project: Project) -> bool:
+    """A version is queued (or its writer died), one is written and not yet measured, or the
+    project saves one every N gold labels and N more came."""
+    return bool(
+        dataset_versions.versions_pending(project.pk)
+        or dataset_versions.metrics_pending(project.pk)
+        or dataset_versions.snapshot_due(project)
+    )
 
 
 def analyses_due(project: Project) -> list[str]:
@@ -138,6 +153,7 @@ def jobs_status(project: Project) -> dict[str, str]:
         "accuracy estimate": "due" if ESTIMATE in due else "done",
         "weighted consensus": "due" if CONSENSUS in due else "done",
         "data analyses": "due" if ANALYSIS in due else "done",
+        "dataset versions": "due" if VERSIONS in due else "done",
     }
 
 
@@ -179,7 +195,12 @@ def job_run(message: dict[str, Any]) -> None:
     logger.info("%s for project %s started", kind, project_id)
     close_old_connections()
     try:
-        runner = {ESTIMATE: _estimate, CONSENSUS: _consensus, ANALYSIS: _analyses}[kind]
+        runner = {
+            ESTIMATE: _estimate,
+            CONSENSUS: _consensus,
+            ANALYSIS: _analyses,
+            VERSIONS: versions_work,
+        }[kind]
         done = runner(project_id)
         logger.info(
             "%s for project %s %s in %.0f ms",
@@ -279,6 +300,41 @@ def _analyses(project_id: int) -> bool:
             continue
         _execute(project, run, module, pause=trainer.wait_while_training)
     return ran
+
+
+def versions_work(project_id: int) -> bool:
+    """Write the project's queued versions (and an automatic one when due), then measure the
+    model of each written version that has no metrics yet."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return False
+    done = False
+    for version in dataset_versions.versions_pending(project_id):
+        if dataset_versions.version_claim(version):
+            dataset_versions.version_build(version)
+            _announce_version(version)
+            done = True
+    if dataset_versions.snapshot_due(project):
+        version = dataset_versions.version_request(
+            project, trigger=DatasetVersion.Trigger.AUTOMATIC, wake=False
+        )
+        if dataset_versions.version_claim(version):
+            dataset_versions.version_build(version)
+            _announce_version(version)
+            done = True
+    from curation import version_metrics  # scikit-learn: imported where it runs
+
+    for version in dataset_versions.metrics_pending(project_id):
+        trainer.wait_while_training()
+        version_metrics.metrics_measure(version)
+        _announce_version(version)
+        done = True
+    return done
+
+
+def _announce_version(version: DatasetVersion) -> None:
+    version.refresh_from_db()
+    publish(project_group(version.project_id), dataset_versions.version_event(version))
 
 
 def _queued(project: Project, kind: str) -> bool:

@@ -7,6 +7,7 @@ admin can show the history and a restarted process knows what to load.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from django.conf import settings
@@ -21,6 +22,11 @@ from curation.strategy_names import DEFAULT_STRATEGY, STRATEGY_NAMES
 BATCH_DIVERSE = "batch_diverse"
 STRATEGY_CHOICES = [(name, name.replace("_", " ").capitalize()) for name in STRATEGY_NAMES]
 STRATEGY_CHOICES.append((BATCH_DIVERSE, "Batch-diverse margin"))
+
+
+def new_split_seed() -> str:
+    """A project's own split seed, so two projects with the same ids split differently."""
+    return secrets.token_hex(8)
 
 
 def models_dir() -> Path:
@@ -130,6 +136,35 @@ class ProjectTraining(models.Model):
         help_text="Label errors, duplicates and outliers are looked for again when the gold "
         "labels (or items) grew by this share since the last run.",
     )
+    # Dataset versions (`curation.dataset_versions`).
+    snapshot_every = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Save a dataset version automatically every this many new gold labels. "
+        "Blank: only by hand.",
+    )
+    split_seed = models.CharField(
+        max_length=64,
+        default=new_split_seed,
+        help_text="Mixed with each item's external id to place it in a split; changing it moves "
+        "items between splits in later versions.",
+    )
+    split_validation = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of items in the validation split of a dataset version.",
+    )
+    split_test = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of items in the test split, on which each version's model is scored.",
+    )
+    split_stratified = models.BooleanField(
+        default=False,
+        help_text="Keep each class's share the same in every split; items keep the split an "
+        "earlier version gave them.",
+    )
 
     class Meta:
         constraints = [
@@ -140,6 +175,13 @@ class ProjectTraining(models.Model):
             models.CheckConstraint(
                 condition=Q(eval_share__gte=0.0) & Q(eval_share__lte=0.5),
                 name="training_eval_share",
+            ),
+            models.CheckConstraint(
+                condition=Q(split_validation__gte=0.0)
+                & Q(split_validation__lte=0.5)
+                & Q(split_test__gte=0.0)
+                & Q(split_test__lte=0.5),
+                name="training_split_shares",
             ),
         ]
 
@@ -218,3 +260,4 @@ from curation.dataset_models import (  # noqa: E402,F401
     LabelIssue,
     PredictionChange,
 )
+from curation.version_models import DatasetVersion  # noqa: E402,F401

@@ -42,7 +42,7 @@ from django.db import close_old_connections
 from threadpoolctl import threadpool_limits
 
 from annotations.queue import purge_expired_leases
-from curation import jobs, services, trainer
+from curation import dataset_versions, jobs, services, trainer
 from curation.embedded import EmbeddedTrainingWorker
 from curation.training_requests import (
     TRAINING_CHANNEL,
@@ -242,7 +242,13 @@ def sweep() -> list[int]:
                 trained.append(project_id)
         except Exception:
             logger.exception("training project %s failed", project_id)
-    for project_id in sorted({*services.trained_projects(), *services.analysed_projects()}):
+    for project_id in sorted(
+        {
+            *services.trained_projects(),
+            *services.analysed_projects(),
+            *dataset_versions.projects_with_pending_versions(),
+        }
+    ):
         jobs.jobs_schedule(project_id)
     return trained
 
@@ -303,6 +309,9 @@ class TrainingConsumer(AsyncConsumer):
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
     async def training_analysis(self, message: dict[str, Any]) -> None:
+        await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
+
+    async def training_versions(self, message: dict[str, Any]) -> None:
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
 
@@ -424,7 +433,7 @@ class TrainingWorker(Worker):
         request for a project that has one waiting already is merged into it (`pace`)."""
         if message["type"] == "training.request" and not pace.admit(message["project_id"]):
             return
-        if message["type"] == jobs.ANALYSIS:  # minutes long: not in front of the estimate
+        if message["type"] in (jobs.ANALYSIS, jobs.VERSIONS):  # long: not before the estimate
             kind = "analyses"
         else:
             kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
