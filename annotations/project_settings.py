@@ -31,6 +31,8 @@ PROJECT_FIELDS = (
     "quality_threshold",
 )
 TRAINING_FIELDS = ("strategy", "exploration", "eval_share", "suggestions")
+# Dataset versions (`curation.dataset_versions`): kept on the same row.
+VERSION_FIELDS = ("snapshot_every", "split_validation", "split_test", "split_stratified")
 # Changing these changes which items go to review and what their gold label is.
 _GOLD_RULES = {"review_threshold", "consensus"}
 
@@ -44,7 +46,9 @@ def project_settings_update(
     """Apply `values` (project fields) and `training` (ProjectTraining fields); returns the
     names of the settings that changed."""
     training = training or {}
-    unknown = (set(values) - set(PROJECT_FIELDS)) | (set(training) - set(TRAINING_FIELDS))
+    unknown = (set(values) - set(PROJECT_FIELDS)) | (
+        set(training) - {*TRAINING_FIELDS, *VERSION_FIELDS}
+    )
     if unknown:
         raise ValidationError(f"Not a project setting: {', '.join(sorted(unknown))}.")
     with transaction.atomic():

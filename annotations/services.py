@@ -48,6 +48,7 @@ from annotations.models import (
 )
 from curation.duplicate_groups import duplicate_groups_of, duplicate_groups_recount
 from curation.models import models_dir
+from curation.version_models import versions_dir
 
 logger = logging.getLogger(__name__)
 
@@ -458,13 +459,19 @@ def annotations_delete(annotations: QuerySet[Annotation]) -> None:
 
 
 def projects_delete(projects: QuerySet[Project]) -> None:
-    """Delete projects with everything they hold, and their image and model files once that
-    commits."""
+    """Delete projects with everything they hold, and their image, model and dataset version
+    files once that commits."""
     with transaction.atomic():
         ids = list(projects.values_list("pk", flat=True))
         _delete_items_bottom_up(Item.objects.filter(project__in=ids))
         Project.objects.filter(pk__in=ids).delete()
-        _delete_files_on_commit(model_folders=[models_dir() / f"project-{pk}" for pk in ids])
+        _delete_files_on_commit(
+            model_folders=[
+                folder
+                for pk in ids
+                for folder in (models_dir() / f"project-{pk}", versions_dir() / f"project-{pk}")
+            ]
+        )
 
 
 def _delete_files_on_commit(

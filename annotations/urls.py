@@ -12,6 +12,7 @@ from annotations.views import (
     projects,
     quality,
     review,
+    versions,
 )
 
 urlpatterns = [
@@ -70,6 +71,18 @@ urlpatterns = [
         "<int:pk>/data/export.<str:fmt>",
         bulk.items_export_selection,
         name="items_export_selection",
+    ),
+    path("<int:pk>/versions/", versions.project_versions, name="project_versions"),
+    path("<int:pk>/versions/diff/", versions.project_versions_diff, name="project_versions_diff"),
+    path(
+        "<int:pk>/versions/<str:name>/",
+        versions.project_version_detail,
+        name="project_version_detail",
+    ),
+    path(
+        "<int:pk>/versions/<str:name>/download/",
+        versions.project_version_download,
+        name="project_version_download",
     ),
     path("<int:pk>/quality/", quality.project_quality, name="project_quality"),
     path("<int:pk>/settings/", manage.project_settings, name="project_settings"),

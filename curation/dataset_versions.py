@@ -61,6 +61,8 @@ VERSIONS = "training.versions"
 #: A version "being written" for longer than this lost its worker and is queued again.
 STALE_AFTER = timedelta(minutes=30)
 NAME_PATTERN = re.compile(r"^[\w][\w.\-]{0,99}$")
+#: Names a version cannot take: page addresses under /versions/.
+RESERVED_NAMES = frozenset({"diff"})
 
 
 class VersionError(ValueError):
@@ -110,6 +112,8 @@ def _new_row(
     project: Project, *, status: str = DatasetVersion.Status.QUEUED, **fields
 ) -> DatasetVersion:
     name = (fields.pop("name") or "").strip()
+    if name in RESERVED_NAMES:
+        raise VersionError(f"Version name {name!r} is reserved; choose another.")
     if name and not NAME_PATTERN.match(name):
         raise VersionError(
             f"Version name {name!r}: use letters, digits, '.', '-' and '_' (at most 100), "

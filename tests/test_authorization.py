@@ -28,6 +28,7 @@ from PIL import Image
 from annotations.models import Item, ItemLease, Membership, Project, Review
 from annotations.review import review_flag
 from annotations.services import project_set_overlap
+from curation.dataset_versions import version_create
 from tests.conftest import submit_handed_out
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
@@ -149,6 +150,15 @@ EXPECT: dict[str, Rule] = {
     "items_export_selection": Rule(GET, REVIEWER_UP),
     "api-item-actions": Rule(POST, REVIEWER_UP),
     "api-item-export": Rule(GET, REVIEWER_UP),
+    # Dataset versions: reviewers and project admins save, read, download and compare them
+    "project_versions": Rule(GET_POST, REVIEWER_UP),
+    "project_versions_diff": Rule(GET, REVIEWER_UP),
+    "project_version_detail": Rule(GET, REVIEWER_UP),
+    "project_version_download": Rule(GET, REVIEWER_UP),
+    "api-version-list": Rule(GET_POST, REVIEWER_UP),
+    "api-version-diff": Rule(GET, REVIEWER_UP),
+    "api-version-detail": Rule(GET, REVIEWER_UP),
+    "api-version-export": Rule(GET, REVIEWER_UP),
     # The record of those actions
     "project_item_actions": Rule(GET, REVIEWER_UP),
     "api-item-action-log": Rule(GET, REVIEWER_UP),
@@ -224,6 +234,7 @@ KWARG_FILLERS: dict[str, Callable[[World], object]] = {
     "uidb64": lambda w: "MQ",  # a password reset link (not a valid one)
     "token": lambda w: "not-a-token",
     "kind": lambda w: "predictions",  # an analysis
+    "name": lambda w: "v1",  # a dataset version
 }
 # Fillers a Rule can name in `kwargs` (e.g. {"pk": "item"} for a route whose pk is an item).
 NAMED_FILLERS: dict[str, Callable[[World], object]] = {
@@ -269,6 +280,8 @@ def world(
         expires_at=now + timedelta(hours=1),
     )
     review = review_flag(item=item, user=project_admin, note="check the crop")
+    settings.DATA_DIR = tmp_path
+    version_create(project, name="v1")
     return World(
         project=project,
         other_project=other_project,

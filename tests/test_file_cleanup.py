@@ -14,6 +14,7 @@ from PIL import Image
 
 from annotations import queue, services
 from annotations.models import Item, Project
+from curation.dataset_versions import version_create
 from curation.services import train_project_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("fast_passwords")]
@@ -71,7 +72,7 @@ def test_a_deletion_that_rolls_back_keeps_the_files(
     assert path_of(item, media).exists()
 
 
-def test_a_deleted_project_loses_its_images_and_model_files(
+def test_a_deleted_project_loses_its_images_model_and_version_files(
     data_dir, project, annotator, django_capture_on_commit_callbacks
 ):
     media = data_dir / "media"
@@ -83,9 +84,12 @@ def test_a_deleted_project_loses_its_images_and_model_files(
     version = train_project_once(project)
     assert version is not None and version.path.exists()
     folder = version.path.parent
+    dataset_version = version_create(project)
+    assert dataset_version.path.exists()
     with django_capture_on_commit_callbacks(execute=True):
         services.projects_delete(Project.objects.filter(pk=project.pk))
     assert not folder.exists()
+    assert not dataset_version.path.parent.exists()
     assert not path_of(picture, media).exists()
 
 

@@ -485,6 +485,9 @@ def test_the_settings_page_changes_the_overlap_and_recounts(admin_client, projec
         "training-exploration": "0.2",
         "training-eval_share": "0.1",
         "training-suggestions": "off",
+        "training-snapshot_every": "500",
+        "training-split_validation": "0.1",
+        "training-split_test": "0.2",
     }
     response = admin_client.post(url, data)
     assert response.status_code == 302 and response["Location"] == url
@@ -500,6 +503,11 @@ def test_the_settings_page_changes_the_overlap_and_recounts(admin_client, projec
     assert (project.review_threshold, project.quality_threshold) == (0.5, 0.8)
     training = ProjectTraining.objects.get(project=project)
     assert (training.exploration, training.eval_share, training.suggestions) == (0.2, 0.1, "off")
+    assert (training.snapshot_every, training.split_test, training.split_stratified) == (
+        500,
+        0.2,
+        False,
+    )
     html = admin_client.get(url).content.decode()
     assert ESCAPED in html and PAYLOAD not in html
 
@@ -517,6 +525,8 @@ def test_the_settings_page_shows_errors_per_field_and_saves_nothing(admin_client
             "training-exploration": "2",
             "training-eval_share": "0.9",
             "training-suggestions": "off",
+            "training-split_validation": "0.1",
+            "training-split_test": "0.1",
         },
     )
     assert response.status_code == 400

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotations.api import analyses, browse, bulk, duplicates, review, tokens, views
+from annotations.api import analyses, browse, bulk, duplicates, review, tokens, versions, views
 
 urlpatterns = [
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
@@ -26,6 +26,20 @@ urlpatterns = [
         "projects/<int:pk>/items/<int:item_pk>/image/",
         views.ItemImage.as_view(),
         name="api-item-image",
+    ),
+    path("projects/<int:pk>/versions/", versions.VersionList.as_view(), name="api-version-list"),
+    path(
+        "projects/<int:pk>/versions/diff/", versions.VersionDiff.as_view(), name="api-version-diff"
+    ),
+    path(
+        "projects/<int:pk>/versions/<str:name>/",
+        versions.VersionDetail.as_view(),
+        name="api-version-detail",
+    ),
+    path(
+        "projects/<int:pk>/versions/<str:name>/export.<str:fmt>",
+        versions.VersionDownload.as_view(),
+        name="api-version-export",
     ),
     path("projects/<int:pk>/next/", views.NextItems.as_view(), name="api-next-items"),
     path("projects/<int:pk>/agreement/", views.Agreement.as_view(), name="api-agreement"),

@@ -28,7 +28,12 @@ from annotations.assignments import (
 )
 from annotations.members import membership_add, membership_remove, membership_set_role
 from annotations.models import Membership, Project
-from annotations.project_settings import PROJECT_FIELDS, TRAINING_FIELDS, project_settings_update
+from annotations.project_settings import (
+    PROJECT_FIELDS,
+    TRAINING_FIELDS,
+    VERSION_FIELDS,
+    project_settings_update,
+)
 from curation.models import ProjectTraining
 
 Role = Membership.Role
@@ -78,16 +83,28 @@ class ProjectSettingsForm(forms.ModelForm):
 
 
 class TrainingSettingsForm(forms.ModelForm):
+    FIELDS = (*TRAINING_FIELDS, *VERSION_FIELDS)
+
     class Meta:
         model = ProjectTraining
-        fields = list(TRAINING_FIELDS)
+        fields = [*TRAINING_FIELDS, *VERSION_FIELDS]
         labels = {
             "strategy": "Query strategy",
             "exploration": "Exploration share",
             "eval_share": "Evaluation share",
             "suggestions": "Model suggestions",
+            "snapshot_every": "Save a version every N gold labels",
+            "split_validation": "Validation share",
+            "split_test": "Test share",
+            "split_stratified": "Stratify the splits by class",
         }
-        widgets = {"exploration": _share(), "eval_share": _share(0.0, 0.5)}
+        widgets = {
+            "exploration": _share(),
+            "eval_share": _share(0.0, 0.5),
+            "snapshot_every": forms.NumberInput(attrs={"min": 1}),
+            "split_validation": _share(0.0, 0.5),
+            "split_test": _share(0.0, 0.5),
+        }
 
 
 @require_http_methods(["GET", "POST"])
@@ -108,7 +125,9 @@ def project_settings(request: HttpRequest, pk: int) -> HttpResponse:
                 changed = project_settings_update(
                     project=project,
                     values={f: form.cleaned_data[f] for f in PROJECT_FIELDS},
-                    training={f: training_form.cleaned_data[f] for f in TRAINING_FIELDS},
+                    training={
+                        f: training_form.cleaned_data[f] for f in TrainingSettingsForm.FIELDS
+                    },
                 )
             except ValidationError as exc:
                 _add_errors(form, exc)

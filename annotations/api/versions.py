@@ -1,0 +1,156 @@
+"""Dataset versions over the API (reviewers and project admins, as on the pages): list, save
+(202: a worker writes it), one version, download in any format, and the diff of two. The
+same services as the pages and the commands."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations import access
+from annotations.models import Project
+from annotations.views.versions import _formats, version_download
+from curation.dataset_versions import (
+    VersionError,
+    VersionFileError,
+    version_named,
+    version_request,
+)
+from curation.version_diff import CHANGES, diff_of
+from curation.version_listing import versions_listed
+from curation.version_models import DatasetVersion
+
+#: Changes per page of a diff.
+DIFF_PAGE = 1000
+FIELDS = (
+    "number",
+    "name",
+    "note",
+    "author",
+    "trigger",
+    "status",
+    "error",
+    "created_at",
+    "finished_at",
+    "content_hash",
+    "file_size",
+    "items",
+    "labelled",
+    "answers",
+    "class_counts",
+    "split_counts",
+    "metrics_status",
+    "metrics",
+    "accuracy_change",
+)
+
+
+class VersionCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+def _project(request: Request, pk: int) -> Project:
+    return access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
+
+
+def _version(project: Project, name: str) -> DatasetVersion:
+    try:
+        return version_named(project, name)
+    except VersionError:
+        raise Http404("No such version.") from None
+
+
+def _shown(row: dict) -> dict:
+    return {field: row.get(field) for field in FIELDS}
+
+
+class VersionList(APIView):
+    """GET: every version, newest first, with its counts and model metrics. POST {name, note}:
+    save a version now (202; `status` becomes "ready" when a worker has written it)."""
+
+    def get(self, request: Request, pk: int) -> Response:
+        project = _project(request, pk)
+        return Response([_shown(row) for row in versions_listed(project)])
+
+    def post(self, request: Request, pk: int) -> Response:
+        project = _project(request, pk)
+        body = VersionCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            version = version_request(project, author=request.user, **body.validated_data)
+        except VersionError as exc:
+            raise ValidationError({"name": str(exc)}) from exc
+        row = next(r for r in versions_listed(project) if r["name"] == version.name)
+        return Response(_shown(row), status=status.HTTP_202_ACCEPTED)
+
+
+class VersionDetail(APIView):
+    def get(self, request: Request, pk: int, name: str) -> Response:
+        project = _project(request, pk)
+        version = _version(project, name)
+        row = next(r for r in versions_listed(project) if r["name"] == version.name)
+        return Response(_shown(row) | {"split_rule": version.split_rule})
+
+
+class VersionDownload(APIView):
+    """`export.jsonl`, `export.csv` (streamed), `export.hf` or `export.folders` (a zip). 409
+    when the version's file fails its checksum: it is never served."""
+
+    def get(self, request: Request, pk: int, name: str, fmt: str):
+        project = _project(request, pk)
+        version = _version(project, name)
+        if fmt not in _formats(project):
+            raise ValidationError({"format": f"Use one of {', '.join(_formats(project))}."})
+        try:
+            return version_download(request._request, version, fmt)
+        except VersionFileError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except VersionError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+
+
+class VersionDiff(APIView):
+    """`?from=A&to=B`: the summary, the from → to pairs and a page of the changes
+    (`change=` added|removed|relabelled|labelled|unlabelled, `offset=`, DIFF_PAGE at most)."""
+
+    def get(self, request: Request, pk: int) -> Response:
+        project = _project(request, pk)
+        params = request.query_params
+        missing = [key for key in ("from", "to") if not params.get(key)]
+        if missing:
+            raise ValidationError(dict.fromkeys(missing, "A version name."))
+        a, b = _version(project, params["from"]), _version(project, params["to"])
+        try:
+            diff = diff_of(a, b)
+        except (VersionFileError, VersionError) as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        changes = diff["changes"]
+        change = params.get("change", "")
+        if change:
+            if change not in CHANGES:
+                raise ValidationError({"change": f"Use one of {', '.join(CHANGES)}."})
+            changes = [c for c in changes if c["change"] == change]
+        try:
+            offset = int(params.get("offset", "0"))
+        except ValueError:
+            raise ValidationError({"offset": "A whole number."}) from None
+        if offset < 0:
+            raise ValidationError({"offset": "A whole number."})
+        page = changes[offset : offset + DIFF_PAGE]
+        return Response(
+            {
+                "from": diff["from"],
+                "to": diff["to"],
+                "summary": diff["summary"],
+                "pairs": diff["pairs"],
+                "count": len(changes),
+                "offset": offset,
+                "next_offset": offset + len(page) if offset + len(page) < len(changes) else None,
+                "changes": page,
+            }
+        )
