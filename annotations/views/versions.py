@@ -80,6 +80,7 @@ def project_versions(request: HttpRequest, pk: int) -> HttpResponse:
         "project": project,
         "versions": listed,
         "pending": any(v["pending"] for v in listed),
+        "ready_count": sum(v["ready"] for v in listed),
         "error": error,
         "values": request.POST if error else {},
         "changes": CHANGES,
