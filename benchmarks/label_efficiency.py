@@ -46,13 +46,18 @@ CPU by default) each take whole (data set, seed) units, so results do not depend
     python benchmarks/label_efficiency.py                       # everything: ~20 min, 2 cores
     python benchmarks/label_efficiency.py --datasets digits --seeds 2 --labels 150
 
-Results: stdout, benchmarks/results/label_efficiency.md and a learning-curve plot,
-docs/label_efficiency.svg (hand-written SVG: matplotlib is not a dependency).
+Results: stdout, benchmarks/results/label_efficiency.md, every seed's curves beside it in
+label_efficiency.json, and a learning-curve plot, docs/label_efficiency.svg (matplotlib, the
+same library as the dashboard's plots). `--replot` redraws the plot from the JSON alone:
+
+    python benchmarks/label_efficiency.py --replot
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import math
 import multiprocessing
 import os
@@ -67,7 +72,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -430,6 +435,15 @@ class Summary:
         length = min(len(r.curve) for r in self.runs[order])
         return [statistics.fmean(r.curve[n] for r in self.runs[order]) for n in range(length)]
 
+    def se_curve(self, order: str) -> list[float]:
+        """Standard error of `mean_curve` over seeds (zero with a single seed)."""
+        runs = self.runs[order]
+        length = min(len(r.curve) for r in runs)
+        if len(runs) < 2:
+            return [0.0] * length
+        root = math.sqrt(len(runs))
+        return [statistics.stdev(r.curve[n] for r in runs) / root for n in range(length)]
+
 
 def _mean_sd(values: Sequence[float]) -> str:
     if not values:
@@ -565,87 +579,144 @@ def cost_table(summaries: Sequence[Summary]) -> str:
     return out
 
 
+# --------------------------------------------------------------------------- stored results
+
+#: Version of label_efficiency.json; bump when its layout changes.
+RESULTS_FORMAT = 1
+
+
+def _finite(values: Sequence[float], digits: int | None = None) -> list[float | None]:
+    """JSON has no NaN (points of a curve that were not scored): None instead."""
+    return [None if math.isnan(v) else (v if digits is None else round(v, digits)) for v in values]
+
+
+def summaries_to_json(summaries: Sequence[Summary], labels: int) -> str:
+    """Every seed's runs and full-data accuracy, enough to redraw the plot (`--replot`) or
+    recompute any table without simulating again."""
+    datasets = []
+    for s in summaries:
+        runs = {
+            order: [
+                {
+                    **asdict(r),
+                    "curve": _finite(r.curve),
+                    "train_ms": _finite(r.train_ms, 1),
+                    "steps_ms": {k: round(v, 1) for k, v in r.steps_ms.items()},
+                    "seconds": round(r.seconds, 2),
+                }
+                for r in s.runs[order]
+            ]
+            for order in ORDERS
+        }
+        datasets.append(
+            {"name": s.name, "pool": s.pool, "test": s.test, "classes": s.classes}
+            | {"full": s.full, "runs": runs}
+        )
+    payload = {"format": RESULTS_FORMAT, "labels": labels, "datasets": datasets}
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def summaries_from_json(text: str) -> tuple[list[Summary], int]:
+    """(summaries, labels per simulated annotator) from `summaries_to_json`."""
+    payload = json.loads(text)
+    if payload.get("format") != RESULTS_FORMAT:
+        raise ValueError(f"results format {payload.get('format')!r}, expected {RESULTS_FORMAT}")
+    summaries = []
+    for d in payload["datasets"]:
+        summary = Summary(d["name"], d["pool"], d["test"], list(d["full"]), classes=d["classes"])
+        for order in ORDERS:
+            for r in d["runs"][order]:
+                nan = {
+                    key: [math.nan if v is None else v for v in r[key]]
+                    for key in ("curve", "train_ms")
+                }
+                summary.runs[order].append(Run(**(r | nan)))
+        summaries.append(summary)
+    return summaries, payload["labels"]
+
+
 # --------------------------------------------------------------------------- the plot
 
-_COLOURS = {"app": "#4f7cff", "random": "#e8590c"}
+_COLOURS = {"app": "#4f7cff", "random": "#e8590c", "full": "#868e96"}
+_ORDER_NAMES = {"app": "app queue (margin, defaults)", "random": "random order"}
+#: Fixed salt for the ids matplotlib derives from it (clip paths…), so the SVG is identical
+#: from run to run and diffs only when the numbers change.
+_SVG_STYLE = {"svg.hashsalt": "label-efficiency", "svg.fonttype": "none", "font.size": 9}
 
 
 def learning_curves_svg(summaries: Sequence[Summary], labels: int) -> str:
-    """Mean test accuracy against labels, one panel per data set, as a plain SVG."""
-    width, height, pad_left, pad_top, pad_bottom, pad_right = 380, 250, 46, 28, 34, 12
-    columns = 2
+    """Mean test accuracy against labels, one panel per data set, the standard error over seeds
+    as a band, drawn with matplotlib. Same summaries, same bytes: a fixed hash salt, no date,
+    and text kept as text (no embedded glyphs, which also keeps the file small)."""
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = min(2, len(summaries))
     rows = math.ceil(len(summaries) / columns)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{columns * width}" '
-        f'height="{rows * height + 46}" font-family="sans-serif" font-size="11">',
-        f'<rect width="{columns * width}" height="{rows * height + 46}" fill="white"/>',
-    ]
-    for index, s in enumerate(summaries):
-        ox, oy = (index % columns) * width, (index // columns) * height
-        x0, x1 = ox + pad_left, ox + width - pad_right
-        y0, y1 = oy + height - pad_bottom, oy + pad_top
-        curves = {order: s.mean_curve(order) for order in ORDERS}
-        full = statistics.fmean(s.full)
-        x_max = max(1, min(labels, max(len(c) for c in curves.values())))
-        tail = [v for c in curves.values() for v in c[min(9, len(c) - 1) :]]
-        low = math.floor(10 * min([*tail, 0.9 * full])) / 10
-        high = 1.0
-
-        def sx(n: float, x0=x0, x1=x1, x_max=x_max) -> float:
-            return x0 + (x1 - x0) * n / x_max
-
-        def sy(a: float, y0=y0, y1=y1, low=low, high=high) -> float:
-            return y0 - (y0 - y1) * (min(max(a, low), high) - low) / (high - low)
-
-        parts.append(f'<text x="{x0}" y="{oy + 16}" font-weight="bold">{s.name}</text>')
-        parts.append(
-            f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="none" '
-            'stroke="#adb5bd"/>'
+    seeds = max(len(s.runs[order]) for s in summaries for order in ORDERS)
+    # The default style, not the user's matplotlibrc: the file must not depend on who ran it.
+    with matplotlib.style.context(["default", _SVG_STYLE]):
+        # One panel still needs the width of the legend and the title.
+        width = 4.2 * columns if columns > 1 else 5.6
+        figure = Figure(figsize=(width, 3.0 * rows + 0.9), layout="constrained")
+        FigureCanvasAgg(figure)  # no pyplot: no global figure state, no GUI backend
+        axes = figure.subplots(rows, columns, squeeze=False).ravel()
+        for spare in axes[len(summaries) :]:
+            spare.remove()
+        for ax, summary in zip(axes, summaries, strict=False):
+            _learning_curves_panel(ax, summary, labels)
+        handles, names = axes[0].get_legend_handles_labels()
+        figure.legend(handles, names, loc="outside lower center", ncols=2 * columns, frameon=False)
+        band = "; bands: ± 1 standard error" if seeds > 1 else ""
+        figure.suptitle(
+            "Label efficiency: the app's queue against random order\n"
+            f"mean test accuracy over {seeds} seed{'s' if seeds > 1 else ''}{band}",
+            fontsize=10,
         )
-        steps = round((high - low) / 0.1)
-        for k in range(steps + 1):
-            a = low + k * 0.1
-            parts.append(
-                f'<line x1="{x0}" x2="{x1}" y1="{sy(a):.1f}" y2="{sy(a):.1f}" stroke="#f1f3f5"/>'
-                f'<text x="{x0 - 4}" y="{sy(a) + 4:.1f}" text-anchor="end">{a:.1f}</text>'
-            )
-        for n in [t for t in CHECKPOINTS if t <= x_max]:
-            parts.append(
-                f'<text x="{sx(n):.1f}" y="{y0 + 14}" text-anchor="middle">{n}</text>'
-                f'<line x1="{sx(n):.1f}" x2="{sx(n):.1f}" y1="{y0}" y2="{y0 + 3}" '
-                'stroke="#495057"/>'
-            )
-        for share, dash in ((1.0, "6 3"), (0.95, "2 3")):
-            parts.append(
-                f'<line x1="{x0}" x2="{x1}" y1="{sy(share * full):.1f}" '
-                f'y2="{sy(share * full):.1f}" stroke="#868e96" stroke-dasharray="{dash}"/>'
-            )
-        for order, curve in curves.items():
-            points = " ".join(f"{sx(n):.1f},{sy(a):.1f}" for n, a in enumerate(curve[:x_max], 1))
-            parts.append(
-                f'<polyline points="{points}" fill="none" stroke="{_COLOURS[order]}" '
-                'stroke-width="1.6"/>'
-            )
-    legend_y = rows * height + 16
-    legend = [
-        ("app queue (margin, defaults)", _COLOURS["app"], ""),
-        ("random order", _COLOURS["random"], ""),
-        ("full-data accuracy", "#868e96", "6 3"),
-        ("95% of it", "#868e96", "2 3"),
-    ]
-    x = 46
-    for text, colour, dash in legend:
-        parts.append(
-            f'<line x1="{x}" x2="{x + 24}" y1="{legend_y - 4}" y2="{legend_y - 4}" '
-            f'stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>'
-            f'<text x="{x + 30}" y="{legend_y}">{text}</text>'
+        out = io.StringIO()
+        figure.savefig(out, format="svg", metadata={"Date": None})
+    return out.getvalue()
+
+
+def _learning_curves_panel(ax: Any, s: Summary, labels: int) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    full = statistics.fmean(s.full) if s.full else None
+    tail = []
+    x_max = 1
+    for order in ORDERS:
+        if not s.runs[order]:
+            continue
+        mean = np.array(s.mean_curve(order)[:labels])
+        se = np.array(s.se_curve(order)[:labels])
+        x = np.arange(1, len(mean) + 1)
+        x_max = max(x_max, len(mean))
+        tail.extend(mean[9:][~np.isnan(mean[9:])])
+        ax.plot(x, mean, color=_COLOURS[order], linewidth=1.6, label=_ORDER_NAMES[order])
+        if len(s.runs[order]) > 1:
+            ax.fill_between(x, mean - se, mean + se, color=_COLOURS[order], alpha=0.2, lw=0)
+    if full is not None:
+        ax.axhline(full, color=_COLOURS["full"], linestyle=":", lw=1, label="full-data accuracy")
+        ax.axhline(
+            0.95 * full,
+            color=_COLOURS["full"],
+            linestyle="--",
+            lw=1,
+            label="95% of full-data accuracy",
         )
-        x += 44 + 6 * len(text)
-    parts.append(
-        f'<text x="46" y="{legend_y + 20}" fill="#868e96">'
-        "test accuracy (mean over seeds) against labels</text></svg>"
+    # The first ten labels' guesses would squash the interesting part: the axis starts a little
+    # below the lowest mean after them (or below 90% of full-data accuracy).
+    floor = min([*tail, 0.9 * full if full is not None else 1.0])
+    ax.set(
+        title=f"{s.name} ({s.pool:,} items, {s.test:,} held out)",
+        xlabel="labels",
+        ylabel="test accuracy",
+        xlim=(0, x_max),
+        ylim=(math.floor(10 * floor) / 10, 1.005),
     )
-    return "\n".join(parts) + "\n"
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(color="#e9ecef", linewidth=0.6)
 
 
 # --------------------------------------------------------------------------- main
@@ -658,6 +729,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", type=int, default=300, help="labels per simulated annotator")
     p.add_argument("--output", default=str(RESULTS / "label_efficiency.md"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "label_efficiency.svg"))
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw --plot from the per-seed results of the last run, the .json beside "
+        "--output; simulates nothing",
+    )
     p.add_argument(
         "--database-url",
         default="postgres://postgres@127.0.0.1:5432/dataprep_label_efficiency",
@@ -860,8 +937,25 @@ def report(summaries: list[Summary], args: argparse.Namespace, seconds: float) -
     )
 
 
+def write_plot(summaries: Sequence[Summary], labels: int, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(learning_curves_svg(summaries, labels))
+
+
+def replot(args: argparse.Namespace) -> int:
+    source = Path(args.output).with_suffix(".json")
+    if not source.exists():
+        raise SystemExit(f"--replot: no {source}; a run of the benchmark writes it")
+    summaries, labels = summaries_from_json(source.read_text())
+    write_plot(summaries, labels, Path(args.plot))
+    print(f"wrote {args.plot} from {source}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        return replot(args)
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="label-efficiency-"))
     databases = scratch_databases(args.database_url, args.jobs, scratch)
@@ -879,10 +973,11 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
+    stored = output.with_suffix(".json")
+    stored.write_text(summaries_to_json(summaries, args.labels))
     plot = Path(args.plot)
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    plot.write_text(learning_curves_svg(summaries, args.labels))
-    print(f"wrote {output} and {plot} ({seconds / 60:.1f} min in all)")
+    write_plot(summaries, args.labels, plot)
+    print(f"wrote {output}, {stored} and {plot} ({seconds / 60:.1f} min in all)")
     return 0
 
 
