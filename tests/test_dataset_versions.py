@@ -399,3 +399,48 @@ def test_diff_versions_prints_json(project, annotator, labelled_half, capsys):
     assert diff["summary"]["labelled"] == 1 and diff["changes"][0]["external_id"] == "t15"
     with pytest.raises(CommandError, match="No version 'c'.*a, b"):
         call_command("diff_versions", str(project.pk), "a", "c")
+
+
+# --- One point in time ---------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_labels_committed_while_a_version_is_read_are_not_in_it(project, annotator, monkeypatch):
+    """The version is read in one REPEATABLE READ snapshot: a relabel and an answer committed
+    by another connection after the read began stay out, even in chunks read after them."""
+    import threading
+
+    from django.db import connection
+
+    from annotations import exports
+    from curation import dataset_versions
+
+    items = list(Item.objects.filter(project=project).order_by("id"))
+    for item in items[:5]:
+        label(item, annotator, ["positive"])
+    late_relabel, late_answer = items[0], items[15]
+    walk = exports.export_items
+
+    def write_elsewhere() -> None:
+        label(late_relabel, annotator, ["negative"])  # an edit of t0
+        label(late_answer, annotator, ["neutral"])
+        connection.close()
+
+    def slow_walk(project, **kwargs):
+        for n, row in enumerate(walk(project, chunk_size=4, **kwargs)):
+            if n == 1:  # the read has begun: commit changes from another connection
+                writer = threading.Thread(target=write_elsewhere)
+                writer.start()
+                writer.join()
+            yield row
+
+    monkeypatch.setattr(dataset_versions, "export_items", slow_walk)
+    version = version_create(project, name="during")
+    rows = by_external_id(version)
+    assert Item.objects.get(pk=late_answer.pk).annotation_count == 1  # it did commit
+    assert rows["t0"]["gold"]["labels"] == ["positive"]
+    assert rows["t15"]["gold"] is None and version.labelled == 5
+    monkeypatch.setattr(dataset_versions, "export_items", walk)
+    after = by_external_id(version_create(project, name="after"))
+    assert after["t0"]["gold"]["labels"] == ["negative"] and after["t15"]["gold"] is not None
