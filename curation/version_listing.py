@@ -10,9 +10,29 @@ from django.contrib.auth import get_user_model
 from annotations.models import Project
 from curation.version_models import DatasetVersion
 
-__all__ = ["version_summary", "versions_listed"]
+__all__ = ["STORED_FIELDS", "version_summary", "versions_listed"]
 
 PENDING = (DatasetVersion.Status.QUEUED, DatasetVersion.Status.BUILDING)
+#: What a listed version carries from its row (besides its author's name).
+STORED_FIELDS = (
+    "number",
+    "name",
+    "note",
+    "trigger",
+    "status",
+    "error",
+    "created_at",
+    "finished_at",
+    "content_hash",
+    "file_size",
+    "items",
+    "labelled",
+    "answers",
+    "class_counts",
+    "split_counts",
+    "metrics_status",
+    "metrics",
+)
 
 
 def versions_listed(project: Project) -> list[dict[str, Any]]:
@@ -22,26 +42,7 @@ def versions_listed(project: Project) -> list[dict[str, Any]]:
     rows = list(
         DatasetVersion.objects.filter(project=project)
         .order_by("number")
-        .values(
-            "number",
-            "name",
-            "note",
-            "trigger",
-            "status",
-            "error",
-            "created_at",
-            "finished_at",
-            "content_hash",
-            "file_size",
-            "items",
-            "labelled",
-            "answers",
-            "class_counts",
-            "split_counts",
-            "metrics_status",
-            "metrics",
-            username,
-        )
+        .values(*STORED_FIELDS, username)
     )
     listed, previous = [], None
     for row in rows:

@@ -4,7 +4,6 @@ same services as the pages and the commands."""
 
 from __future__ import annotations
 
-from django.http import Http404
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -13,40 +12,18 @@ from rest_framework.views import APIView
 
 from annotations import access
 from annotations.models import Project
-from annotations.views.versions import _formats, version_download
+from annotations.views.versions import _formats, version_download, version_or_404
 from curation.dataset_versions import (
     VersionError,
     VersionFileError,
-    version_named,
     version_request,
 )
 from curation.version_diff import CHANGES, diff_of
-from curation.version_listing import versions_listed
-from curation.version_models import DatasetVersion
+from curation.version_listing import STORED_FIELDS, versions_listed
 
 #: Changes per page of a diff.
 DIFF_PAGE = 1000
-FIELDS = (
-    "number",
-    "name",
-    "note",
-    "author",
-    "trigger",
-    "status",
-    "error",
-    "created_at",
-    "finished_at",
-    "content_hash",
-    "file_size",
-    "items",
-    "labelled",
-    "answers",
-    "class_counts",
-    "split_counts",
-    "metrics_status",
-    "metrics",
-    "accuracy_change",
-)
+FIELDS = (*STORED_FIELDS, "author", "accuracy_change")
 
 
 class VersionCreateSerializer(serializers.Serializer):
@@ -56,13 +33,6 @@ class VersionCreateSerializer(serializers.Serializer):
 
 def _project(request: Request, pk: int) -> Project:
     return access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
-
-
-def _version(project: Project, name: str) -> DatasetVersion:
-    try:
-        return version_named(project, name)
-    except VersionError:
-        raise Http404("No such version.") from None
 
 
 def _shown(row: dict) -> dict:
@@ -92,7 +62,7 @@ class VersionList(APIView):
 class VersionDetail(APIView):
     def get(self, request: Request, pk: int, name: str) -> Response:
         project = _project(request, pk)
-        version = _version(project, name)
+        version = version_or_404(project, name)
         row = next(r for r in versions_listed(project) if r["name"] == version.name)
         return Response(_shown(row) | {"split_rule": version.split_rule})
 
@@ -103,7 +73,7 @@ class VersionDownload(APIView):
 
     def get(self, request: Request, pk: int, name: str, fmt: str):
         project = _project(request, pk)
-        version = _version(project, name)
+        version = version_or_404(project, name)
         if fmt not in _formats(project):
             raise ValidationError({"format": f"Use one of {', '.join(_formats(project))}."})
         try:
@@ -124,7 +94,7 @@ class VersionDiff(APIView):
         missing = [key for key in ("from", "to") if not params.get(key)]
         if missing:
             raise ValidationError(dict.fromkeys(missing, "A version name."))
-        a, b = _version(project, params["from"]), _version(project, params["to"])
+        a, b = version_or_404(project, params["from"]), version_or_404(project, params["to"])
         try:
             diff = diff_of(a, b)
         except (VersionFileError, VersionError) as exc:

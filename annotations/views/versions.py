@@ -49,7 +49,7 @@ def _project(request: HttpRequest, pk: int) -> Project:
     return access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
 
 
-def _version(project: Project, name: str) -> DatasetVersion:
+def version_or_404(project: Project, name: str) -> DatasetVersion:
     try:
         return version_named(project, name)
     except VersionError:
@@ -94,7 +94,7 @@ def project_versions(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def project_version_detail(request: HttpRequest, pk: int, name: str) -> HttpResponse:
     project = _project(request, pk)
-    version = _version(project, name)
+    version = version_or_404(project, name)
     listed = {v["name"]: v for v in versions_listed(project)}
     row = listed.get(version.name) or {}
     f1 = (row.get("metrics") or {}).get("f1_per_class") or {}
@@ -130,8 +130,8 @@ def project_versions_diff(request: HttpRequest, pk: int) -> HttpResponse:
     if not (request.GET.get("from") and request.GET.get("to")):
         messages.error(request, "Choose two versions to compare.")
         return redirect("project_versions", pk=project.pk)
-    a = _version(project, request.GET["from"])
-    b = _version(project, request.GET["to"])
+    a = version_or_404(project, request.GET["from"])
+    b = version_or_404(project, request.GET["to"])
     try:
         diff = diff_of(a, b)
     except (VersionError, VersionFileError) as exc:
@@ -196,7 +196,7 @@ def project_version_download(request: HttpRequest, pk: int, name: str) -> HttpRe
     """A ready version as `?format=` jsonl or csv (streamed), or hf or folders (a zip). A
     version file that fails its checksum is refused with 409, never served."""
     project = _project(request, pk)
-    version = _version(project, name)
+    version = version_or_404(project, name)
     fmt = request.GET.get("format", "jsonl")
     if fmt not in _formats(project):
         return HttpResponseBadRequest(
