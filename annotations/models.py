@@ -355,6 +355,9 @@ class Annotation(models.Model):
                 condition=Q(skipped=False),
                 name="annotation_answered_idx",
             ),
+            # The dashboard's refresh recounts the answers of the last hours of a project
+            # (`curation.dashboard`): a range of created_at, written once per answer.
+            models.Index(fields=["project", "created_at"], name="annotation_created_idx"),
         ]
 
     def __str__(self) -> str:

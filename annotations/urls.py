@@ -6,6 +6,7 @@ from annotations.views import (
     browse,
     bulk,
     classes,
+    dashboard,
     data,
     manage,
     media,
@@ -18,6 +19,11 @@ from annotations.views import (
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
     path("<int:pk>/", projects.project_detail, name="project_detail"),
+    path(
+        "<int:pk>/dashboard/<slug:plot>.svg",
+        dashboard.project_dashboard_plot,
+        name="project_dashboard_plot",
+    ),
     path("<int:pk>/annotate/", annotate.annotate, name="annotate"),
     path("<int:pk>/annotate/next/", annotate.annotate_next, name="annotate_next"),
     path("<int:pk>/annotate/submit/", annotate.annotate_submit, name="annotate_submit"),

@@ -1,5 +1,6 @@
 """Follow-up jobs of the training worker: the accuracy estimate, the weighted consensus, the data
-analyses and the dataset versions (written, then measured).
+analyses, the dataset versions (written, then measured) and the project dashboard's numbers and
+plots.
 
 Both take seconds on a large project, and annotators must not wait for them, so a training run
 does not do them itself: the worker that ran it sends them to its own consumer as messages,
@@ -27,7 +28,7 @@ from django.db import close_old_connections
 
 from annotations.events import project_group, publish
 from annotations.models import Project
-from curation import analysis_runs, consensus, dataset_versions, trainer
+from curation import analysis_runs, consensus, dashboard, dataset_versions, trainer
 from curation.analysis_runs import ANALYSIS
 from curation.dataset_versions import VERSIONS
 from curation.models import AnalysisRun, DatasetVersion, ModelVersion, ProjectTraining
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CONSENSUS",
     "CV_GROWTH",
+    "DASHBOARD",
     "ESTIMATE",
     "JOB_TYPES",
     "VERSIONS",
@@ -53,7 +55,8 @@ __all__ = [
 
 ESTIMATE = "training.estimate"
 CONSENSUS = "training.consensus"
-JOB_TYPES = frozenset({ESTIMATE, CONSENSUS, ANALYSIS, VERSIONS})
+DASHBOARD = "training.dashboard"
+JOB_TYPES = frozenset({ESTIMATE, CONSENSUS, ANALYSIS, VERSIONS, DASHBOARD})
 
 #: Cross-validated accuracy is recomputed when the labels grew by this share since the last
 #: estimate (five refits: the cost grows with the labels, so the runs thin out geometrically).
@@ -103,6 +106,8 @@ def due_jobs(project_id: int) -> list[str]:
         kinds.append(ANALYSIS)
     if versions_due(project):
         kinds.append(VERSIONS)
+    if dashboard.dashboard_due(project):
+        kinds.append(DASHBOARD)
     return kinds
 
 
@@ -154,6 +159,7 @@ def jobs_status(project: Project) -> dict[str, str]:
         "weighted consensus": "due" if CONSENSUS in due else "done",
         "data analyses": "due" if ANALYSIS in due else "done",
         "dataset versions": "due" if VERSIONS in due else "done",
+        "dashboard": "due" if DASHBOARD in due else "done",
     }
 
 
@@ -200,6 +206,7 @@ def job_run(message: dict[str, Any]) -> None:
             CONSENSUS: _consensus,
             ANALYSIS: _analyses,
             VERSIONS: versions_work,
+            DASHBOARD: _dashboard,
         }[kind]
         done = runner(project_id)
         logger.info(
@@ -330,6 +337,15 @@ def versions_work(project_id: int) -> bool:
         _announce_version(version)
         done = True
     return done
+
+
+def _dashboard(project_id: int) -> bool:
+    """Refresh the project's dashboard when it is due (another worker may have done it)."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None or not dashboard.dashboard_due(project):
+        return False
+    dashboard.dashboard_refresh(project)
+    return True
 
 
 def _announce_version(version: DatasetVersion) -> None:

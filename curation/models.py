@@ -250,7 +250,13 @@ class ItemFeatures(models.Model):
         )
 
 
-# The analyses' results live in their own module; importing them here registers the models.
+# The analyses' results, the dataset versions and the dashboard's rows live in modules of their
+# own; importing them here registers the models.
+from curation.dashboard_models import (  # noqa: E402,F401
+    AnnotatorHour,
+    DashboardState,
+    ProjectStatsPoint,
+)
 from curation.dataset_models import (  # noqa: E402,F401
     AnalysisRun,
     DuplicateGroup,

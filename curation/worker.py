@@ -14,8 +14,9 @@ thread, which reads every label from the database under the project's row lock, 
 consumer: it sweeps the database for projects whose model lags behind their labels at start-up
 and every `TRAINING_SWEEP_SECONDS`, whatever the channel layer does; it rides out a channel layer
 that goes away (a Redis restart) by retrying with backoff, logging the outage once; and it runs
-the follow-up jobs of a training run (`curation.jobs`: the accuracy estimate and the weighted
-consensus) as messages to its own consumer, beside the training requests.
+the follow-up jobs of a training run (`curation.jobs`: the accuracy estimate, the weighted
+consensus, the data analyses, dataset versions, the dashboard) as messages to its own consumer,
+beside the training requests.
 
 Embedded mode (`TRAINING_WORKER=embedded`, the default without Redis): `EmbeddedTrainingWorker`
 wraps the ASGI application and starts a `TrainingWorker` on the server's own event loop at the
@@ -42,7 +43,7 @@ from django.db import close_old_connections
 from threadpoolctl import threadpool_limits
 
 from annotations.queue import purge_expired_leases
-from curation import dataset_versions, jobs, services, trainer
+from curation import dashboard, dataset_versions, jobs, services, trainer
 from curation.embedded import EmbeddedTrainingWorker
 from curation.training_requests import (
     TRAINING_CHANNEL,
@@ -247,6 +248,7 @@ def sweep() -> list[int]:
             *services.trained_projects(),
             *services.analysed_projects(),
             *dataset_versions.projects_with_pending_versions(),
+            *dashboard.projects_dashboard_due(),
         }
     ):
         jobs.jobs_schedule(project_id)
@@ -312,6 +314,9 @@ class TrainingConsumer(AsyncConsumer):
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
     async def training_versions(self, message: dict[str, Any]) -> None:
+        await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
+
+    async def training_dashboard(self, message: dict[str, Any]) -> None:
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
 

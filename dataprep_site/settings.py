@@ -147,6 +147,14 @@ if not 0 <= TRAINING_WORKER_NICE <= 19:
     raise ImproperlyConfigured(
         f"TRAINING_WORKER_NICE={TRAINING_WORKER_NICE}: use 0 (unchanged) to 19 (lowest)."
     )
+# The shortest time between two refreshes of a project's dashboard by the worker (counts and
+# plots, `curation.dashboard`); a project whose numbers did not change is not refreshed at all.
+DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 60)
+if DASHBOARD_REFRESH_SECONDS < 1:
+    raise ImproperlyConfigured(
+        f"DASHBOARD_REFRESH_SECONDS={DASHBOARD_REFRESH_SECONDS}: use a number of seconds, at "
+        "least 1."
+    )
 # Model versions kept per project besides milestones and the current one (`curation.versions`).
 MODEL_VERSIONS_KEPT = env_int("MODEL_VERSIONS_KEPT", 200)
 

@@ -28,6 +28,7 @@ from PIL import Image
 from annotations.models import Item, ItemLease, Membership, Project, Review
 from annotations.review import review_flag
 from annotations.services import project_set_overlap
+from curation.dashboard_models import DashboardState
 from curation.dataset_versions import version_create
 from tests.conftest import submit_handed_out
 
@@ -82,7 +83,8 @@ EXPECT: dict[str, Rule] = {
     "password_reset_complete": Rule(GET, PUBLIC),
     # Projects and the annotate page
     "project_list": Rule(GET, LOGGED_IN),
-    "project_detail": Rule(GET, ANY_MEMBER),
+    "project_detail": Rule(GET, ANY_MEMBER),  # the dashboard for reviewers and project admins
+    "project_dashboard_plot": Rule(GET, REVIEWER_UP),
     "annotate": Rule(GET, ANY_MEMBER),
     "annotate_next": Rule(GET, ANY_MEMBER),
     "annotate_submit": Rule(POST, ANY_MEMBER),
@@ -111,6 +113,7 @@ EXPECT: dict[str, Rule] = {
     "api-annotation-list": Rule(GET_POST, ANY_MEMBER),
     "api-agreement": Rule(GET, REVIEWER_UP),  # annotators never see each other's work
     "api-quality": Rule(GET, REVIEWER_UP),
+    "api-project-dashboard": Rule(GET, REVIEWER_UP),
     # Review: reviewers and project admins
     "item_flag": Rule(POST, REVIEWER_UP),
     "review": Rule(GET, REVIEWER_UP),
@@ -235,6 +238,7 @@ KWARG_FILLERS: dict[str, Callable[[World], object]] = {
     "token": lambda w: "not-a-token",
     "kind": lambda w: "predictions",  # an analysis
     "name": lambda w: "v1",  # a dataset version
+    "plot": lambda w: "progress",  # a dashboard plot
 }
 # Fillers a Rule can name in `kwargs` (e.g. {"pk": "item"} for a route whose pk is an item).
 NAMED_FILLERS: dict[str, Callable[[World], object]] = {
@@ -282,6 +286,13 @@ def world(
     review = review_flag(item=item, user=project_admin, note="check the crop")
     settings.DATA_DIR = tmp_path
     version_create(project, name="v1")
+    # A plot as the worker stores it (rendering the dashboard here would slow every case).
+    DashboardState.objects.create(
+        project=project,
+        refreshed_at=now,
+        plots={"progress": '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="3"/>'},
+        summary={"plots": ["progress"]},
+    )
     return World(
         project=project,
         other_project=other_project,

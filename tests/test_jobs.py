@@ -102,8 +102,9 @@ def test_a_lost_accuracy_estimate_is_found_again_by_the_next_sweep(memory_layer,
     label_balanced(project, annie, 6)
     trainer.train(project.pk)  # trained outside a worker: no job was queued anywhere
     assert current(project).estimated_accuracy is None
-    # The new model's predictions for every item are due too (`curation.predictions`).
-    assert jobs.due_jobs(project.pk) == [jobs.ESTIMATE, jobs.ANALYSIS]
+    # The new model's predictions for every item are due too (`curation.predictions`), and the
+    # project's first dashboard.
+    assert jobs.due_jobs(project.pk) == [jobs.ESTIMATE, jobs.ANALYSIS, jobs.DASHBOARD]
     admin = ProjectTrainingAdmin(ProjectTraining, None)
     training = ProjectTraining.objects.get(project=project)
     assert "accuracy estimate: due" in admin.follow_up(training)
@@ -116,6 +117,7 @@ def test_a_lost_accuracy_estimate_is_found_again_by_the_next_sweep(memory_layer,
     assert messages == [
         {"type": jobs.ESTIMATE, "project_id": project.pk},
         {"type": jobs.ANALYSIS, "project_id": project.pk},
+        {"type": jobs.DASHBOARD, "project_id": project.pk},
     ]
     trainer.forget_states()  # run by a worker that did not train it: the learner is rebuilt
     for message in messages:

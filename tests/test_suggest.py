@@ -219,7 +219,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataprep_site.settings")
 import dataprep_site.asgi
 from django.urls import get_resolver
 get_resolver().url_patterns  # every view module, as the first request imports them
-heavy = ("numpy", "scipy", "sklearn", "pandas", "statsmodels", "curation.trainer")
+heavy = ("numpy", "scipy", "sklearn", "pandas", "statsmodels", "matplotlib", "curation.trainer")
 print(" ".join(m for m in heavy if m in sys.modules))
 """
 

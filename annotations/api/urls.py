@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotations.api import analyses, browse, bulk, duplicates, review, tokens, versions, views
+from annotations.api import (
+    analyses,
+    browse,
+    bulk,
+    dashboard,
+    duplicates,
+    review,
+    tokens,
+    versions,
+    views,
+)
 
 urlpatterns = [
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
     path("projects/", views.ProjectList.as_view(), name="api-project-list"),
     path("projects/<int:pk>/", views.ProjectDetail.as_view(), name="api-project-detail"),
+    path(
+        "projects/<int:pk>/dashboard/",
+        dashboard.ProjectDashboard.as_view(),
+        name="api-project-dashboard",
+    ),
     path("projects/<int:pk>/items/", views.ItemList.as_view(), name="api-item-list"),
     path("projects/<int:pk>/items/actions/", bulk.ItemActions.as_view(), name="api-item-actions"),
     path(

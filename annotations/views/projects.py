@@ -1,4 +1,4 @@
-"""The project list and a project's overview page."""
+"""The project list and a project's page (the dashboard for reviewers and project admins)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from annotations import access
-from annotations.models import Membership, Review
+from annotations.models import Membership
+from annotations.views.dashboard import dashboard_page
+from curation.dashboard import annotator_progress
 
 
 @require_GET
@@ -33,21 +35,17 @@ def project_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Reviewers and project admins get the dashboard; annotators their own progress and the
+    start button."""
     project = access.get_project_for_user(request.user, pk)
-    can_review = access.can(project, access.REVIEW)
-    return render(
-        request,
-        "annotations/project_detail.html",
-        {
-            "project": project,
-            "label_classes": project.label_classes.all(),
-            "can_export": access.can(project, access.EXPORT),
-            "can_manage": access.can(project, access.MANAGE),
-            "can_review": can_review,
-            "open_reviews": (
-                Review.objects.filter(project=project, status=Review.Status.OPEN).count()
-                if can_review
-                else 0
-            ),
-        },
-    )
+    context = {
+        "project": project,
+        "label_classes": project.label_classes.all(),
+        "can_export": access.can(project, access.EXPORT),
+        "can_manage": access.can(project, access.MANAGE),
+        "can_review": access.can(project, access.REVIEW),
+    }
+    if context["can_review"]:
+        return dashboard_page(request, project, context)
+    context["mine"] = annotator_progress(project, request.user)
+    return render(request, "annotations/project_detail.html", context)
