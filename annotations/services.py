@@ -267,7 +267,11 @@ def _find_submission(
         f"(a.client_uuid = %s OR a.id = (SELECT r.annotation_id FROM {revision} r "
         "WHERE r.client_uuid = %s LIMIT 1))"
     )
-    uid = uuid.UUID(str(client_uuid))  # what the ORM would send, whatever the caller passed
+    # What the ORM would send, whatever the caller passed: a UUID on PostgreSQL, hex text on
+    # SQLite (whose driver cannot bind a UUID).
+    uid = Annotation._meta.get_field("client_uuid").get_db_prep_value(
+        uuid.UUID(str(client_uuid)), connection
+    )
     rows = list(
         Annotation.objects.raw(
             f"SELECT a.*, {resend} AS _resend FROM {answer} a WHERE {resend} OR a.item_id = %s",
@@ -297,13 +301,24 @@ def _count_answer(project: Project, item: Item, delta: int) -> tuple[bool, tuple
     item_table, project_table = (
         connection.ops.quote_name(m._meta.db_table) for m in (Item, Project)
     )
+    moved = 1 if was_open else -1
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH i AS (UPDATE {item_table} SET annotation_count = %s, needs_annotation = %s "
-            f"WHERE id = %s) UPDATE {project_table} SET complete_count = complete_count + %s "
-            "WHERE id = %s RETURNING item_count, complete_count",
-            [count, now_open, item.pk, 1 if was_open else -1, project.pk],
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH i AS (UPDATE {item_table} SET annotation_count = %s, needs_annotation = "
+                f"%s WHERE id = %s) UPDATE {project_table} SET complete_count = complete_count "
+                "+ %s WHERE id = %s RETURNING item_count, complete_count",
+                [count, now_open, item.pk, moved, project.pk],
+            )
+        else:  # SQLite (the embedded demo) has no data-modifying WITH: two statements
+            Item.objects.filter(pk=item.pk).update(
+                annotation_count=count, needs_annotation=now_open
+            )
+            cursor.execute(
+                f"UPDATE {project_table} SET complete_count = complete_count + %s "
+                "WHERE id = %s RETURNING item_count, complete_count",
+                [moved, project.pk],
+            )
         total, complete = cursor.fetchone()
     return now_open, (total, complete)
 

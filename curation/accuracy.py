@@ -30,7 +30,10 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     denom = 1.0 + z2 / total
     center = (p + z2 / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
+    # Exact at the ends: floating point left 1.0 out of the interval of 47 correct out of 47.
+    low = 0.0 if correct == 0 else max(0.0, center - half)
+    high = 1.0 if correct == total else min(1.0, center + half)
+    return low, high
 
 
 def eval_summary(project: Project) -> dict[str, Any]:

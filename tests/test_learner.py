@@ -218,6 +218,14 @@ def test_wilson_interval_matches_the_closed_form_known_value():
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("total", [1, 7, 24, 47, 100, 333])
+def test_a_wilson_interval_holds_its_own_accuracy_at_the_ends(total):
+    """All right or all wrong: the interval reaches exactly 1 or 0 (floating point left 47 of
+    47 outside its own interval)."""
+    assert wilson_interval(total, total)[1] == 1.0
+    assert wilson_interval(0, total)[0] == 0.0
+
+
 # --- model files -----------------------------------------------------------------------------
 
 FEATURIZER = {"featurizer_name": "digits-raw", "featurizer_version": 1}

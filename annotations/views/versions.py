@@ -22,7 +22,6 @@ from django.views.decorators.http import require_GET, require_http_methods
 from annotations import access
 from annotations.models import Item, Project
 from annotations.views.data import stream_export
-from curation import version_exports
 from curation.dataset_versions import (
     VersionError,
     VersionFileError,
@@ -212,6 +211,9 @@ def version_download(request: HttpRequest, version: DatasetVersion, fmt: str) ->
     """The download of `version` in `fmt` (page and API): jsonl and csv stream from the
     checked file; hf and folders are written to a temporary folder and sent as one zip with
     fixed dates, so the same version downloads as the same bytes."""
+    # pyarrow (the hf writer) imports numpy: loaded only by a process that exports.
+    from curation import version_exports
+
     header, rows = version_open(version)
     stem = f"{slugify(version.project.name)[:60] or 'project'}-{version.project_id}-{version.name}"
     if fmt in ("jsonl", "csv"):
