@@ -1,6 +1,6 @@
 """Dataset versions in a real browser, on the real ASGI server with its embedded worker: a
 reviewer opens the project's dashboard, saves a version, an annotator labels more by keyboard,
-the reviewer saves another and reads the diff between the two."""
+the reviewer saves another, reads the diff between the two, and finds both on the dashboard."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ def test_a_reviewer_saves_a_version_labels_more_saves_another_and_reads_the_diff
         submit_handed_out(item=item, annotator=annie, labels=["positive"], client_uuid=uuid.uuid4())
 
     page = open_asgi_page(rita, f"/projects/{project.pk}/")
-    page.get_by_role("link", name="Versions").click()
+    expect(page.locator("#dash-progress")).to_be_visible()  # the reviewer's dashboard
+    expect(page.locator("#dash-versions")).to_be_visible()
+    page.get_by_role("link", name="Versions").first.click()
     expect(page.locator("#versions-table")).to_contain_text("No versions yet")
     save_version(page, "before", "four labels")
     row = page.locator('#versions-table tr[data-version="before"]')
@@ -93,6 +95,11 @@ def test_a_reviewer_saves_a_version_labels_more_saves_another_and_reads_the_diff
     expect(page.locator("#diff-changes tbody tr")).to_have_count(2)
     for external_id in answered[:2]:  # the two answered "negative"
         expect(page.locator("#diff-changes")).to_contain_text(external_id)
+    # Back on the dashboard: both versions, and the worker's numbers for the seven answers.
+    page.goto(f"/projects/{project.pk}/")
+    expect(page.locator("#dash-versions-table")).to_contain_text("before")
+    expect(page.locator("#dash-versions-table")).to_contain_text("after")
+    expect(page.locator("#dash-as-of")).to_be_visible()
     assert set(DatasetVersion.objects.values_list("name", "status")) == {
         ("before", "ready"),
         ("after", "ready"),
