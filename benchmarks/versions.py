@@ -153,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     for size, row in results.items():
         cells = [
             f"{row[c]:,.0f}"
-            if c in ("labelled", "relabelled", "added")
-            else f"{row[c]:,.3f}"
-            if c == "accuracy"
+            if c in ("labelled", "relabelled", "added", "model trained on")
             else f"{row[c]:,.1f}"
             for c in columns
         ]

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         call_command("migrate", interactive=False, verbosity=0)
         projects = {p.name: p for p in seed_demo().projects}
         _answer_some_tweets(projects["Airline tweets: sentiment"])
+        _save_a_version(projects["Airline tweets: sentiment"])
         args.output.mkdir(parents=True, exist_ok=True)
         with _server(env, data_dir) as base_url, sync_playwright() as playwright:
             # Playwright's sync API runs an event loop in this thread; the ORM calls made here
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 shots.annotate_model(projects["Airline tweets: sentiment"])
                 shots.review(projects["Airline tweets: sentiment"])
                 shots.quality(projects["Airline tweets: sentiment"])
+                shots.versions(projects["Airline tweets: sentiment"])
+                shots.dashboard(projects["Airline tweets: sentiment"])
             finally:
                 browser.close()
     finally:
@@ -160,6 +163,13 @@ class _server:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def _save_a_version(project) -> None:
+    """A dataset version of the answers so far (the worker measures its model once serving)."""
+    from curation.dataset_versions import version_create
+
+    version_create(project, name="first-answers", note="The demo annotators' first answers.")
 
 
 def _answers(url: str) -> bool:
@@ -264,6 +274,32 @@ class Shots:
         page = self.page("admin", f"/projects/{project.pk}/quality/")
         page.locator("section.quality-maps table.heat").first.wait_for()
         self.save(page, "quality.png", full_page=True)
+
+    def versions(self, project) -> None:
+        """A second version saved on the page, written by the worker, beside the first."""
+        page = self.page("reviewer", f"/projects/{project.pk}/versions/")
+        page.fill("#version-name", "after-review")
+        page.fill("#version-note", "After the reviewer's first decisions.")
+        page.locator("#version-create button[type=submit]").click()
+        page.locator('#versions-table tr[data-version="after-review"] td.num').first.wait_for()
+        page.locator("#versions-table .tag", has_text="measuring").first.wait_for(
+            state="detached", timeout=60_000
+        )
+        self.save(page, "versions.png")
+
+    def dashboard(self, project) -> None:
+        """The reviewer's project page once the worker has counted and drawn it."""
+        page = self.page("reviewer", f"/projects/{project.pk}/")
+        deadline = time.monotonic() + 90
+        while not page.locator("#dash-as-of").is_visible():  # the worker refreshes it
+            if time.monotonic() > deadline:
+                raise SystemExit("the dashboard was not drawn within 90 s")
+            page.wait_for_timeout(2000)
+            page.reload()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('main img')].every(i => i.naturalWidth > 0)"
+        )
+        self.save(page, "dashboard.png", full_page=True)
 
     def _current(self, page) -> str:
         return page.locator(f"{CURRENT} .ext-id").inner_text()
