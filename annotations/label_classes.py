@@ -249,6 +249,17 @@ def _check(label_class: LabelClass) -> None:
     label_class.name = (label_class.name or "").strip()
     if not label_class.name:
         raise ValidationError({"name": "A label class needs a name."})
+    # The per-project uniqueness first, on the field it is about: the constraints' own
+    # messages name no field ("Constraint ... is violated" for the key).
+    others = LabelClass.objects.filter(project_id=label_class.project_id).exclude(pk=label_class.pk)
+    if others.filter(name=label_class.name).exists():
+        raise ValidationError(
+            {"name": f"A class named {label_class.name!r} already exists in this project."}
+        )
+    if label_class.key and (taken := others.filter(key=label_class.key).first()):
+        raise ValidationError(
+            {"key": f"The key {label_class.key!r} is already used by the class {taken.name!r}."}
+        )
     label_class.full_clean()
 
 

@@ -4,6 +4,8 @@ New project page with its class rows, validation that creates nothing, and the s
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
@@ -202,8 +204,6 @@ def test_blank_rows_are_left_out(client, creator):
 
 
 def rows_in(html: str) -> list[str]:
-    import re
-
     return re.findall(r'name="class-\d+-name" id="[^"]+" value="([^"]*)"', html)
 
 
