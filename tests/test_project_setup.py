@@ -15,6 +15,7 @@ from django.urls import reverse
 from annotations.models import LabelClass, Membership, Project
 from annotations.project_setup import ClassSpec, class_errors, project_create
 from tests.conftest import make_user
+from tests.test_admin import form_data
 
 Role = Membership.Role
 NEW = "/projects/new/"
@@ -261,3 +262,42 @@ def test_class_errors_name_the_row_and_field_of_each_problem():
         {"key": ["Class 1 already uses the key 'x'."]},
         {"color": ["Use a colour like #4f7cff."]},
     ]
+
+
+# --- Django admin uses the same service ----------------------------------------------------
+
+
+def test_a_project_created_in_django_admin_gets_its_classes_keys_and_members_in_one_go(
+    client, superuser
+):
+    client.force_login(superuser)
+    url = reverse("admin:annotations_project_add")
+    data = form_data(client.get(url))
+    annie = make_user("annie")
+    data |= {
+        "name": "  Birds  ",
+        "label_classes-TOTAL_FORMS": "2",
+        "label_classes-0-name": "owl",
+        "label_classes-0-key": "o",
+        "label_classes-0-color": "#123456",
+        "label_classes-0-order": "1",
+        "label_classes-1-name": "crow",
+        "label_classes-1-color": "#654321",
+        "label_classes-1-order": "0",
+        "memberships-TOTAL_FORMS": "2",
+        "memberships-0-user": str(annie.pk),
+        "memberships-0-role": "annotator",
+        "memberships-1-user": str(superuser.pk),  # the creator, listed with a role of their own
+        "memberships-1-role": "reviewer",
+    }
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    project = Project.objects.get(name="Birds")
+    assert list(project.label_classes.order_by("order").values_list("name", "key", "order")) == [
+        ("crow", "", 0),
+        ("owl", "o", 1),
+    ]
+    assert dict(project.memberships.values_list("user__username", "role")) == {
+        "annie": "annotator",
+        "root": "reviewer",
+    }
