@@ -94,6 +94,7 @@ def test_a_permitted_user_creates_a_project_by_keyboard_and_goes_on_to_import_an
 
 def test_duplicate_class_names_are_shown_on_the_row_and_nothing_is_created(
     open_page,  # noqa: F811
+    tmp_path,
 ):
     creator = make_user("creator")
     creator.user_permissions.add(Permission.objects.get(codename="add_project"))
@@ -104,4 +105,6 @@ def test_duplicate_class_names_are_shown_on_the_row_and_nothing_is_created(
     page.get_by_role("button", name="Create project").last.click()
     expect(page.locator(".form-errors").first).to_contain_text("Nothing was created")
     expect(page.locator(".class-row").nth(1)).to_contain_text("Class 1 is already named 'cat'.")
+    expect(page.get_by_label("Name of class 2")).to_be_focused()  # to correct it at once
+    page.screenshot(path=str(tmp_path / "refused.png"))
     assert not Project.objects.exists()

@@ -167,6 +167,9 @@ def project_new(request: HtmxRequest) -> HttpResponse:
         if not rows:
             rows = [_row(None, 0, initial=_blank_row(0))]
             errors.append("Add at least one label class.")
+        focus_row, focus = _first_bad_row(form, rows)
+        if focus_row >= 0:
+            form.fields["name"].widget.attrs.pop("autofocus", None)
         status = 400
     return render(
         request,
@@ -182,6 +185,17 @@ def project_new(request: HtmxRequest) -> HttpResponse:
         },
         status=status,
     )
+
+
+def _first_bad_row(form: NewProjectForm, rows: list[ClassRowForm]) -> tuple[int, str]:
+    """Where the keyboard's focus goes on a refused form: the first class row with a problem
+    (its field), unless the project's own fields have one (the name field has it already)."""
+    if form.errors:
+        return -1, ""
+    for i, row in enumerate(rows):
+        if row.is_bound and row.errors:
+            return i, "key" if "key" in row.errors and "name" not in row.errors else "name"
+    return -1, ""
 
 
 def _prefixed(row: dict[str, str], index: int) -> dict[str, str]:
