@@ -220,6 +220,8 @@ def test_the_row_buttons_add_remove_and_move_rows_keeping_what_was_typed(client,
 
     moved = client.post(NEW, body | {"row": "up-1"}, **htmx).content.decode()
     assert rows_in(moved) == ["dog", "cat"]
+    # At the top its "up" button is disabled: the focus goes to its "down" button.
+    assert re.search(r'value="down-0"[^>]*autofocus', moved)
     assert 'value="#222222"' in moved.split('name="class-1-name"')[0]  # its colour moved too
 
     removed = client.post(NEW, body | {"row": "remove-0"}, **htmx).content.decode()

@@ -121,8 +121,16 @@ def _apply_row_action(rows: list[dict[str, str]], action: str) -> tuple[list[dic
     to = i - 1 if verb == "up" else i + 1 if verb == "down" else i
     if 0 <= to < len(rows) and to != i:
         rows.insert(to, rows.pop(i))
-        return rows, to, verb
-    return rows, i, verb
+    else:
+        to = i
+    # The same button again, unless the row reached the end where it is disabled.
+    if len(rows) == 1:
+        return rows, to, "name"
+    if verb == "up" and to == 0:
+        return rows, to, "down"
+    if verb == "down" and to == len(rows) - 1:
+        return rows, to, "up"
+    return rows, to, verb
 
 
 @require_http_methods(["GET", "POST"])
@@ -168,9 +176,9 @@ def project_new(request: HtmxRequest) -> HttpResponse:
             rows = [_row(None, 0, initial=_blank_row(0))]
             errors.append("Add at least one label class.")
         focus_row, focus = _first_bad_row(form, rows)
-        if focus_row >= 0:
-            form.fields["name"].widget.attrs.pop("autofocus", None)
         status = 400
+    if focus_row >= 0:  # the focus goes to that row, not to the project's name
+        form.fields["name"].widget.attrs.pop("autofocus", None)
     return render(
         request,
         "annotations/project_new.html",
