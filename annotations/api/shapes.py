@@ -163,7 +163,7 @@ class DashboardSerializer(serializers.Serializer):
 
 
 class _Gold(serializers.Serializer):
-    labels = _strings()
+    labels = _strings(allow_null=True, help_text="null: a tie, until a reviewer decides.")
     source = serializers.CharField()
     agreement = serializers.FloatField(allow_null=True)
 
