@@ -41,7 +41,7 @@ class Receiver:
         return answer if isinstance(answer, tuple) else (answer, {})
 
 
-def start_receiver() -> Receiver:
+def start_receiver(host: str = "127.0.0.1") -> Receiver:
     receiver: Receiver
 
     class Handler(BaseHTTPRequestHandler):
@@ -62,7 +62,7 @@ def start_receiver() -> Receiver:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     server.daemon_threads = True
     receiver = Receiver(server)
     threading.Thread(target=server.serve_forever, daemon=True).start()

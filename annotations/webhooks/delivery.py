@@ -163,7 +163,9 @@ def _send_once(
     response = client.send(request, stream=True)
     try:
         read = 0
-        for chunk in response.iter_raw():
+        # Raw bytes, asked for uncompressed: a small compressed answer cannot inflate here.
+        chunks = () if response.is_stream_consumed else response.iter_raw()
+        for chunk in chunks:
             read += len(chunk)
             if read >= MAX_RESPONSE_BYTES:
                 break
@@ -202,6 +204,7 @@ def headers_for(delivery: WebhookDelivery, secret: str, body: bytes, timestamp: 
     return {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
+        "Accept-Encoding": "identity",
         "X-Dataprepops-Event": delivery.event,
         "X-Dataprepops-Event-Id": str(delivery.event_id),
         "X-Dataprepops-Delivery": str(delivery.pk),
