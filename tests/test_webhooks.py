@@ -352,3 +352,12 @@ def test_two_delivery_runs_at_once_never_send_a_row_twice(settings):
     finally:
         receiver.server.shutdown()
         receiver.server.server_close()
+
+
+def test_the_training_workers_delivery_run_sends_what_is_due(project, receiver):
+    from curation.worker import deliver_webhooks
+
+    hook = hook_for(project, receiver.url, events=[WebhookEvent.REVIEW_DECIDED])
+    webhook_ping(hook)
+    assert deliver_webhooks() == 1
+    assert [r.json["type"] for r in receiver.requests] == ["ping"]
