@@ -354,7 +354,9 @@ def test_two_delivery_runs_at_once_never_send_a_row_twice(settings):
         receiver.server.server_close()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_training_workers_delivery_run_sends_what_is_due(project, receiver):
+    """As the worker runs it, in a thread of its own with its own connections."""
     from curation.worker import deliver_webhooks
 
     hook = hook_for(project, receiver.url, events=[WebhookEvent.REVIEW_DECIDED])
