@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0014_annotation_created_idx'),
+        ('annotations', '0015_preannotations_vectors'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
