@@ -9,6 +9,7 @@ Path parameters mostly point at the seeded objects (a random id would only ever 
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -30,6 +31,8 @@ from schemathesis.specs.openapi.checks import (
 from annotations import queue
 from annotations.models import Membership, Review
 from annotations.services import annotation_submit, project_set_overlap
+from annotations.webhooks import safety as webhook_safety
+from annotations.webhooks.models import Webhook
 from curation.dataset_versions import version_request
 from tests.conftest import make_user
 
@@ -41,12 +44,12 @@ schema.app = get_wsgi_application()
 
 # Per operation and role; API_FUZZ_EXAMPLES=200 for a deeper run by hand.
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
-EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "10"))
 
 
 class Seeded:
     """A project with items, answers that disagree (so reviews and gold labels exist), a
-    dataset version, and a token per role."""
+    dataset version, a webhook, and a token per role."""
 
     def __init__(self, project) -> None:
         self.project = project_set_overlap(project, 2)
@@ -70,12 +73,16 @@ class Seeded:
         reviews = Review.objects.filter(project=self.project)
         self.reviews = list(reviews.values_list("pk", flat=True))
         self.version = version_request(self.project, author=self.users["admin"], name="v1").name
+        hook = Webhook.objects.create(
+            project=self.project, url="https://hooks.example.test/in", events=[], secret="s" * 32
+        )
+        self.hooks = [hook.pk]
         self.tokens = {n: AuthToken.objects.create(user=u)[1] for n, u in self.users.items()}
 
     def aim(self, case) -> None:
         """Point the generated path parameters at seeded objects, three times in four."""
         params = case.path_parameters or {}
-        targets = {"item_pk": self.items, "review_pk": self.reviews}
+        targets = {"item_pk": self.items, "review_pk": self.reviews, "hook_pk": self.hooks}
         for name, value in params.items():
             if name == "id":
                 params[name] = self.project.pk
@@ -85,11 +92,19 @@ class Seeded:
                 params[name] = self.version
 
 
+def _loopback_only(host: str, port: int, *args, **kwargs) -> list:
+    if host not in ("localhost", "127.0.0.1"):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known (test)")
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+
 @pytest.fixture
 def seeded(project, settings, monkeypatch) -> Iterator[Seeded]:
     settings.ALLOWED_HOSTS = ["localhost"]  # the host schemathesis' WSGI client sends
     # Past the throttles (tests/test_abuse_settings.py tests them), to reach the views.
     monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "token", "100000/min")
+    # Webhook URLs are resolved when saved: no name lookup leaves this machine.
+    monkeypatch.setattr(webhook_safety, "getaddrinfo", _loopback_only)
     # As Django's test client does: a request must not close the test's transaction.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
