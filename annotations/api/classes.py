@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access
-from annotations.api.errors import bad_request
+from annotations.api.refusals import refused
 from annotations.api.serializers import (
     LabelClassCreateSerializer,
     LabelClassDetailSerializer,
@@ -36,11 +37,13 @@ class LabelClassList(APIView):
 
     serializer_class = LabelClassCreateSerializer
 
+    @extend_schema(responses=LabelClassDetailSerializer(many=True))
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk)
         classes = LabelClass.objects.filter(project=project).order_by("order", "id")
         return Response(LabelClassDetailSerializer(classes, many=True).data)
 
+    @extend_schema(request=LabelClassCreateSerializer, responses={201: LabelClassDetailSerializer})
     def post(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         body = LabelClassCreateSerializer(data=request.data)
@@ -48,7 +51,7 @@ class LabelClassList(APIView):
         try:
             added = label_class_add(project=project, **body.validated_data)
         except DjangoValidationError as exc:
-            raise bad_request(exc) from exc
+            raise refused(exc) from exc
         return Response(LabelClassDetailSerializer(added).data, status=status.HTTP_201_CREATED)
 
 
@@ -58,10 +61,12 @@ class LabelClassDetail(APIView):
 
     serializer_class = LabelClassUpdateSerializer
 
+    @extend_schema(responses=LabelClassDetailSerializer)
     def get(self, request: Request, pk: int, class_id: int) -> Response:
         project = access.get_project_for_user(request.user, pk)
         return Response(LabelClassDetailSerializer(_label_class(project, class_id)).data)
 
+    @extend_schema(request=LabelClassUpdateSerializer, responses=LabelClassDetailSerializer)
     def patch(self, request: Request, pk: int, class_id: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         label_class = _label_class(project, class_id)
@@ -73,14 +78,15 @@ class LabelClassDetail(APIView):
         try:
             label_class_change(label_class=label_class, **data)
         except DjangoValidationError as exc:
-            raise bad_request(exc) from exc
+            raise refused(exc) from exc
         label_class.refresh_from_db()
         return Response(LabelClassDetailSerializer(label_class).data)
 
+    @extend_schema(responses={204: OpenApiResponse(description="Deleted.")})
     def delete(self, request: Request, pk: int, class_id: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         try:
             label_class_delete(label_class=_label_class(project, class_id))
         except DjangoValidationError as exc:
-            raise bad_request(exc) from exc
+            raise refused(exc) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)

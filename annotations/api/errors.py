@@ -1,19 +1,29 @@
-"""A service's refusal (Django's ValidationError) as the API's 400, naming the field."""
+"""JSON answers for the requests Django refuses before any API view runs (a path that matches
+no route, a body over the upload limits, a malformed request): an API client gets
+`{"detail": …}` like every other API error, never an HTML page; people get Django's pages."""
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework.exceptions import ValidationError
-from rest_framework.settings import api_settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+
+_EXPLAINED = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
 
 
-def bad_request(exc: DjangoValidationError) -> ValidationError:
-    """{field: [messages]}; a message about no one field goes under `non_field_errors`."""
-    if hasattr(exc, "error_dict"):
-        return ValidationError(
-            {
-                (api_settings.NON_FIELD_ERRORS_KEY if field == "__all__" else field): messages
-                for field, messages in exc.message_dict.items()
-            }
-        )
-    return ValidationError({api_settings.NON_FIELD_ERRORS_KEY: exc.messages})
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)
+    # These messages name only the limit that was passed; others may quote the request.
+    detail = str(exception) if isinstance(exception, _EXPLAINED) else "Bad request."
+    return JsonResponse({"detail": detail}, status=400)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse({"detail": "Not found."}, status=404)

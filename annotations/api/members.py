@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access
-from annotations.api.errors import bad_request
+from annotations.api.refusals import refused
 from annotations.api.serializers import MemberAddSerializer, MemberRoleSerializer, MemberSerializer
 from annotations.members import membership_add, membership_remove, membership_set_role
 from annotations.models import Membership, Project
@@ -32,6 +33,7 @@ class MemberList(APIView):
 
     serializer_class = MemberAddSerializer
 
+    @extend_schema(responses=MemberSerializer(many=True))
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         members = (
@@ -41,6 +43,7 @@ class MemberList(APIView):
         )
         return Response(MemberSerializer(members, many=True).data)
 
+    @extend_schema(request=MemberAddSerializer, responses={201: MemberSerializer})
     def post(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         body = MemberAddSerializer(data=request.data)
@@ -52,7 +55,7 @@ class MemberList(APIView):
                 role=body.validated_data["role"],
             )
         except DjangoValidationError as exc:
-            raise bad_request(exc) from exc
+            raise refused(exc) from exc
         return Response(MemberSerializer(member).data, status=status.HTTP_201_CREATED)
 
 
@@ -62,10 +65,12 @@ class MemberDetail(APIView):
 
     serializer_class = MemberRoleSerializer
 
+    @extend_schema(responses=MemberSerializer)
     def get(self, request: Request, pk: int, user_id: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         return Response(MemberSerializer(_membership(project, user_id)).data)
 
+    @extend_schema(request=MemberRoleSerializer, responses=MemberSerializer)
     def patch(self, request: Request, pk: int, user_id: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         membership = _membership(project, user_id)
@@ -76,13 +81,14 @@ class MemberDetail(APIView):
                 membership=membership, role=body.validated_data["role"]
             )
         except DjangoValidationError as exc:
-            raise bad_request(exc) from exc
+            raise refused(exc) from exc
         return Response(MemberSerializer(membership).data)
 
+    @extend_schema(responses={204: OpenApiResponse(description="Removed.")})
     def delete(self, request: Request, pk: int, user_id: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         try:
             membership_remove(membership=_membership(project, user_id))
         except DjangoValidationError as exc:
-            raise bad_request(exc) from exc
+            raise refused(exc) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.http import FileResponse, Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
@@ -16,7 +17,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access, queue, services
-from annotations.api.errors import bad_request
+from annotations.api.refusals import refused
+from annotations.api.schema import BINARY, VALIDATION_ERROR
 from annotations.api.serializers import (
     AnnotationSerializer,
     AnnotationSubmitSerializer,
@@ -26,10 +28,11 @@ from annotations.api.serializers import (
     ProjectSerializer,
     ProjectSettingsSerializer,
 )
+from annotations.api.shapes import AgreementSerializer, NextItemsSerializer, QualitySerializer
 from annotations.models import Annotation, Item, LabelClass, Membership, Project
 from annotations.project_settings import project_update
 from annotations.project_setup import ClassSpec, project_create
-from annotations.views.media import serve_item_image
+from annotations.views.media import CONTENT_TYPES, serve_item_image
 from curation.models import ProjectTraining
 from curation.services import agreement_report, quality_report
 
@@ -67,6 +70,7 @@ class ProjectList(generics.ListAPIView):
     serializer_class = ProjectSerializer
     pagination_class = ByIdCursorPagination
 
+    @extend_schema(request=ProjectCreateSerializer, responses={201: ProjectSerializer})
     def post(self, request: Request) -> Response:
         if not access.can_create_projects(request.user):
             raise PermissionDenied("You may not create projects: ask a site admin.")
@@ -77,7 +81,7 @@ class ProjectList(generics.ListAPIView):
         try:
             project = project_create(**data, classes=classes, creator=request.user)
         except DjangoValidationError as exc:
-            raise bad_request(exc) from exc
+            raise refused(exc) from exc
         project.user_role = Membership.Role.ADMIN
         data = ProjectSerializer(project, context={"request": request}).data
         return Response(data, status=status.HTTP_201_CREATED)
@@ -102,12 +106,12 @@ class ProjectDetail(APIView):
     """GET: the project. PATCH (project admins): any of its settings, as the settings page
     saves them (`project_settings.project_update`); answers every setting."""
 
-    serializer_class = ProjectSerializer
-
+    @extend_schema(responses=ProjectSerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk)
         return Response(ProjectSerializer(project, context={"request": request}).data)
 
+    @extend_schema(request=ProjectSettingsSerializer, responses=ProjectSettingsSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         body = ProjectSettingsSerializer(project, data=request.data, partial=True)
@@ -117,7 +121,7 @@ class ProjectDetail(APIView):
         try:
             project_update(project=project, values=values, training=training)
         except DjangoValidationError as exc:
-            raise bad_request(exc) from exc
+            raise refused(exc) from exc
         return Response(ProjectSettingsSerializer(_with_training(project)).data)
 
 
@@ -133,6 +137,7 @@ class Agreement(APIView):
     """Inter-annotator agreement of the project (reviewers and project admins): per-class for
     multi-label projects; coefficients that are undefined for the answers so far are null."""
 
+    @extend_schema(responses=AgreementSerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
         return Response(agreement_report(project))
@@ -143,6 +148,7 @@ class Quality(APIView):
     annotator's accuracy against adjudicated gold labels and leave-one-out agreement, who is
     below the project's quality threshold, gold labels by source and review counts."""
 
+    @extend_schema(responses=QualitySerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
         return Response(quality_report(project))
@@ -163,6 +169,7 @@ class NextItems(APIView):
     """Lease and return the next items for the requesting annotator. Calling again while the
     leases are live returns the same items, so a retried request loses nothing."""
 
+    @extend_schema(parameters=[NextItemsQuerySerializer], responses=NextItemsSerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
         query = NextItemsQuerySerializer(data=request.query_params)
@@ -187,6 +194,16 @@ class AnnotationList(generics.ListAPIView):
             qs = qs.filter(annotator=self.request.user)
         return qs
 
+    @extend_schema(
+        request=AnnotationSubmitSerializer,
+        responses={
+            200: OpenApiResponse(AnnotationSerializer, description="An edit, or a retry."),
+            201: AnnotationSerializer,
+            409: OpenApiResponse(
+                VALIDATION_ERROR, description="Not this annotator's item to answer, with why."
+            ),
+        },
+    )
     def post(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
         body = AnnotationSubmitSerializer(data=request.data)
@@ -230,5 +247,6 @@ class ItemImage(APIView):
 
     content_negotiation_class = _AnyAccept
 
+    @extend_schema(responses={(200, kind): BINARY for kind in CONTENT_TYPES.values()})
     def get(self, request: Request, pk: int, item_pk: int) -> FileResponse:
         return serve_item_image(access.get_item_for_user(request.user, pk, item_pk))
