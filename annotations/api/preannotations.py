@@ -30,6 +30,7 @@ from annotations.preannotation_uploads import (
     vectors_upload,
 )
 from annotations.preannotations import MODEL_NAME_MAX, vector_values
+from curation.training_requests import request_training_on_commit
 
 #: Bytes read from the request body at a time.
 READ_CHUNK = 64 * 1024
@@ -156,6 +157,9 @@ def _upload(request: Request, pk: int, upload) -> Response:
             "stored. Send it in several requests (each replaces what it repeats)."
         )
         return Response({"detail": detail}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    # The worker ranks the queue by new predictions before the first label, and may now use
+    # new vectors (`curation.trainer`): a wake-up call, as after a label.
+    request_training_on_commit(project.pk)
     data = {"rows": result.rows, "stored": result.stored}
     if result.models:
         data["models"] = sorted(result.models)
