@@ -120,6 +120,15 @@ class ProjectTraining(models.Model):
         help_text="Whose guess is shown when our model and an imported prediction both have "
         "one. Evaluation items never get either.",
     )
+    feature_set = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="With item vectors: the features the model trains on (builtin, vectors or "
+        "both), the best by cross-validated accuracy at the last estimate; blank: both, until "
+        "measured (`curation.feature_choice`).",
+    )
     current_version = models.ForeignKey(
         ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

@@ -160,7 +160,11 @@ def predictions_for(project: Project, items: Sequence[Item]) -> dict[int, dict[s
     class's probability (`proba`), for reviewers. Empty while there is no model or it is cold."""
     row = (
         ProjectTraining.objects.filter(project=project)
-        .values("current_version__version", "current_version__metrics__cold")
+        .values(
+            "current_version__version",
+            "current_version__metrics__cold",
+            "current_version__featurizer_name",
+        )
         .first()
     )
     if not row or not items or row["current_version__version"] is None:
@@ -172,9 +176,10 @@ def predictions_for(project: Project, items: Sequence[Item]) -> dict[int, dict[s
         return {}
     # Here, not at the top: a web process that never serves a reviewer page never loads them.
     from curation.features import item_features
-    from curation.featurizers import featurizer_for
+    from curation.vector_features import featurizer_named
 
-    X, kept = item_features(project, featurizer_for(project.item_kind), [i.pk for i in items])
+    featurizer = featurizer_named(project, row["current_version__featurizer_name"])
+    X, kept = item_features(project, featurizer, [i.pk for i in items])
     if not kept:
         return {}
     proba = learner.predict_proba(X)

@@ -50,7 +50,6 @@ from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
 from curation import cold_start, evaluation, prediction_ranking, ranking_write, versions
 from curation.evaluation import eval_items_weave, eval_summary
 from curation.features import item_features
-from curation.featurizers import featurizer_for
 from curation.learner import IncrementalLearner
 from curation.models import BATCH_DIVERSE, ModelVersion, ProjectTraining
 from curation.pool_sample import (
@@ -61,6 +60,7 @@ from curation.queue_head import alternate, weave_exploration
 from curation.status import announcement, model_status
 from curation.strategies import batch_diverse, get_strategy, margin, select
 from curation.training_state import ProjectState, eval_rows, training_set
+from curation.vector_features import project_feature_set, project_featurizer
 from curation.versions import Clock
 
 logger = logging.getLogger(__name__)
@@ -274,13 +274,15 @@ def learner_snapshot(project: Project, version: int) -> IncrementalLearner | Non
 
 
 def _schema(project: Project) -> tuple:
+    """What a state's rows and model depend on: a change means a new state (new features)."""
     classes = tuple(project.class_names())
-    return (classes, project.is_multi_label, project.item_kind)
+    features = (project_feature_set(project), project.vector_dim)
+    return (classes, project.is_multi_label, project.item_kind, features)
 
 
 def _new_state(project: Project) -> ProjectState:
     schema = _schema(project)
-    featurizer = featurizer_for(project.item_kind)
+    featurizer = project_featurizer(project, schema[3][0])
     learner = IncrementalLearner(
         list(schema[0]), multi_label=project.is_multi_label, n_features=featurizer.n_features
     )
