@@ -260,7 +260,11 @@ def _estimate(project_id: int) -> bool:
     started = time.perf_counter()
     accuracy = learner.estimated_accuracy(between_folds=trainer.wait_while_training)
     # With item vectors: which features do best on these labels (`curation.feature_choice`).
-    features = feature_set_update(training.project, between_folds=trainer.wait_while_training)
+    features = (
+        None
+        if accuracy is None  # too few labels a class to cross-validate any feature set
+        else feature_set_update(training.project, between_folds=trainer.wait_while_training)
+    )
     metrics = {
         **(version.metrics or {}),
         **(features or {}),
