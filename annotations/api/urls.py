@@ -15,6 +15,7 @@ from annotations.api import (
     tokens,
     versions,
     views,
+    webhooks,
 )
 
 urlpatterns = [
@@ -133,6 +134,17 @@ urlpatterns = [
         "projects/<int:pk>/items/<int:item_pk>/label-issue/dismiss/",
         analyses.LabelIssueDismiss.as_view(),
         name="api-label-issue-dismiss",
+    ),
+    path("projects/<int:pk>/webhooks/", webhooks.WebhookList.as_view(), name="api-webhook-list"),
+    path(
+        "projects/<int:pk>/webhooks/<int:hook_pk>/",
+        webhooks.WebhookDetail.as_view(),
+        name="api-webhook-detail",
+    ),
+    path(
+        "projects/<int:pk>/webhooks/<int:hook_pk>/deliveries/",
+        webhooks.WebhookDeliveries.as_view(),
+        name="api-webhook-deliveries",
     ),
     path(
         "projects/<int:pk>/annotations/",
