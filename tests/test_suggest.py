@@ -336,3 +336,34 @@ def test_imported_predictions_are_never_answers_or_gold(setup):
     assert not Annotation.objects.filter(project=project).exists()
     assert not GoldLabel.objects.filter(project=project).exists()
     assert trainer.train(project.pk) is None  # nothing to learn from: no human label
+
+
+def test_a_project_admin_sets_the_suggestion_source_on_the_settings_page(client, project):
+    admin = make_user("source-admin")
+    Membership.objects.create(project=project, user=admin, role=Membership.Role.ADMIN)
+    client.force_login(admin)
+    url = reverse("project_settings", args=[project.pk])
+    assert 'name="training-suggestion_source"' in client.get(url).content.decode()
+    data = {
+        "description": "",
+        "instructions": project.instructions,
+        "overlap": "1",
+        "review_threshold": "0.66",
+        "review_model_confidence": "",
+        "consensus": "majority",
+        "quality_threshold": "0.7",
+        "training-strategy": "margin",
+        "training-exploration": "0.1",
+        "training-eval_share": "0.05",
+        "training-suggestions": "highlight",
+        "training-suggestion_source": "predictions",
+        "training-snapshot_every": "",
+        "training-split_validation": "0.1",
+        "training-split_test": "0.1",
+    }
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ProjectTraining.objects.get(project=project).suggestion_source == "predictions"
+    response = client.post(url, {**data, "training-suggestion_source": "nobody"})
+    assert response.status_code == 400
+    assert ProjectTraining.objects.get(project=project).suggestion_source == "predictions"
