@@ -121,7 +121,7 @@ def _json_lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
             ) from None
 
     for chunk in chunks:
-        pending += chunk
+        pending = (pending + chunk) if pending or line_number else chunk.lstrip(b"\xef\xbb\xbf")
         *lines, pending = pending.split(b"\n")
         for line in lines:
             line_number += 1

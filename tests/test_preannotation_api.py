@@ -180,3 +180,12 @@ def test_a_body_over_the_upload_limit_is_refused(project, project_admin, setting
     response = post_rows(api_as(project_admin), project, "prediction", rows)
     assert response.status_code == 413
     assert not PreAnnotation.objects.exists()
+
+
+def test_json_lines_with_a_byte_order_mark_and_blank_lines(project, project_admin):
+    url = reverse("api-prediction-list", args=[project.pk])
+    body = b'\xef\xbb\xbf{"item": "t0", "model": "m", "label": "positive"}\r\n\n'
+    body += b'{"item": "t1", "model": "m", "label": "negative"}'
+    response = api_as(project_admin).generic("POST", url, body, content_type="application/jsonl")
+    assert response.status_code == 201, response.json()
+    assert response.json()["stored"] == 2
