@@ -489,22 +489,35 @@ def _rank(
     Until two classes have labels the model cannot rank at all, so the head is typical items
     of the regions no label covers yet (`_typical_head`). Then it ranks; while some class has
     no label, every other place of the head is such a typical item (the model cannot be
-    uncertain about a class it has never seen). Nothing is written here; `_write_ranking` does
-    that at the end of the transaction.
+    uncertain about a class it has never seen). While some class has no label, items with an
+    imported prediction come first, least sure first (`curation.prediction_ranking`). Nothing
+    is written here; `_write_ranking` does that at the end of the transaction.
     """
     state.scores = None
+    by_predictions: list[int] = []
     if state.learner.unseen_classes():
-        # Until our model has seen every class, a team's own predictions know better.
+        # Until our model has seen every class, a team's own predictions know better: their
+        # least sure items first, then the head our model would have.
         by_predictions = _prediction_head(project, training, state)
-        if by_predictions:
-            _sample_include(project, state, by_predictions)
-            return eval_items_weave(project, training, by_predictions, _rng)
+    ranked = by_predictions
+    if len(by_predictions) < RANKED:
+        own = _rank_own(project, training, state)
+        ranked = list(dict.fromkeys([*by_predictions, *own]))[:RANKED]
+    _sample_include(project, state, by_predictions)  # after: an empty sample is drawn first
+    if not state.learner.can_rank():
+        return ranked, []  # no model to test yet: no evaluation items
+    return eval_items_weave(project, training, ranked, _rng)
+
+
+def _rank_own(project: Project, training: ProjectTraining, state: ProjectState) -> list[int]:
+    """Our model's head of the queue (item ids), as `_rank` describes, before the evaluation
+    items are woven in."""
     if not state.sample:  # a new worker's first run: it cannot rank an empty sample
         state.sample.refresh(project, state.featurizer, _rng)
     if not state.sample:
-        return [], []
+        return []
     if not state.learner.can_rank():
-        return [_sample_ids(state)[r] for r in _typical_head(state)], []
+        return [_sample_ids(state)[r] for r in _typical_head(state)]
     ids, proba = state.sample.proba(state.learner, len(state.schema[0]))
     state.scores = (ids, proba)  # the items written get their guess from these
     multi = state.learner.multi_label
@@ -525,7 +538,7 @@ def _rank(
         pair = (typical, order) if learner.n_labels % 2 == 0 else (order, typical)
         order = alternate(*pair)[:k]
     order = weave_exploration(order, len(ids), training.exploration, _rng)
-    return eval_items_weave(project, training, [ids[r] for r in order], _rng)
+    return [ids[r] for r in order]
 
 
 def _prediction_head(project: Project, training: ProjectTraining, state: ProjectState) -> list[int]:
