@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
 from django.template.defaultfilters import filesizeformat
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -21,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access
+from annotations.api.schema import ERROR
 from annotations.api.views import ByIdCursorPagination
 from annotations.models import ItemVector, PreAnnotation
 from annotations.preannotation_uploads import (
@@ -113,6 +115,24 @@ class VectorSummarySerializer(serializers.Serializer):
     count = serializers.IntegerField()
 
 
+class DeletedSerializer(serializers.Serializer):
+    deleted = serializers.IntegerField(help_text="Predictions removed.")
+
+
+def _upload_schema(row: type[serializers.Serializer]) -> dict:
+    """A bulk upload's request (a JSON array, or JSON Lines of one row a line) and answers."""
+    return {
+        "request": {"application/json": row(many=True), "application/x-ndjson": row},
+        "responses": {
+            201: UploadResultSerializer,
+            400: OpenApiResponse(
+                UploadErrorSerializer, description="Bad rows (each named); nothing was stored."
+            ),
+            413: OpenApiResponse(ERROR, description="Over IMPORT_MAX_UPLOAD_BYTES."),
+        },
+    }
+
+
 def _body(request: Request) -> Iterator[bytes]:
     """The request body in pieces, refused (413) past IMPORT_MAX_UPLOAD_BYTES, as any upload."""
     limit = settings.IMPORT_MAX_UPLOAD_BYTES
@@ -168,6 +188,11 @@ def _upload(request: Request, pk: int, upload) -> Response:
     return Response(UploadResultSerializer(data).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    get=extend_schema(parameters=[PredictionQuerySerializer]),
+    post=extend_schema(**_upload_schema(PredictionInSerializer)),
+    delete=extend_schema(parameters=[PredictionDeleteQuerySerializer], responses=DeletedSerializer),
+)
 class PredictionList(generics.ListAPIView):
     """`GET`: the project's imported predictions (`?model=` for one model's), by id.
     `POST`: add or replace predictions (project admins), a JSON array or JSON Lines of
@@ -206,11 +231,13 @@ class VectorList(APIView):
     vectors (project admins), a JSON array or JSON Lines of `VectorInSerializer` rows, all or
     nothing."""
 
+    @extend_schema(responses=VectorSummarySerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk)
         count = ItemVector.objects.filter(project=project).count()
         return Response(VectorSummarySerializer({"dim": project.vector_dim, "count": count}).data)
 
+    @extend_schema(**_upload_schema(VectorInSerializer))
     def post(self, request: Request, pk: int) -> Response:
         return _upload(request, pk, vectors_upload)
 
@@ -218,6 +245,7 @@ class VectorList(APIView):
 class ItemVectorDetail(APIView):
     """`GET items/<id>/vector/`: one item's vector (404 when it has none)."""
 
+    @extend_schema(responses=VectorSerializer)
     def get(self, request: Request, pk: int, item_pk: int) -> Response:
         item = access.get_item_for_user(request.user, pk, item_pk)
         row = ItemVector.objects.filter(item_id=item.pk).values_list("values", flat=True).first()
