@@ -49,7 +49,7 @@ from annotations.gold import reviews_for_model_disagreement
 from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
 from annotations.webhooks.events import model_version_data, webhook_event
 from annotations.webhooks.models import WebhookEvent
-from curation import cold_start, evaluation, ranking_write, versions
+from curation import cold_start, endpoint_ranking, evaluation, ranking_write, versions
 from curation.evaluation import eval_items_weave, eval_summary
 from curation.features import item_features
 from curation.featurizers import featurizer_for
@@ -70,6 +70,7 @@ __all__ = [
     "POOL_SAMPLE",
     "reseed",
     "RANKED",
+    "rank_by_endpoint",
     "TrainingResult",
     "forget_states",
     "eval_summary",
@@ -486,9 +487,13 @@ def _rank(
     of the regions no label covers yet (`_typical_head`). Then it ranks; while some class has
     no label, every other place of the head is such a typical item (the model cannot be
     uncertain about a class it has never seen). Nothing is written here; `_write_ranking` does
-    that at the end of the transaction.
+    that at the end of the transaction. While the project's prediction endpoint ranks the
+    queue, the head is its (`_endpoint_head`).
     """
     state.scores = None
+    by_endpoint = _endpoint_head(project, training, state, suggest=True)
+    if by_endpoint:
+        return eval_items_weave(project, training, by_endpoint, _rng)
     if not state.sample:  # a new worker's first run: it cannot rank an empty sample
         state.sample.refresh(project, state.featurizer, _rng)
     if not state.sample:
@@ -516,6 +521,43 @@ def _rank(
         order = _alternate(*pair)[:k]
     order = _weave_exploration(order, len(ids), training.exploration)
     return eval_items_weave(project, training, [ids[r] for r in order], _rng)
+
+
+def _endpoint_head(
+    project: Project, training: ProjectTraining, state: ProjectState, *, suggest: bool
+) -> list[int]:
+    """The head ranked by the prediction endpoint's probabilities (`curation.endpoint_ranking`)
+    with the exploration share of random candidates; empty unless the endpoint ranks and has
+    predicted some open item. With `suggest`, our model's guesses for the head go with it."""
+    if not endpoint_ranking.endpoint_ranks(project):
+        return []
+    ids, order = endpoint_ranking.endpoint_order(project, training.strategy, RANKED, _rng)
+    head = [ids[r] for r in _weave_exploration(order, len(ids), training.exploration)]
+    if suggest and head and state.learner.can_rank():
+        X, kept = item_features(project, state.featurizer, head)
+        if kept:
+            state.scores = (kept, state.learner.predict_proba(X))
+    return head
+
+
+def rank_by_endpoint(project_id: int) -> int:
+    """Rewrite the head of the queue from the endpoint's predictions just stored, without
+    training (`curation.endpoint_run`); returns the items ranked. Under the project's training
+    lock, so a training run and this never write the head at once; without evaluation items
+    (the next training run weaves them in, with the predictions they need)."""
+    with _run_in_progress():
+        project = Project.objects.filter(pk=project_id).first()
+        if project is None:
+            return 0
+        ProjectTraining.objects.get_or_create(project=project)
+        state = _state_for(project)
+        with state.lock, transaction.atomic():
+            training = ProjectTraining.objects.select_for_update(of=("self",)).get(project=project)
+            state.scores = None
+            head = _endpoint_head(project, training, state, suggest=False)
+            if head:
+                _write_ranking(project, head, state, None)
+        return len(head)
 
 
 def _sample_ids(state: ProjectState) -> list[int]:
@@ -593,7 +635,7 @@ def _weave_exploration(order: list[int], n: int, share: float) -> list[int]:
 
 
 def _write_ranking(
-    project: Project, ranked: Sequence[int], state: ProjectState, version: int
+    project: Project, ranked: Sequence[int], state: ProjectState, version: int | None
 ) -> None:
     """Give `ranked` priorities 2 → 1 in order; send other ranked items back to random [0, 1).
     Every item written gets the guess of model `version` when the run scored it, else keeps
