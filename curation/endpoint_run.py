@@ -9,14 +9,16 @@ rules, redirects checked, the endpoint's timeout, a capped answer), checked stri
 host>`, replacing the item's earlier endpoint prediction. A failure is recorded and ends the
 run; the next waits for the backoff (`annotations.prediction_endpoint.endpoint_failed`). When
 the endpoint reports a new model version, every item's prediction is out of date and is asked
-again, head first. After storing, the queue is ranked again if the endpoint ranks it.
+again, head first; with every item predicted, the head is asked again every
+`ENDPOINT_CHECK_SECONDS` to learn of one. After storing, the queue is ranked again if the
+endpoint ranks it.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -63,14 +65,33 @@ def items_to_predict(project: Project, model_name: str, limit: int) -> list[Item
     return items
 
 
+def _check_due(endpoint: PredictionEndpoint, now: datetime) -> bool:
+    """Time to ask again for the head of the queue, predicted already: the answer tells
+    whether the endpoint's model changed (`ENDPOINT_CHECK_SECONDS` after the last success)."""
+    last = endpoint.last_success_at
+    return last is None or now - last >= timedelta(seconds=settings.ENDPOINT_CHECK_SECONDS)
+
+
+def _head(project: Project, limit: int) -> list[Item]:
+    return list(
+        Item.objects.filter(project=project, needs_annotation=True).order_by("-priority", "id")[
+            :limit
+        ]
+    )
+
+
 def endpoint_due(project_id: int, now: datetime | None = None) -> bool:
-    """The endpoint is enabled, past its backoff, and some item lacks its current prediction."""
+    """The endpoint is enabled, past its backoff, and some item lacks its current prediction
+    (or the check for a new model version is due)."""
+    now = now or timezone.now()
     endpoint = PredictionEndpoint.objects.filter(project_id=project_id, enabled=True).first()
     if endpoint is None:
         return False
-    if endpoint.next_attempt_at is not None and endpoint.next_attempt_at > (now or timezone.now()):
+    if endpoint.next_attempt_at is not None and endpoint.next_attempt_at > now:
         return False
-    return bool(items_to_predict(endpoint.project, endpoint.model_name(), 1))
+    if items_to_predict(endpoint.project, endpoint.model_name(), 1):
+        return True
+    return _check_due(endpoint, now) and bool(_head(endpoint.project, 1))
 
 
 def _headers(endpoint: PredictionEndpoint) -> dict[str, str]:
@@ -111,6 +132,8 @@ def endpoint_run(
     while result.predicted < budget:
         wanted = min(endpoint.batch_size, budget - result.predicted)
         items = items_to_predict(project, endpoint.model_name(), wanted)
+        if not items and not result.batches and _check_due(endpoint, moment):
+            items = _head(project, wanted)  # predicted already: is the model still the same?
         if not items:
             break
         body, sent = request_body(project, items)
