@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by WhiteNoise: no CDN
     "channels",
     "annotations",
     "curation",
@@ -275,6 +277,30 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 100,
+    # The OpenAPI schema at /api/schema/ (annotations/api/schema.py says how to describe a view).
+    "DEFAULT_SCHEMA_CLASS": "annotations.api.schema.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "dataprepops API",
+    "DESCRIPTION": (
+        "Projects, items, annotations, review, data browser, analyses and dataset versions. "
+        "Authenticate with `Authorization: Token <token>` (POST username and password to "
+        "`/api/auth/token/`) or a logged-in session (then send the CSRF token on writes)."
+    ),
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs page need a login, like everything else.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ReviewStatusEnum": "annotations.models.Review.Status",
+        "AnalysisRunStatusEnum": "curation.dataset_models.AnalysisRun.Status",
+        "LabelIssueStatusEnum": "curation.dataset_models.LabelIssue.Status",
+    },
 }
 
 # Security. Secure cookies and HSTS whenever DEBUG is off; SECURE_SSL_REDIRECT is on by default

@@ -9,6 +9,7 @@ from annotations.api import (
     browse,
     bulk,
     dashboard,
+    docs,
     duplicates,
     review,
     tokens,
@@ -18,6 +19,8 @@ from annotations.api import (
 )
 
 urlpatterns = [
+    path("schema/", docs.schema_view, name="api-schema"),
+    path("docs/", docs.docs_view, name="api-docs"),
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
     path("projects/", views.ProjectList.as_view(), name="api-project-list"),
     path("projects/<int:pk>/", views.ProjectDetail.as_view(), name="api-project-detail"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -38,6 +40,15 @@ class WebhookSerializer(serializers.ModelSerializer):
             "created_at",
             "last_delivery_at",
         ]
+
+
+class WebhookSecretSerializer(WebhookSerializer):
+    """A hook with its signing secret: the answer to its creation or a secret rotation."""
+
+    secret = serializers.CharField(required=False, help_text="Only when made or rotated.")
+
+    class Meta(WebhookSerializer.Meta):
+        fields = [*WebhookSerializer.Meta.fields, "secret"]
 
 
 class WebhookWriteSerializer(serializers.Serializer):
@@ -99,11 +110,13 @@ class WebhookList(APIView):
     """GET: the project's hooks. POST {url, events, description}: add one (201, with its
     `secret`, shown this once)."""
 
+    @extend_schema(responses=WebhookSerializer(many=True))
     def get(self, request: Request, pk: int) -> Response:
         project = _project(request, pk)
         hooks = Webhook.objects.filter(project=project).order_by("id")
         return Response(WebhookSerializer(hooks, many=True).data)
 
+    @extend_schema(request=WebhookWriteSerializer, responses={201: WebhookSecretSerializer})
     def post(self, request: Request, pk: int) -> Response:
         project = _project(request, pk)
         body = WebhookWriteSerializer(data=request.data)
@@ -126,10 +139,15 @@ class WebhookList(APIView):
 class WebhookDetail(APIView):
     """GET one hook; PATCH {url, events, description, active, rotate_secret}; DELETE."""
 
+    @extend_schema(responses=WebhookSerializer)
     def get(self, request: Request, pk: int, hook_pk: int) -> Response:
         hook = _hook(_project(request, pk), hook_pk)
         return Response(WebhookSerializer(hook).data)
 
+    @extend_schema(
+        request=WebhookWriteSerializer,
+        responses=OpenApiResponse(WebhookSecretSerializer, description="`secret` if rotated."),
+    )
     def patch(self, request: Request, pk: int, hook_pk: int) -> Response:
         hook = _hook(_project(request, pk), hook_pk)
         body = WebhookWriteSerializer(data=request.data, partial=True)
@@ -145,6 +163,7 @@ class WebhookDetail(APIView):
             answer["secret"] = webhook_rotate_secret(hook)
         return Response(answer)
 
+    @extend_schema(responses={204: OpenApiResponse(description="Deleted.")})
     def delete(self, request: Request, pk: int, hook_pk: int) -> Response:
         webhook_delete(_hook(_project(request, pk), hook_pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -154,6 +173,10 @@ class WebhookDeliveries(APIView):
     """GET: the hook's newest deliveries (`limit`, default 50, at most 200), each with its body
     and every attempt (time, status code, latency, error)."""
 
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", OpenApiTypes.INT, description="1–200, default 50")],
+        responses=DeliverySerializer(many=True),
+    )
     def get(self, request: Request, pk: int, hook_pk: int) -> Response:
         hook = _hook(_project(request, pk), hook_pk)
         try:
