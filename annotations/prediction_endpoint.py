@@ -28,6 +28,7 @@ __all__ = [
     "endpoint_failed",
     "endpoint_of",
     "endpoint_save",
+    "endpoint_set_enabled",
     "endpoint_succeeded",
     "endpoint_url_check",
 ]
@@ -112,6 +113,28 @@ def endpoint_save(
 
             request_training_on_commit(project.pk)
     return endpoint
+
+
+def endpoint_set_enabled(endpoint: PredictionEndpoint, enabled: bool) -> PredictionEndpoint:
+    """Enable (the URL checked again) or disable the endpoint, keeping its other settings."""
+    if not enabled:
+        from curation.training_requests import request_training_on_commit
+
+        with transaction.atomic():
+            PredictionEndpoint.objects.filter(pk=endpoint.pk).update(
+                enabled=False, updated_at=timezone.now()
+            )
+            request_training_on_commit(endpoint.project_id)
+        endpoint.refresh_from_db()
+        return endpoint
+    return endpoint_save(
+        project=endpoint.project,
+        url=endpoint.url,
+        batch_size=endpoint.batch_size,
+        timeout_seconds=endpoint.timeout_seconds,
+        enabled=True,
+        rank_queue=endpoint.rank_queue,
+    )
 
 
 def endpoint_delete(project: Project) -> bool:

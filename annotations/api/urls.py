@@ -11,6 +11,7 @@ from annotations.api import (
     dashboard,
     docs,
     duplicates,
+    prediction_endpoint,
     review,
     tokens,
     versions,
@@ -136,6 +137,11 @@ urlpatterns = [
         "projects/<int:pk>/webhooks/<int:hook_pk>/deliveries/",
         webhooks.WebhookDeliveries.as_view(),
         name="api-webhook-deliveries",
+    ),
+    path(
+        "projects/<int:pk>/prediction-endpoint/",
+        prediction_endpoint.PredictionEndpointDetail.as_view(),
+        name="api-prediction-endpoint",
     ),
     path(
         "projects/<int:pk>/annotations/",
