@@ -76,8 +76,7 @@ def endpoint_save(
     user=None,
 ) -> PredictionEndpoint:
     """Create or replace the project's endpoint settings. `auth_header`: None keeps the stored
-    value, "" removes it. A changed URL, or enabling it again, clears the backoff and asks the
-    worker to start at once."""
+    value, "" removes it. Saving clears the backoff and asks the worker to start at once."""
     url = endpoint_url_check(url)
     batch_size = _bounded(batch_size, "batch_size", 1, BATCH_MAX)
     timeout_seconds = _bounded(timeout_seconds, "timeout_seconds", 1, TIMEOUT_MAX)
@@ -91,9 +90,6 @@ def endpoint_save(
         endpoint = PredictionEndpoint.objects.select_for_update().filter(project=project).first()
         if endpoint is None:
             endpoint = PredictionEndpoint(project=project, created_by=user)
-            restart = True
-        else:
-            restart = endpoint.url != url or (enabled and not endpoint.enabled)
         endpoint.url = url
         if auth_header is not None:
             endpoint.auth_header = auth_header
@@ -101,9 +97,9 @@ def endpoint_save(
         endpoint.timeout_seconds = timeout_seconds
         endpoint.enabled = bool(enabled)
         endpoint.rank_queue = bool(rank_queue)
-        if restart:
-            endpoint.consecutive_failures = 0
-            endpoint.next_attempt_at = None
+        # Whoever saves has likely fixed what failed (URL, token, server): try again now.
+        endpoint.consecutive_failures = 0
+        endpoint.next_attempt_at = None
         endpoint.save()
         if endpoint.enabled:
             _wake_on_commit(project.pk)

@@ -372,3 +372,31 @@ def test_the_request_body_is_what_the_docs_say(project, model):
     body = model.requests[0].body
     assert set(body) == {"project", "classes", "multi_label", "items"}
     assert json.dumps(body["items"][0], sort_keys=True).startswith('{"id": ')
+
+
+def test_the_example_server_in_the_docs_works(project, allow_private):
+    """docs/prediction-endpoint.md's example server, run as written (on a free port)."""
+    import re
+    import threading
+    from pathlib import Path
+
+    text = Path(__file__).resolve().parents[1].joinpath("docs", "prediction-endpoint.md")
+    blocks = re.findall(r"```python\n(.*?)```", text.read_text(), flags=re.S)
+    (code,) = [b for b in blocks if "ThreadingHTTPServer" in b]
+    code = code.replace('ThreadingHTTPServer(("0.0.0.0", 8500), Handler).serve_forever()', "")
+    namespace: dict = {}
+    exec(compile(code, "docs/prediction-endpoint.md", "exec"), namespace)  # noqa: S102
+    server = namespace["ThreadingHTTPServer"](("127.0.0.1", 0), namespace["Handler"])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        endpoint_save(project=project, url=url, auth_header="Bearer wrong")
+        assert "HTTP 401" in endpoint_run(project.pk).error
+        endpoint_save(project=project, url=url, auth_header="Bearer s3cret")
+        assert endpoint_run(project.pk).predicted == 20  # saving again ends the backoff
+        one = PreAnnotation.objects.filter(project=project).first()
+        assert one.model_name == "endpoint:uniform-1"
+        assert one.scores == {"positive": 0.333333, "negative": 0.333333, "neutral": 0.333333}
+    finally:
+        server.shutdown()
+        server.server_close()

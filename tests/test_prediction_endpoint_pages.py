@@ -95,9 +95,7 @@ def test_a_bad_setting_is_refused_with_what_and_where(
     assert not PredictionEndpoint.objects.exists()
 
 
-def test_the_page_saves_it_and_shows_the_status_without_the_header(
-    client, project, project_admin
-):
+def test_the_page_saves_it_and_shows_the_status_without_the_header(client, project, project_admin):
     client.force_login(project_admin)
     assert client.get(page(project)).status_code == 200
     response = client.post(
