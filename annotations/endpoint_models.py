@@ -44,6 +44,13 @@ class PredictionEndpoint(models.Model):
     last_latency_ms = models.PositiveIntegerField(null=True, blank=True, editable=False)
     items_predicted = models.PositiveBigIntegerField(default=0, editable=False)
     consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    caught_up_items = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The project's item count when a run last found every item predicted; "
+        "empty while items wait (the worker's cheap test for a run to do).",
+    )
     next_attempt_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="No call before then (the backoff)."
     )

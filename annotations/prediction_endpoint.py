@@ -24,6 +24,7 @@ __all__ = [
     "BATCH_MAX",
     "ENDPOINT_JOB",
     "TIMEOUT_MAX",
+    "endpoint_caught_up",
     "endpoint_delete",
     "endpoint_failed",
     "endpoint_of",
@@ -100,6 +101,7 @@ def endpoint_save(
         # Whoever saves has likely fixed what failed (URL, token, server): try again now.
         endpoint.consecutive_failures = 0
         endpoint.next_attempt_at = None
+        endpoint.caught_up_items = None
         endpoint.save()
         if endpoint.enabled:
             _wake_on_commit(project.pk)
@@ -165,6 +167,13 @@ def endpoint_succeeded(
         next_attempt_at=None,
     )
     endpoint.refresh_from_db()
+
+
+def endpoint_caught_up(endpoint: PredictionEndpoint, *, item_count: int | None) -> None:
+    """Record that a run found every item predicted while the project had `item_count` items
+    (None: items are left for the next run)."""
+    PredictionEndpoint.objects.filter(pk=endpoint.pk).update(caught_up_items=item_count)
+    endpoint.caught_up_items = item_count
 
 
 def endpoint_failed(

@@ -23,13 +23,17 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from annotations.endpoint_models import ENDPOINT_MODEL_PREFIX, PredictionEndpoint
 from annotations.models import Item, PreAnnotation, Project
 from annotations.preannotations import PredictionIn, predictions_save
-from annotations.prediction_endpoint import endpoint_failed, endpoint_succeeded
+from annotations.prediction_endpoint import (
+    endpoint_caught_up,
+    endpoint_failed,
+    endpoint_succeeded,
+)
 from curation.endpoint_protocol import EndpointAnswerError, answer_parse, request_body
 
 if TYPE_CHECKING:
@@ -54,14 +58,24 @@ def _current(project: Project, name: str):
     return PreAnnotation.objects.filter(item=OuterRef("pk"), model_name=name)
 
 
-def items_to_predict(project: Project, model_name: str, limit: int) -> list[Item]:
+def items_to_predict(
+    project: Project, model_name: str, limit: int, after: Item | None = None
+) -> list[Item]:
     """Up to `limit` items without a prediction under `model_name`: open items by queue
-    priority (the walk of item_queue_idx), then the others by id."""
+    priority (the walk of item_queue_idx), then the others by id; after `after` (the last item
+    of the run's previous batch) so a run walks the predicted head once, not once a batch."""
     missing = Item.objects.filter(project=project).exclude(Exists(_current(project, model_name)))
-    items = list(missing.filter(needs_annotation=True).order_by("-priority", "id")[:limit])
+    open_items = missing.filter(needs_annotation=True)
+    rest = missing.filter(needs_annotation=False)
+    if after is not None and after.needs_annotation:
+        open_items = open_items.filter(
+            Q(priority__lt=after.priority) | Q(priority=after.priority, id__gt=after.pk)
+        )
+    elif after is not None:
+        open_items, rest = open_items.none(), rest.filter(id__gt=after.pk)
+    items = list(open_items.order_by("-priority", "id")[:limit])
     if len(items) < limit:
-        rest = missing.filter(needs_annotation=False).order_by("id")
-        items += list(rest[: limit - len(items)])
+        items += list(rest.order_by("id")[: limit - len(items)])
     return items
 
 
@@ -81,15 +95,20 @@ def _head(project: Project, limit: int) -> list[Item]:
 
 
 def endpoint_due(project_id: int, now: datetime | None = None) -> bool:
-    """The endpoint is enabled, past its backoff, and some item lacks its current prediction
-    (or the check for a new model version is due)."""
+    """The endpoint is enabled, past its backoff, and the last run left items, the project's
+    items changed since, or the check for a new model version is due. A query or two: the
+    scheduler asks after every training run."""
     now = now or timezone.now()
-    endpoint = PredictionEndpoint.objects.filter(project_id=project_id, enabled=True).first()
+    endpoint = (
+        PredictionEndpoint.objects.filter(project_id=project_id, enabled=True)
+        .select_related("project")
+        .first()
+    )
     if endpoint is None:
         return False
     if endpoint.next_attempt_at is not None and endpoint.next_attempt_at > now:
         return False
-    if items_to_predict(endpoint.project, endpoint.model_name(), 1):
+    if endpoint.caught_up_items != endpoint.project.item_count:
         return True
     return _check_due(endpoint, now) and bool(_head(endpoint.project, 1))
 
@@ -129,13 +148,20 @@ def endpoint_run(
     project = endpoint.project
     budget = settings.ENDPOINT_ITEMS_PER_RUN if budget is None else budget
     classes = project.class_names().offered
+    after: Item | None = None
+    caught_up = False
     while result.predicted < budget:
         wanted = min(endpoint.batch_size, budget - result.predicted)
-        items = items_to_predict(project, endpoint.model_name(), wanted)
+        name = endpoint.model_name()
+        items = items_to_predict(project, name, wanted, after)
+        if not items and after is not None:
+            items = items_to_predict(project, name, wanted)  # a new version: from the top
         if not items and not result.batches and _check_due(endpoint, moment):
             items = _head(project, wanted)  # predicted already: is the model still the same?
         if not items:
+            caught_up = True
             break
+        after = items[-1]
         body, sent = request_body(project, items)
         if not sent:
             break  # only unreadable images left: nothing to ask
@@ -176,6 +202,11 @@ def endpoint_run(
             now=now,
         )
         result.predicted += len(sent)
+        if endpoint.model_name() != name:
+            after = None  # a new model version: every item again, head first
+    if not result.error:
+        item_count = Project.objects.filter(pk=project.pk).values_list("item_count", flat=True)
+        endpoint_caught_up(endpoint, item_count=item_count.first() if caught_up else None)
     if result.predicted and endpoint.rank_queue:
         from curation import trainer  # the learner's module: imported where it runs
 
