@@ -44,6 +44,12 @@ class PredictionEndpoint(models.Model):
     last_latency_ms = models.PositiveIntegerField(null=True, blank=True, editable=False)
     items_predicted = models.PositiveBigIntegerField(default=0, editable=False)
     consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    leased_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="A worker's run holds the endpoint until then (renewed each batch).",
+    )
     caught_up_items = models.PositiveIntegerField(
         null=True,
         blank=True,

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from annotations.endpoint_models import PredictionEndpoint
@@ -27,6 +27,8 @@ __all__ = [
     "endpoint_caught_up",
     "endpoint_delete",
     "endpoint_failed",
+    "endpoint_lease",
+    "endpoint_release",
     "endpoint_of",
     "endpoint_save",
     "endpoint_set_enabled",
@@ -167,6 +169,21 @@ def endpoint_succeeded(
         next_attempt_at=None,
     )
     endpoint.refresh_from_db()
+
+
+def endpoint_lease(endpoint: PredictionEndpoint, *, now: datetime, renew: bool = False) -> bool:
+    """Take (or, with `renew`, extend) the endpoint for one worker's run: longer than a batch
+    can take. False when another worker's run holds it: two workers never ask for the same
+    items at once, and a worker that died leaves it free once its lease ends."""
+    until = now + timedelta(seconds=endpoint.timeout_seconds + 60)
+    rows = PredictionEndpoint.objects.filter(pk=endpoint.pk)
+    if not renew:
+        rows = rows.filter(Q(leased_until__isnull=True) | Q(leased_until__lte=now))
+    return rows.update(leased_until=until) == 1
+
+
+def endpoint_release(endpoint: PredictionEndpoint) -> None:
+    PredictionEndpoint.objects.filter(pk=endpoint.pk).update(leased_until=None)
 
 
 def endpoint_caught_up(endpoint: PredictionEndpoint, *, item_count: int | None) -> None:

@@ -32,6 +32,8 @@ from annotations.preannotations import PredictionIn, predictions_save
 from annotations.prediction_endpoint import (
     endpoint_caught_up,
     endpoint_failed,
+    endpoint_lease,
+    endpoint_release,
     endpoint_succeeded,
 )
 from curation.endpoint_protocol import EndpointAnswerError, answer_parse, request_body
@@ -133,9 +135,8 @@ def endpoint_run(
     now: datetime | None = None,
 ) -> RunResult:
     """Predict up to `budget` items (`ENDPOINT_ITEMS_PER_RUN`) in batches; stop at the first
-    failure (recorded). Does nothing while the endpoint is disabled or backing off."""
-    from annotations import outbound_http  # the HTTP client: loaded by the worker only
-
+    failure (recorded). Does nothing while the endpoint is disabled, backing off, or in
+    another worker's run."""
     result = RunResult()
     endpoint = (
         PredictionEndpoint.objects.filter(project_id=project_id, enabled=True)
@@ -145,6 +146,30 @@ def endpoint_run(
     moment = now or timezone.now()
     if endpoint is None or (endpoint.next_attempt_at and endpoint.next_attempt_at > moment):
         return result
+    if not endpoint_lease(endpoint, now=moment):
+        return result  # another worker's run has it
+    try:
+        _run(endpoint, result, budget, transport, now, moment)
+    finally:
+        endpoint_release(endpoint)
+    if result.predicted and endpoint.rank_queue:
+        from curation import trainer  # the learner's module: imported where it runs
+
+        result.ranked = trainer.rank_by_endpoint(endpoint.project_id)
+    return result
+
+
+def _run(
+    endpoint: PredictionEndpoint,
+    result: RunResult,
+    budget: int | None,
+    transport: httpx.BaseTransport | None,
+    now: datetime | None,
+    moment: datetime,
+) -> None:
+    """The batches of one leased run (`endpoint_run`)."""
+    from annotations import outbound_http  # the HTTP client: loaded by the worker only
+
     project = endpoint.project
     budget = settings.ENDPOINT_ITEMS_PER_RUN if budget is None else budget
     classes = project.class_names().offered
@@ -162,6 +187,7 @@ def endpoint_run(
             caught_up = True
             break
         after = items[-1]
+        endpoint_lease(endpoint, now=timezone.now(), renew=True)
         body, sent = request_body(project, items)
         if not sent:
             break  # only unreadable images left: nothing to ask
@@ -207,11 +233,6 @@ def endpoint_run(
     if not result.error:
         item_count = Project.objects.filter(pk=project.pk).values_list("item_count", flat=True)
         endpoint_caught_up(endpoint, item_count=item_count.first() if caught_up else None)
-    if result.predicted and endpoint.rank_queue:
-        from curation import trainer  # the learner's module: imported where it runs
-
-        result.ranked = trainer.rank_by_endpoint(project.pk)
-    return result
 
 
 def _store(

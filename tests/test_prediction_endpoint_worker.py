@@ -5,14 +5,19 @@ which asks the model server on a consumer instance of its own and ranks the queu
 from __future__ import annotations
 
 import asyncio
+import threading
+from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers, get_channel_layer
+from django.db import connection
+from django.utils import timezone
 
 from annotations.models import Item, PreAnnotation, PredictionEndpoint
 from annotations.prediction_endpoint import endpoint_save
 from curation import jobs, worker
+from curation.endpoint_run import endpoint_run
 from dataprep_site.env import channel_layers_for
 from tests.model_server import start_model_server
 
@@ -70,3 +75,33 @@ async def test_saving_the_endpoint_wakes_the_worker_which_predicts_and_ranks(
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await database_sync_to_async(jobs.wait_for_jobs)(10)
+
+
+def test_two_runs_at_once_never_ask_for_the_same_items(project, model):
+    """Two workers start a run together (the server holds each answer back): one takes the
+    endpoint, the other finds it leased and does nothing."""
+    endpoint_save(project=project, url=model.url, batch_size=10)
+    model.delays = [0.5, 0.5]
+    results = []
+
+    def run() -> None:
+        try:
+            results.append(endpoint_run(project.pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.predicted for r in results) == [0, 20]
+    asked = [i["id"] for r in model.requests for i in r.body["items"]]
+    assert len(asked) == len(set(asked)) == 20
+    assert PredictionEndpoint.objects.get(project=project).leased_until is None
+    # A run that died holding the lease: the next waits for its end, then goes.
+    PredictionEndpoint.objects.update(leased_until=timezone.now() + timedelta(minutes=5))
+    Item.objects.create(project=project, external_id="late", text="one more review")
+    PredictionEndpoint.objects.update(caught_up_items=None)
+    assert endpoint_run(project.pk).batches == 0
+    assert endpoint_run(project.pk, now=timezone.now() + timedelta(minutes=6)).predicted == 1
