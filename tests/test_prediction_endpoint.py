@@ -400,3 +400,25 @@ def test_the_example_server_in_the_docs_works(project, allow_private):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_multi_label_scores_are_independent_and_rank_by_the_least_decided_class(
+    db, annotator, model
+):
+    from annotations.models import Membership
+    from annotations.services import project_create
+    from tests.conftest import add_text_items
+
+    project = project_create(name="Topics", classes=["sport", "music"], labeling_mode="multi")
+    add_text_items(project, [f"text {i}" for i in range(6)])
+    Membership.objects.create(project=project, user=annotator, role=Membership.Role.ANNOTATOR)
+    no_exploration(project)
+    scores = {"t4": {"sport": 0.95, "music": 0.5}}  # sure of sport, undecided on music
+    model.scores = lambda item, classes: scores.get(item["id"], {"sport": 0.9, "music": 0.97})
+    configure(project, model.url)
+    endpoint_run(project.pk)
+    assert model.requests[0].body["multi_label"] is True
+    t4 = stored(project)["t4"]
+    assert t4.labels == ["sport", "music"] and t4.scores == {"sport": 0.95, "music": 0.5}
+    assert stored(project)["t0"].labels == ["sport", "music"]
+    assert served(project, annotator, 1) == ["t4"]
