@@ -8,12 +8,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access
+from annotations.api.refusals import refused
 from annotations.endpoint_models import PredictionEndpoint
 from annotations.models import Project
 from annotations.prediction_endpoint import (
@@ -88,10 +88,6 @@ def _project(request: Request, pk: int) -> Project:
     return access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
 
 
-def _refused(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
-
-
 class PredictionEndpointDetail(APIView):
     """GET the endpoint (404 when none); PUT {url, auth_header, batch_size, timeout_seconds,
     enabled, rank_queue}: create or replace it (the URL checked now); DELETE it."""
@@ -113,7 +109,7 @@ class PredictionEndpointDetail(APIView):
         try:
             endpoint = endpoint_save(project=project, user=request.user, **body.validated_data)
         except DjangoValidationError as exc:
-            raise _refused(exc) from exc
+            raise refused(exc) from exc
         return Response(PredictionEndpointSerializer(endpoint).data)
 
     @extend_schema(responses={204: OpenApiResponse(description="Deleted.")})

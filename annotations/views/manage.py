@@ -14,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from annotations import access
@@ -171,10 +172,18 @@ class MemberChangeForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, required=False)
 
 
+def _members_page(project: Project, setup: bool) -> HttpResponse:
+    """Back to the members page, still showing the set-up steps when it was opened with them."""
+    url = reverse("project_members", args=[project.pk])
+    return redirect(url + "?setup=1" if setup else url)
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 def project_members(request: HttpRequest, pk: int) -> HttpResponse:
     project = _manage(request, pk)
+    # The last step of setting up a new project (`views.new_project`).
+    setup = request.GET.get("setup") == "1"
     add_form = MemberAddForm(prefix="add")
     errors: list[str] = []
     if request.method == "POST":
@@ -196,7 +205,7 @@ def project_members(request: HttpRequest, pk: int) -> HttpResponse:
                         f"Added {member.user.get_username()} as "
                         f"{member.get_role_display().lower()}.",
                     )
-                    return redirect("project_members", pk=project.pk)
+                    return _members_page(project, setup)
         elif action in ("role", "remove"):
             change = MemberChangeForm(request.POST)
             if change.is_valid():
@@ -206,7 +215,7 @@ def project_members(request: HttpRequest, pk: int) -> HttpResponse:
                     pk=change.cleaned_data["membership"],
                 )
                 try:
-                    return _change_member(request, project, membership, action, change)
+                    return _change_member(request, project, membership, action, change, setup)
                 except ValidationError as exc:
                     errors = exc.messages
             else:
@@ -226,6 +235,7 @@ def project_members(request: HttpRequest, pk: int) -> HttpResponse:
             "roles": Role.choices,
             "errors": errors,
             "tab": "members",
+            "setup": setup,
         },
         status=400 if request.method == "POST" else 200,
     )
@@ -237,6 +247,7 @@ def _change_member(
     membership: Membership,
     action: str,
     form: MemberChangeForm,
+    setup: bool,
 ) -> HttpResponse:
     name = membership.user.get_username()
     yourself = membership.user_id == request.user.pk
@@ -244,7 +255,7 @@ def _change_member(
         membership_remove(membership=membership)
         messages.success(request, f"Removed {name} from the project.")
         # Removing yourself leaves nothing here you may open.
-        return redirect("project_list") if yourself else redirect("project_members", pk=project.pk)
+        return redirect("project_list") if yourself else _members_page(project, setup)
     role = form.cleaned_data["role"]
     if not role:
         raise ValidationError("Choose a role.")
@@ -252,7 +263,7 @@ def _change_member(
     messages.success(request, f"{name} is now {membership.get_role_display().lower()}.")
     if yourself and role != Role.ADMIN:
         return redirect("project_detail", pk=project.pk)
-    return redirect("project_members", pk=project.pk)
+    return _members_page(project, setup)
 
 
 # --- Assignments ------------------------------------------------------------------------------
