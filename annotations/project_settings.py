@@ -32,7 +32,7 @@ PROJECT_FIELDS = (
     "consensus",
     "quality_threshold",
 )
-TRAINING_FIELDS = ("strategy", "exploration", "eval_share", "suggestions")
+TRAINING_FIELDS = ("strategy", "exploration", "eval_share", "suggestions", "suggestion_source")
 # Dataset versions (`curation.dataset_versions`): kept on the same row.
 VERSION_FIELDS = ("snapshot_every", "split_validation", "split_test", "split_stratified")
 # Changing these changes which items go to review and what their gold label is.

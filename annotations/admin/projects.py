@@ -93,7 +93,7 @@ class LabelClassInline(admin.TabularInline):
 class ProjectTrainingInline(admin.StackedInline):
     model = ProjectTraining
     verbose_name = verbose_name_plural = "model in the loop"
-    fields = ["strategy", "exploration", "eval_share", "suggestions"]
+    fields = ["strategy", "exploration", "eval_share", "suggestions", "suggestion_source"]
     can_delete = False
     max_num = 1
 

@@ -7,6 +7,8 @@ a refused one renders the page again with the errors and status 400.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -86,6 +88,14 @@ class ProjectSettingsForm(forms.ModelForm):
 class TrainingSettingsForm(forms.ModelForm):
     FIELDS = (*TRAINING_FIELDS, *VERSION_FIELDS)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Added later than the others: a form (or script) that does not send it keeps it.
+        self.fields["suggestion_source"].required = False
+
+    def clean_suggestion_source(self) -> str:
+        return self.cleaned_data["suggestion_source"] or self.instance.suggestion_source
+
     class Meta:
         model = ProjectTraining
         fields = [*TRAINING_FIELDS, *VERSION_FIELDS]
@@ -94,6 +104,7 @@ class TrainingSettingsForm(forms.ModelForm):
             "exploration": "Exploration share",
             "eval_share": "Evaluation share",
             "suggestions": "Model suggestions",
+            "suggestion_source": "Suggestion source",
             "snapshot_every": "Save a version every N gold labels",
             "split_validation": "Validation share",
             "split_test": "Test share",
