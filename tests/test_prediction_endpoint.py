@@ -422,3 +422,21 @@ def test_multi_label_scores_are_independent_and_rank_by_the_least_decided_class(
     assert t4.labels == ["sport", "music"] and t4.scores == {"sport": 0.95, "music": 0.5}
     assert stored(project)["t0"].labels == ["sport", "music"]
     assert served(project, annotator, 1) == ["t4"]
+
+
+def test_the_endpoints_guess_is_suggested_on_the_annotate_page_until_our_model_has_one(
+    client, project, annotator, model, data_dir
+):
+    from django.urls import reverse
+
+    from curation.suggest import suggestions_for
+
+    configure(project, model.url)
+    endpoint_run(project.pk)
+    items = list(Item.objects.filter(project=project, needs_annotation=True)[:5])
+    _, shown = suggestions_for(project, items)
+    assert shown and all(s["model"] == "endpoint:v1" for s in shown.values())
+    assert all(s["labels"] == ["positive"] for s in shown.values())
+    client.force_login(annotator)
+    page = client.get(reverse("annotate", args=[project.pk])).content.decode()
+    assert "endpoint:v1: <b>positive</b> 90%" in page
