@@ -353,6 +353,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
             "count": count,
             "last_change": last_change,
             "ranked": len(ranked),
+            "ranked_by": "endpoint" if state.ranked_by_endpoint else "model",
             "pool_sample": state.sample.size(),
         }
         version = versions.version_save(
@@ -504,6 +505,7 @@ def _rank(
     """
     state.scores = None
     by_endpoint = _endpoint_head(project, training, state, suggest=True)
+    state.ranked_by_endpoint = bool(by_endpoint)
     if by_endpoint:
         return eval_items_weave(project, training, by_endpoint, _rng)
     by_predictions: list[int] = []

@@ -19,7 +19,7 @@ from annotations.imports import import_image_folder
 from annotations.models import Item, PreAnnotation, PredictionEndpoint, Project
 from annotations.prediction_endpoint import endpoint_save
 from annotations.queue import next_items
-from curation import jobs
+from curation import jobs, trainer
 from curation.endpoint_run import endpoint_due, endpoint_run
 from curation.models import ProjectTraining
 from curation.services import train_project_once
@@ -440,3 +440,18 @@ def test_the_endpoints_guess_is_suggested_on_the_annotate_page_until_our_model_h
     client.force_login(annotator)
     page = client.get(reverse("annotate", args=[project.pk])).content.decode()
     assert "endpoint:v1: <b>positive</b> 90%" in page
+
+
+def test_the_annotate_page_says_the_endpoint_ranks_the_queue(client, project, annotator, model):
+    from django.urls import reverse
+
+    configure(project, model.url)
+    endpoint_run(project.pk)
+    for external_id, name in (("t0", "positive"), ("t1", "negative")):
+        item = Item.objects.get(project=project, external_id=external_id)
+        submit_handed_out(item=item, annotator=annotator, labels=[name], client_uuid=uuid.uuid4())
+    result = trainer.train(project.pk)
+    assert result.announced["ranked_by"] == "endpoint"
+    client.force_login(annotator)
+    page = client.get(reverse("annotate", args=[project.pk])).content.decode()
+    assert "The queue is ranked by your prediction endpoint" in page
