@@ -26,8 +26,11 @@ from django.utils import timezone
 from PIL import Image
 
 from annotations.models import Item, ItemLease, Membership, Project, Review
+from annotations.preannotations import parse_vector, vectors_save
 from annotations.review import review_flag
 from annotations.services import project_set_overlap
+from annotations.webhooks.models import Webhook
+from annotations.webhooks.services import webhook_create
 from curation.dashboard_models import DashboardState
 from curation.dataset_versions import version_create
 from tests.conftest import submit_handed_out
@@ -179,6 +182,20 @@ EXPECT: dict[str, Rule] = {
     # The record of those actions
     "project_item_actions": Rule(GET, REVIEWER_UP),
     "api-item-action-log": Rule(GET, REVIEWER_UP),
+    # The API's own description: for anyone logged in (it names no project's data)
+    "api-schema": Rule(GET, LOGGED_IN),
+    "api-docs": Rule(GET, LOGGED_IN),
+    # Predictions and vectors from a team's models: members read, project admins write
+    "api-prediction-list": Rule(
+        frozenset({"GET", "POST", "DELETE"}), ANY_MEMBER, writers=ADMIN_ONLY
+    ),
+    "api-vector-list": Rule(GET_POST, ANY_MEMBER, writers=ADMIN_ONLY),
+    "api-item-vector": Rule(GET, ANY_MEMBER),
+    # Webhooks: project admins only (their secrets and targets)
+    "project_webhooks": Rule(GET_POST, ADMIN_ONLY),
+    "api-webhook-list": Rule(GET_POST, ADMIN_ONLY),
+    "api-webhook-detail": Rule(frozenset({"GET", "PATCH", "DELETE"}), ADMIN_ONLY),
+    "api-webhook-deliveries": Rule(GET, ADMIN_ONLY),
 }
 
 # Prefixes of routes tested elsewhere or not views of this app.
@@ -239,6 +256,7 @@ class World:
     other_item: Item  # an item of another project
     users: dict[str, object]
     review: Review  # `item`, flagged for review
+    hook: Webhook  # a webhook of `project`
 
 
 KWARG_FILLERS: dict[str, Callable[[World], object]] = {
@@ -255,6 +273,7 @@ KWARG_FILLERS: dict[str, Callable[[World], object]] = {
     "plot": lambda w: "progress",  # a dashboard plot
     "class_id": lambda w: w.project.label_classes.get(name="positive").pk,  # in use
     "user_id": lambda w: w.users["annotator"].pk,  # a member
+    "hook_pk": lambda w: w.hook.pk,
 }
 # Fillers a Rule can name in `kwargs` (e.g. {"pk": "item"} for a route whose pk is an item).
 NAMED_FILLERS: dict[str, Callable[[World], object]] = {
@@ -282,6 +301,7 @@ def world(
     superuser,
 ):
     settings.MEDIA_ROOT = tmp_path
+    settings.WEBHOOKS_ALLOW_PRIVATE = True  # the hook's documentation address (no DNS)
     item = Item(project=project, external_id="pic", text="an image item", image_format="PNG")
     item.image_width, item.image_height = 4, 3
     item.image.save("pic.png", ContentFile(png_bytes()), save=False)
@@ -300,6 +320,7 @@ def world(
         expires_at=now + timedelta(hours=1),
     )
     review = review_flag(item=item, user=project_admin, note="check the crop")
+    vectors_save(project, [(item.pk, parse_vector([0.5, 0.25]))])
     settings.DATA_DIR = tmp_path
     version_create(project, name="v1")
     # A plot as the worker stores it (rendering the dashboard here would slow every case).
@@ -323,6 +344,9 @@ def world(
             "site_admin": superuser,
         },
         review=review,
+        hook=webhook_create(
+            project=project, url="https://203.0.113.7/h", events=["review.decided"]
+        ),
     )
 
 
@@ -351,7 +375,8 @@ def request(client: Client, method: str, url: str):
 
 
 def is_api(url: str) -> bool:
-    return url.startswith("/api/")
+    """A route of the API proper (the docs page is a page: anonymous goes to the login)."""
+    return url.startswith("/api/") and url != "/api/docs/"
 
 
 def describe(response) -> str:
