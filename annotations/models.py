@@ -556,6 +556,7 @@ class ReviewEvent(models.Model):
 
 # The bulk actions' records live in their own module (this one stays under ~600 lines).
 from annotations.action_models import DeletedItem, ItemAction, ItemRelabel  # noqa: E402, F401
+from annotations.endpoint_models import PredictionEndpoint  # noqa: E402, F401
 from annotations.preannotation_models import ItemVector, PreAnnotation  # noqa: E402, F401
 
 # Webhooks: their own module too.

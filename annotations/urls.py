@@ -11,6 +11,7 @@ from annotations.views import (
     manage,
     media,
     new_project,
+    prediction_endpoint,
     projects,
     quality,
     review,
@@ -99,4 +100,9 @@ urlpatterns = [
     path("<int:pk>/members/", manage.project_members, name="project_members"),
     path("<int:pk>/assignments/", manage.project_assignments, name="project_assignments"),
     path("<int:pk>/webhooks/", webhooks.project_webhooks, name="project_webhooks"),
+    path(
+        "<int:pk>/prediction-endpoint/",
+        prediction_endpoint.project_prediction_endpoint,
+        name="project_prediction_endpoint",
+    ),
 ]

@@ -28,7 +28,8 @@ from django.db import close_old_connections
 
 from annotations.events import project_group, publish
 from annotations.models import Project
-from curation import analysis_runs, consensus, dashboard, dataset_versions, trainer
+from annotations.prediction_endpoint import ENDPOINT_JOB
+from curation import analysis_runs, consensus, dashboard, dataset_versions, endpoint_run, trainer
 from curation.analysis_runs import ANALYSIS
 from curation.dataset_versions import VERSIONS
 from curation.feature_choice import feature_set_update
@@ -42,6 +43,7 @@ __all__ = [
     "CONSENSUS",
     "CV_GROWTH",
     "DASHBOARD",
+    "ENDPOINT",
     "ESTIMATE",
     "JOB_TYPES",
     "VERSIONS",
@@ -57,7 +59,9 @@ __all__ = [
 ESTIMATE = "training.estimate"
 CONSENSUS = "training.consensus"
 DASHBOARD = "training.dashboard"
-JOB_TYPES = frozenset({ESTIMATE, CONSENSUS, ANALYSIS, VERSIONS, DASHBOARD})
+#: Predictions from the project's own model server (`curation.endpoint_run`).
+ENDPOINT = ENDPOINT_JOB
+JOB_TYPES = frozenset({ESTIMATE, CONSENSUS, ANALYSIS, VERSIONS, DASHBOARD, ENDPOINT})
 
 #: Cross-validated accuracy is recomputed when the labels grew by this share since the last
 #: estimate (five refits: the cost grows with the labels, so the runs thin out geometrically).
@@ -109,6 +113,8 @@ def due_jobs(project_id: int) -> list[str]:
         kinds.append(VERSIONS)
     if dashboard.dashboard_due(project):
         kinds.append(DASHBOARD)
+    if endpoint_run.endpoint_due(project_id):
+        kinds.append(ENDPOINT)
     return kinds
 
 
@@ -161,6 +167,7 @@ def jobs_status(project: Project) -> dict[str, str]:
         "data analyses": "due" if ANALYSIS in due else "done",
         "dataset versions": "due" if VERSIONS in due else "done",
         "dashboard": "due" if DASHBOARD in due else "done",
+        "prediction endpoint": "due" if ENDPOINT in due else "done",
     }
 
 
@@ -208,6 +215,7 @@ def job_run(message: dict[str, Any]) -> None:
             ANALYSIS: _analyses,
             VERSIONS: versions_work,
             DASHBOARD: _dashboard,
+            ENDPOINT: _endpoint,
         }[kind]
         done = runner(project_id)
         logger.info(
@@ -356,6 +364,12 @@ def _dashboard(project_id: int) -> bool:
         return False
     dashboard.dashboard_refresh(project)
     return True
+
+
+def _endpoint(project_id: int) -> bool:
+    """Ask the project's prediction endpoint for the items it has not predicted (a failure is
+    recorded on the endpoint and retried after the backoff)."""
+    return endpoint_run.endpoint_run(project_id).batches > 0
 
 
 def _announce_version(version: DatasetVersion) -> None:

@@ -57,7 +57,8 @@ def announcement(
     """The "model.updated" event: everything the annotate page shows about the model.
 
     `cold`: some class has no label yet, so the page shows no suggestion (`curation.suggest`);
-    `ranking`: the model ranks the queue (two classes have labels); `needs`: `class_needs`.
+    `ranking`: the model ranks the queue (two classes have labels); `ranked_by`: "endpoint"
+    while the project's prediction endpoint ranks it instead; `needs`: `class_needs`.
     Versions saved before `ranking` and `needs` existed were cold until 3 labels a class.
     """
     metrics = version.metrics or {}
@@ -70,6 +71,7 @@ def announcement(
         "estimated_accuracy": version.estimated_accuracy,
         "cold": cold,
         "ranking": bool(metrics.get("ranking", not cold)),
+        "ranked_by": metrics.get("ranked_by", "model"),
         "needs": metrics.get("needs", []),
         # Evaluation items are scored only by training runs, so the version's copy is current.
         "eval": metrics.get("eval") or eval_summary(project),

@@ -49,7 +49,14 @@ from annotations.gold import reviews_for_model_disagreement
 from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
 from annotations.webhooks.events import model_version_data, webhook_event
 from annotations.webhooks.models import WebhookEvent
-from curation import cold_start, evaluation, prediction_ranking, ranking_write, versions
+from curation import (
+    cold_start,
+    endpoint_ranking,
+    evaluation,
+    prediction_ranking,
+    ranking_write,
+    versions,
+)
 from curation.evaluation import eval_items_weave, eval_summary
 from curation.features import item_features
 from curation.learner import IncrementalLearner
@@ -71,6 +78,7 @@ __all__ = [
     "POOL_SAMPLE",
     "reseed",
     "RANKED",
+    "rank_by_endpoint",
     "TrainingResult",
     "forget_states",
     "eval_summary",
@@ -345,6 +353,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
             "count": count,
             "last_change": last_change,
             "ranked": len(ranked),
+            "ranked_by": "endpoint" if state.ranked_by_endpoint else "model",
             "pool_sample": state.sample.size(),
         }
         version = versions.version_save(
@@ -491,9 +500,14 @@ def _rank(
     no label, every other place of the head is such a typical item (the model cannot be
     uncertain about a class it has never seen). While some class has no label, items with an
     imported prediction come first, least sure first (`curation.prediction_ranking`). Nothing
-    is written here; `_write_ranking` does that at the end of the transaction.
+    is written here; `_write_ranking` does that at the end of the transaction. While the
+    project's prediction endpoint ranks the queue, the head is its (`_endpoint_head`).
     """
     state.scores = None
+    by_endpoint = _endpoint_head(project, training, state, suggest=True)
+    state.ranked_by_endpoint = bool(by_endpoint)
+    if by_endpoint:
+        return eval_items_weave(project, training, by_endpoint, _rng)
     by_predictions: list[int] = []
     if state.learner.unseen_classes():
         # Until our model has seen every class, a team's own predictions know better: their
@@ -569,7 +583,10 @@ def _rank_by_predictions_only(
     project: Project, training: ProjectTraining, state: ProjectState
 ) -> None:
     """Before the first label: rank the queue by the imported predictions, once per change of
-    them (an upload asks for a run). No evaluation items yet: there is no model to test."""
+    them (an upload asks for a run). No evaluation items yet: there is no model to test. Not
+    while the prediction endpoint ranks the queue: its runs write the head themselves."""
+    if endpoint_ranking.endpoint_ranks(project):
+        return
     seen = prediction_ranking.predictions_fingerprint(project)
     if seen is None or seen == state.predictions_ranked:
         return
@@ -577,6 +594,43 @@ def _rank_by_predictions_only(
     if head:
         _write_ranking(project, head, state, None)
     state.predictions_ranked = seen
+
+
+def _endpoint_head(
+    project: Project, training: ProjectTraining, state: ProjectState, *, suggest: bool
+) -> list[int]:
+    """The head ranked by the prediction endpoint's probabilities (`curation.endpoint_ranking`)
+    with the exploration share of random candidates; empty unless the endpoint ranks and has
+    predicted some open item. With `suggest`, our model's guesses for the head go with it."""
+    if not endpoint_ranking.endpoint_ranks(project):
+        return []
+    ids, order = endpoint_ranking.endpoint_order(project, training.strategy, RANKED, _rng)
+    head = [ids[r] for r in weave_exploration(order, len(ids), training.exploration, _rng)]
+    if suggest and head and state.learner.can_rank():
+        X, kept = item_features(project, state.featurizer, head)
+        if kept:
+            state.scores = (kept, state.learner.predict_proba(X))
+    return head
+
+
+def rank_by_endpoint(project_id: int) -> int:
+    """Rewrite the head of the queue from the endpoint's predictions just stored, without
+    training (`curation.endpoint_run`); returns the items ranked. Under the project's training
+    lock, so a training run and this never write the head at once; without evaluation items
+    (the next training run weaves them in, with the predictions they need)."""
+    with _run_in_progress():
+        project = Project.objects.filter(pk=project_id).first()
+        if project is None:
+            return 0
+        ProjectTraining.objects.get_or_create(project=project)
+        state = _state_for(project)
+        with state.lock, transaction.atomic():
+            training = ProjectTraining.objects.select_for_update(of=("self",)).get(project=project)
+            state.scores = None
+            head = _endpoint_head(project, training, state, suggest=False)
+            if head:
+                _write_ranking(project, head, state, None)
+        return len(head)
 
 
 def _sample_ids(state: ProjectState) -> list[int]:

@@ -49,6 +49,8 @@ class ProjectState:
     # The imported predictions (count, latest change) the queue was last ranked by, before any
     # label (`curation.prediction_ranking`).
     predictions_ranked: Any = None
+    # Whether the last run's head came from the project's prediction endpoint (`curation.trainer`).
+    ranked_by_endpoint: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

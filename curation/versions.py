@@ -159,6 +159,8 @@ def version_save(
         "needs": class_needs(learner.classes, learner.label_counts),
         "pool_sample": facts["pool_sample"],
         "ranked": facts["ranked"],
+        # Who ranked the head: our model, or the project's prediction endpoint.
+        "ranked_by": facts.get("ranked_by", "model"),
         "eval": eval_summary(project),
         "timings_ms": dict(clock.laps),
         "cpu_ms": dict(clock.cpu_laps),

@@ -15,8 +15,8 @@ consumer: it sweeps the database for projects whose model lags behind their labe
 and every `TRAINING_SWEEP_SECONDS`, whatever the channel layer does; it rides out a channel layer
 that goes away (a Redis restart) by retrying with backoff, logging the outage once; and it runs
 the follow-up jobs of a training run (`curation.jobs`: the accuracy estimate, the weighted
-consensus, the data analyses, dataset versions, the dashboard) as messages to its own consumer,
-beside the training requests. It also delivers the webhooks' outbox
+consensus, the data analyses, dataset versions, the dashboard, the prediction endpoint's runs)
+as messages to its own consumer, beside the training requests. It also delivers the webhooks' outbox
 (`annotations.webhooks.delivery`) on a consumer instance of their own, when an event wakes it
 and every `WEBHOOKS_POLL_SECONDS` for the retries that fall due.
 
@@ -44,6 +44,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from threadpoolctl import threadpool_limits
 
+from annotations.endpoint_models import PredictionEndpoint
 from annotations.queue import purge_expired_leases
 from annotations.webhooks.events import DELIVER as WEBHOOKS
 from curation import dashboard, dataset_versions, jobs, services, trainer
@@ -254,6 +255,7 @@ def sweep() -> list[int]:
             *services.analysed_projects(),
             *dataset_versions.projects_with_pending_versions(),
             *dashboard.projects_dashboard_due(),
+            *PredictionEndpoint.objects.filter(enabled=True).values_list("project_id", flat=True),
         }
     ):
         jobs.jobs_schedule(project_id)
@@ -322,6 +324,9 @@ class TrainingConsumer(AsyncConsumer):
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
     async def training_dashboard(self, message: dict[str, Any]) -> None:
+        await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
+
+    async def training_endpoint(self, message: dict[str, Any]) -> None:
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
     async def training_webhooks(self, message: dict[str, Any]) -> None:
@@ -475,6 +480,8 @@ class TrainingWorker(Worker):
             kind = "webhooks"
         elif message["type"] in (jobs.ANALYSIS, jobs.VERSIONS):  # long: not before the estimate
             kind = "analyses"
+        elif message["type"] == jobs.ENDPOINT:  # a slow model server holds up nothing else
+            kind = "endpoint"
         else:
             kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
         scope = {"type": "channel", "channel": TRAINING_CHANNEL}

@@ -186,6 +186,24 @@ for _name in ("WEBHOOKS_TIMEOUT_SECONDS", "WEBHOOKS_MAX_ATTEMPTS", "WEBHOOKS_POL
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name}={globals()[_name]}: use a number, at least 1.")
 
+# A project's prediction endpoint (docs/prediction-endpoint.md): called by the training worker
+# under the webhooks' SSRF rules above. Items predicted per run at most (the rest in the next
+# runs, every TRAINING_SWEEP_SECONDS), the largest answer read, the largest image sent (bigger
+# ones are scaled down), and how often the head of the queue is asked again once every item is
+# predicted (the answer says whether the endpoint's model version changed).
+ENDPOINT_ITEMS_PER_RUN = env_int("ENDPOINT_ITEMS_PER_RUN", 2000)
+ENDPOINT_CHECK_SECONDS = env_int("ENDPOINT_CHECK_SECONDS", 600)
+ENDPOINT_MAX_RESPONSE_BYTES = env_int("ENDPOINT_MAX_RESPONSE_BYTES", 8 * 1024 * 1024)
+ENDPOINT_IMAGE_MAX_BYTES = env_int("ENDPOINT_IMAGE_MAX_BYTES", 512 * 1024)
+for _name in (
+    "ENDPOINT_ITEMS_PER_RUN",
+    "ENDPOINT_CHECK_SECONDS",
+    "ENDPOINT_MAX_RESPONSE_BYTES",
+    "ENDPOINT_IMAGE_MAX_BYTES",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name}={globals()[_name]}: use a number, at least 1.")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from annotations import queue
-from annotations.models import Membership, Review
+from annotations.models import Membership, PredictionEndpoint, Review
 from annotations.services import annotation_submit, project_set_overlap
 from annotations.webhooks import safety as webhook_safety
 from annotations.webhooks.models import Webhook
@@ -49,7 +49,7 @@ EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "10"))
 
 class Seeded:
     """A project with items, answers that disagree (so reviews and gold labels exist), a
-    dataset version, a webhook, and a token per role."""
+    dataset version, a webhook, a prediction endpoint, and a token per role."""
 
     def __init__(self, project) -> None:
         self.project = project_set_overlap(project, 2)
@@ -77,6 +77,9 @@ class Seeded:
             project=self.project, url="https://hooks.example.test/in", events=[], secret="s" * 32
         )
         self.hooks = [hook.pk]
+        PredictionEndpoint.objects.create(
+            project=self.project, url="https://models.example.test/predict", auth_header="x" * 20
+        )
         self.tokens = {n: AuthToken.objects.create(user=u)[1] for n, u in self.users.items()}
 
     def aim(self, case) -> None:

@@ -25,7 +25,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 from PIL import Image
 
-from annotations.models import Item, ItemLease, Membership, Project, Review
+from annotations.models import Item, ItemLease, Membership, PredictionEndpoint, Project, Review
 from annotations.preannotations import parse_vector, vectors_save
 from annotations.review import review_flag
 from annotations.services import project_set_overlap
@@ -196,6 +196,8 @@ EXPECT: dict[str, Rule] = {
     "api-webhook-list": Rule(GET_POST, ADMIN_ONLY),
     "api-webhook-detail": Rule(frozenset({"GET", "PATCH", "DELETE"}), ADMIN_ONLY),
     "api-webhook-deliveries": Rule(GET, ADMIN_ONLY),
+    "project_prediction_endpoint": Rule(GET_POST, ADMIN_ONLY),
+    "api-prediction-endpoint": Rule(frozenset({"GET", "PUT", "DELETE"}), ADMIN_ONLY),
 }
 
 # Prefixes of routes tested elsewhere or not views of this app.
@@ -330,6 +332,8 @@ def world(
         plots={"progress": '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="3"/>'},
         summary={"plots": ["progress"]},
     )
+    # A prediction endpoint, so that its page and API answer with it (not "none set").
+    PredictionEndpoint.objects.create(project=project, url="https://203.0.113.8/predict")
     return World(
         project=project,
         other_project=other_project,

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from annotations.admin import items, members, projects, reviews, webhooks  # noqa: F401
+from annotations.admin import (  # noqa: F401
+    items,
+    members,
+    prediction_endpoint,
+    projects,
+    reviews,
+    webhooks,
+)
 from annotations.admin.items import LargeTablePaginator
 
 admin.site.site_header = "dataprepops administration"

@@ -14,6 +14,7 @@ from annotations.api import (
     duplicates,
     members,
     preannotations,
+    prediction_endpoint,
     review,
     tokens,
     versions,
@@ -162,6 +163,11 @@ urlpatterns = [
         "projects/<int:pk>/webhooks/<int:hook_pk>/deliveries/",
         webhooks.WebhookDeliveries.as_view(),
         name="api-webhook-deliveries",
+    ),
+    path(
+        "projects/<int:pk>/prediction-endpoint/",
+        prediction_endpoint.PredictionEndpointDetail.as_view(),
+        name="api-prediction-endpoint",
     ),
     path(
         "projects/<int:pk>/annotations/",

@@ -3,10 +3,10 @@
 Each delivery is claimed with `SELECT … FOR UPDATE SKIP LOCKED` and leased (its
 `next_attempt_at` moves past the longest an attempt can take), so workers running at once never
 send the same row, and a worker that dies mid-way leaves it to the next one once the lease
-ends. Each attempt is a signed POST (`signature`) to the checked address of the target
-(`safety.resolve_target`), redirects followed by hand and each one checked again, with a
-deadline for the whole attempt and a cap on the answer read. A failure is retried with
-exponential backoff and jitter up to `WEBHOOKS_MAX_ATTEMPTS`; a hook that fails
+ends. Each attempt is a signed POST (`signature`) through `annotations.outbound_http`: to the
+checked address of the target (`safety.resolve_target`), redirects followed by hand and each one
+checked again, with a deadline for the whole attempt and a cap on the answer read. A failure is
+retried with exponential backoff and jitter up to `WEBHOOKS_MAX_ATTEMPTS`; a hook that fails
 `WEBHOOKS_DISABLE_AFTER` attempts in a row is disabled.
 """
 
@@ -16,9 +16,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
-import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
@@ -27,23 +24,17 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from annotations import outbound_http
+from annotations.outbound_http import Outcome, backoff_seconds
 from annotations.webhooks.models import PING, Webhook, WebhookAttempt, WebhookDelivery
-from annotations.webhooks.safety import UnsafeTarget, resolve_target
 from annotations.webhooks.services import webhook_disable
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Dataprepops-Signature"
-MAX_REDIRECTS = 3
 #: Bytes of an answer read at most (the rest is dropped unread).
 MAX_RESPONSE_BYTES = 64 * 1024
-#: Connect timeout (within the attempt's deadline).
-CONNECT_SECONDS = 5.0
-RETRY_BASE_SECONDS = 30.0
-RETRY_MAX_SECONDS = 6 * 3600.0
-JITTER = 0.2
 USER_AGENT = "dataprepops-webhooks/1"
-_REDIRECTS = {301, 302, 303, 307, 308}
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -52,29 +43,9 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def backoff_seconds(attempts: int, rng: random.Random | None = None) -> float:
-    """Wait before the next try after `attempts` failed ones: 30 s, 60 s, 120 s, … (at most
-    6 h), each stretched or shrunk by up to 20% at random so that hooks failing together do
-    not retry together."""
-    base = min(RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1), RETRY_MAX_SECONDS)
-    return base * (1 + (rng or random).uniform(-JITTER, JITTER))
-
-
 def lease_seconds() -> float:
     """Longer than any attempt can take: its deadline, plus a margin for the bookkeeping."""
     return settings.WEBHOOKS_TIMEOUT_SECONDS + 60.0
-
-
-@dataclass
-class Outcome:
-    status_code: int | None
-    error: str
-    latency_ms: int
-    url: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
 
 
 # --- One HTTP attempt ---------------------------------------------------------------------------
@@ -87,93 +58,17 @@ def post(
     *,
     transport: httpx.BaseTransport | None = None,
 ) -> Outcome:
-    """POST `body` to `url`, connecting only to checked addresses, redirects followed by hand
-    (each target checked the same way, MAX_REDIRECTS at most); never raises."""
-    started = time.monotonic()
-    deadline = started + settings.WEBHOOKS_TIMEOUT_SECONDS
-    status: int | None = None
-    error = ""
-    try:
-        with httpx.Client(
-            transport=transport or httpx.HTTPTransport(retries=0),
-            follow_redirects=False,
-            trust_env=False,  # a proxy from the environment would connect by name, unchecked
-        ) as client:
-            for hop in range(MAX_REDIRECTS + 1):
-                target = resolve_target(url)
-                response_status, location = _send_once(client, target, url, body, headers, deadline)
-                status = response_status
-                if status not in _REDIRECTS or location is None:
-                    break
-                if hop == MAX_REDIRECTS:
-                    error = f"More than {MAX_REDIRECTS} redirects."
-                    break
-                url = str(httpx.URL(url).join(location))
-    except UnsafeTarget as exc:
-        error = str(exc)
-    except httpx.TimeoutException:
-        error = f"Timed out after {settings.WEBHOOKS_TIMEOUT_SECONDS} s."
-    except (httpx.HTTPError, OSError) as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    except _DeadlinePassed:
-        error = f"Timed out after {settings.WEBHOOKS_TIMEOUT_SECONDS} s."
-    latency = int((time.monotonic() - started) * 1000)
-    if not error and status is not None and not 200 <= status < 300:
-        error = f"HTTP {status}"
-    return Outcome(status_code=status, error=error[:500], latency_ms=latency, url=url[:2000])
-
-
-class _DeadlinePassed(Exception):
-    pass
-
-
-def _send_once(
-    client: httpx.Client,
-    target,
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    deadline: float,
-) -> tuple[int, str | None]:
-    """One request to the checked address of `target`: the URL's host is replaced by that
-    address (so nothing resolves the name again), the Host header and the TLS server name
-    (SNI and certificate check) stay the name's. Returns (status, Location)."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise _DeadlinePassed
-    original = httpx.URL(url)
-    pinned = original.copy_with(host=str(target.address))
-    extensions: dict = {
-        "timeout": {
-            "connect": min(CONNECT_SECONDS, left),
-            "read": left,
-            "write": left,
-            "pool": left,
-        }
-    }
-    if target.scheme == "https":
-        extensions["sni_hostname"] = target.host
-    request = client.build_request(
-        "POST",
-        pinned,
-        content=body,
-        headers={**headers, "Host": original.netloc.decode("ascii")},
-        extensions=extensions,
+    """POST `body` to `url` by the shared rules (`annotations.outbound_http`), within
+    `WEBHOOKS_TIMEOUT_SECONDS`; the answer is read up to MAX_RESPONSE_BYTES and dropped.
+    Never raises."""
+    return outbound_http.post(
+        url,
+        body,
+        headers,
+        timeout=settings.WEBHOOKS_TIMEOUT_SECONDS,
+        max_body=MAX_RESPONSE_BYTES,
+        transport=transport,
     )
-    response = client.send(request, stream=True)
-    try:
-        read = 0
-        # Raw bytes, asked for uncompressed: a small compressed answer cannot inflate here.
-        chunks = () if response.is_stream_consumed else response.iter_raw()
-        for chunk in chunks:
-            read += len(chunk)
-            if read >= MAX_RESPONSE_BYTES:
-                break
-            if time.monotonic() > deadline:
-                raise _DeadlinePassed
-    finally:
-        response.close()
-    return response.status_code, response.headers.get("location")
 
 
 # --- The outbox -----------------------------------------------------------------------------

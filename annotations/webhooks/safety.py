@@ -1,4 +1,5 @@
-"""Where a webhook may send: the checks that keep it from reaching inside the network (SSRF).
+"""Where a webhook (or a project's prediction endpoint) may send: the checks that keep a request
+to a URL a user gave from reaching inside the network (SSRF).
 
 A target's host is resolved once (`resolve_target`), every address it resolves to is checked,
 and the delivery connects to the checked address, never resolving again: a DNS answer that
@@ -29,7 +30,7 @@ _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: not public
 
 
 class UnsafeTarget(ValueError):
-    """A URL a webhook must not be sent to; the message says why."""
+    """A URL no request may be sent to; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 
 def address_problem(ip: IPAddress) -> str | None:
-    """Why a webhook may not connect to `ip` under the site's settings; None when it may."""
+    """Why a request may not connect to `ip` under the site's settings; None when it may."""
     if ip.version == 6:
         inner = _embedded_ipv4(ip)
         if inner is not None:
@@ -96,7 +97,7 @@ def _non_public_kind(ip: IPAddress) -> str | None:
 
 
 def split_url(url: str) -> tuple[str, str, int]:
-    """(scheme, IDNA host, port) of a URL a webhook may take, else `UnsafeTarget`."""
+    """(scheme, IDNA host, port) of a URL a request may go to, else `UnsafeTarget`."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -106,7 +107,7 @@ def split_url(url: str) -> tuple[str, str, int]:
     if scheme not in SCHEMES:
         raise UnsafeTarget("Use an http:// or https:// URL.")
     if parts.username is not None or parts.password is not None:
-        raise UnsafeTarget("Leave credentials out of the URL; deliveries are signed instead.")
+        raise UnsafeTarget("Leave credentials out of the URL.")
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise UnsafeTarget("The URL has no host.")
@@ -153,5 +154,5 @@ def resolve_target(url: str) -> Target:
         if problem:
             shown = host if _is_ip(host) else f"{host} resolves to {ip}; "
             detail = problem if _is_ip(host) else f"{shown}{problem}"
-            raise UnsafeTarget(f"Refused: {detail}. Webhooks go to public addresses only.")
+            raise UnsafeTarget(f"Refused: {detail}. Requests go to public addresses only.")
     return Target(scheme=scheme, host=host, port=port, address=addresses[0])

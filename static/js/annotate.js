@@ -140,6 +140,9 @@
 
   // The same sentences as the server-rendered panel (annotate.html).
   function modelState(msg) {
+    if (msg.ranked_by === "endpoint") {
+      return "The queue is ranked by your prediction endpoint; the model learns for the accuracy and suggestions.";
+    }
     if (!msg.ranking) return "Learning: the queue serves typical items until two classes have labels.";
     if (msg.cold) return "Ranking the queue; suggestions start once every class has a label.";
     return "Ranking the queue: most informative items first.";
