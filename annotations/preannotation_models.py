@@ -52,9 +52,7 @@ class ItemVector(models.Model):
     item = models.OneToOneField(
         "annotations.Item", on_delete=models.CASCADE, primary_key=True, related_name="vector"
     )
-    project = models.ForeignKey(
-        "annotations.Project", on_delete=models.CASCADE, related_name="+"
-    )
+    project = models.ForeignKey("annotations.Project", on_delete=models.CASCADE, related_name="+")
     values = models.BinaryField()
     updated_at = models.DateTimeField(auto_now=True)
 

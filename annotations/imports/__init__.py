@@ -15,6 +15,8 @@ transaction). Import from the package itself; the names below are its public API
 
 from __future__ import annotations
 
+import os
+from pathlib import Path, PurePath
 from typing import IO
 
 from annotations.imports.errors import MAX_ERRORS, ImportFailed
@@ -35,11 +37,13 @@ from annotations.imports.images import (
     import_image_archive,
     import_image_folder,
 )
+from annotations.imports.sniff import ALL_FORMATS, sniff_folder, sniff_format
 from annotations.imports.storage import ANALYZE_AFTER, insert_text_items
 from annotations.imports.text import MAX_JSON_DEPTH, TEXT_BATCH, import_text_items
 from annotations.models import Project
 
 __all__ = [
+    "ALL_FORMATS",
     "ANALYZE_AFTER",
     "EXTERNAL_ID_MAX",
     "IMAGE_BATCH",
@@ -57,10 +61,13 @@ __all__ = [
     "check_image",
     "guess_format",
     "import_file",
+    "import_folder",
     "import_image_archive",
     "import_image_folder",
     "import_text_items",
     "insert_text_items",
+    "sniff_folder",
+    "sniff_format",
 ]
 
 
@@ -75,23 +82,70 @@ def import_file(
     progress: Progress | None = None,
     skip_duplicates: bool = False,
 ) -> ImportResult:
-    """Import one uploaded file: a zip archive of images or a CSV/JSON/JSONL text file.
-    Exact duplicates are reported in the result, and left out with `skip_duplicates`."""
-    if guess_format(filename, fmt) == "zip":
-        return import_image_archive(
-            project=project,
-            fileobj=fileobj,
-            filename=filename,
-            progress=progress,
-            skip_duplicates=skip_duplicates,
-        )
-    return import_text_items(
-        project=project,
-        fileobj=fileobj,
-        filename=filename,
-        fmt=fmt,
-        text_field=text_field,
-        id_field=id_field,
-        progress=progress,
-        skip_duplicates=skip_duplicates,
-    )
+    """Import one uploaded file in any format of `ALL_FORMATS`: ours (CSV/JSON/JSONL text, a zip
+    of images), Label Studio tasks, doccano JSONL, a Hugging Face dataset file, a COCO archive
+    or a zip with a folder per class. Without `fmt`, the format is read from the content
+    (`sniff_format`). Exact duplicates are reported in the result, and left out with
+    `skip_duplicates`."""
+    name = PurePath(filename).name
+    if fmt:
+        fmt = fmt.strip().lower()
+        if fmt not in ALL_FORMATS:
+            raise ImportFailed([f"{name}: unknown format {fmt!r}; use {', '.join(ALL_FORMATS)}."])
+    else:
+        fmt = sniff_format(fileobj, filename)
+    common = {"project": project, "fileobj": fileobj, "filename": filename, "progress": progress}
+    common["skip_duplicates"] = skip_duplicates
+    if fmt == "zip":
+        return import_image_archive(**common)
+    if fmt in ("labelstudio", "doccano"):
+        container = _container(fileobj, filename)
+        if fmt == "labelstudio":
+            from annotations.imports.labelstudio import import_labelstudio
+
+            return import_labelstudio(**common, fmt=container, text_field=text_field)
+        from annotations.imports.doccano import import_doccano
+
+        return import_doccano(**common, fmt=container, text_field=text_field)
+    if fmt == "hf":
+        from annotations.imports.hf import import_hf_file
+
+        return import_hf_file(**common, text_field=text_field)
+    if fmt in ("coco", "folders"):
+        from annotations.imports.coco import import_labelled_images
+
+        return import_labelled_images(**common, fmt=fmt)
+    return import_text_items(**common, fmt=fmt, text_field=text_field, id_field=id_field)
+
+
+def import_folder(
+    *,
+    project: Project,
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    text_field: str = "text",
+    progress: Progress | None = None,
+    skip_duplicates: bool = False,
+) -> ImportResult:
+    """Import a folder: a Hugging Face dataset folder (`hf`), images with a COCO file (`coco`),
+    a folder per class (`folders`) or images (`images`, the default)."""
+    fmt = fmt or sniff_folder(Path(path))
+    common = {"project": project, "progress": progress, "skip_duplicates": skip_duplicates}
+    if fmt == "hf":
+        from annotations.imports.hf import import_hf_folder
+
+        return import_hf_folder(**common, path=Path(path), text_field=text_field)
+    if fmt in ("coco", "folders"):
+        from annotations.imports.coco import import_labelled_folder
+
+        return import_labelled_folder(**common, path=Path(path), fmt=fmt)
+    if fmt not in ("images", "zip"):
+        raise ImportFailed([f"{Path(path).name}: a folder cannot be imported as {fmt}."])
+    return import_image_folder(**common, path=path)
+
+
+def _container(fileobj: IO[bytes], filename: str) -> str:
+    """ "json" for a file that holds a JSON array, else "jsonl"."""
+    head = fileobj.read(4096)
+    fileobj.seek(0)
+    return "json" if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[" else "jsonl"

@@ -107,6 +107,35 @@ def import_text_items(
     return duplicates.result(created=created, source=name)
 
 
+def json_objects(
+    fileobj: IO[bytes],
+    name: str,
+    fmt: str,
+    errors: ErrorList,
+    progress: Progress | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The objects of a JSON array (read incrementally) or of a JSONL file, each with where it
+    is ("record 3", "line 4"), for the importers of other tools' formats. Malformed JSON and
+    values that are not objects are added to `errors` (or raise ImportFailed), located."""
+    if hasattr(fileobj, "seek"):
+        fileobj.seek(0)
+    size = _size_of(fileobj)
+
+    def report() -> None:
+        if progress is not None:
+            progress(lines.bytes_read, size)
+
+    lines = _ByteLines(fileobj, on_read=report)
+    records = (
+        _jsonl_records(lines, name, errors)
+        if fmt == "jsonl"
+        else _json_records(lines, name, errors)
+    )
+    for where, _auto_id, fields in records:
+        yield where, fields
+    report()
+
+
 def _store_text(
     project: Project,
     records: Iterator[_Record],
