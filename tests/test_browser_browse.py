@@ -136,7 +136,7 @@ def test_an_analysis_run_from_the_page_shows_its_progress_live_until_done(
     open_asgi_page,  # noqa: F811 (fixtures from tests.test_browser)
     reviews,  # noqa: F811
 ):
-    """"Run now" queues the run (an htmx swap shows it queued); the worker's progress then
+    """ "Run now" queues the run (an htmx swap shows it queued); the worker's progress then
     reaches the row over the project's websocket, without a reload, until it is done."""
     project = reviews
     rita = member(project, "rita", Membership.Role.REVIEWER)

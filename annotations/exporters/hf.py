@@ -1,6 +1,7 @@
-"""The live data as a Hugging Face `datasets` folder: the same layout, features and dataset
-card as a dataset version's export (`curation.hf_export`: Parquet per split, the labels as a
-`ClassLabel`), each item in the split the project's split rule places it by its external id.
+"""The live data as a Hugging Face `datasets` folder or, for images, a folder per class: the
+same layouts as a dataset version's exports (`curation.hf_export`: Parquet per split, the labels
+as a `ClassLabel`, a dataset card; `curation.version_exports`: `<split>/<class>/<image>` and
+`labels.csv`), each item in the split the project's split rule places it by its external id.
 Only items with a final label are written, as in a version's export.
 
 pyarrow is imported when an export runs, never by a web process at start-up.
@@ -35,12 +36,12 @@ def live_header(project: Project, rule: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def hf_live_export(project: Project, output: Path, *, media_root: Path) -> list[Path]:
-    """Write the folder at `output` (created; an existing one must be empty)."""
+def live_folder_export(project: Project, fmt: str, output: Path, *, media_root: Path) -> list[Path]:
+    """Write the `hf` or `folders` export at `output` (created; an existing one must be
+    empty); raises `curation.version_rows.ExportError` with the reason it cannot."""
     from curation import splits
-    from curation.hf_export import hf_export
     from curation.models import ProjectTraining
-    from curation.version_exports import _write_folder
+    from curation.version_exports import version_export
 
     training, _ = ProjectTraining.objects.get_or_create(project=project)
     rule = splits.split_rule(
@@ -62,14 +63,12 @@ def hf_live_export(project: Project, output: Path, *, media_root: Path) -> list[
             row["split"] = splits.by_hash(rule, item.external_id)
             yield row
 
-    return _write_folder(
+    return version_export(
+        header,
+        rows,
+        fmt,
         output,
-        lambda folder: hf_export(
-            header,
-            rows,
-            folder,
-            media_root=media_root,
-            version_name="live",
-            content_hash="(the live data, not a saved version)",
-        ),
+        media_root=media_root,
+        version_name="live",
+        content_hash="(the live data, not a saved version)",
     )

@@ -251,6 +251,14 @@ def import_image_folder(
     root = Path(path)
     name = root.name or str(root)
     require_kind(project, Project.ItemKind.IMAGE, name)
+    sources = folder_sources(root)
+    return _store_images(project, name, sources, progress, skip_duplicates)
+
+
+def folder_sources(root: Path) -> list[_ImageSource]:
+    """Every file under `root` (recursively, sorted by path), refusing symlinks and skipping
+    hidden files and folders."""
+    name = root.name or str(root)
     if not root.is_dir():
         raise ImportFailed([f"{root}: not a folder."])
     errors = ErrorList()
@@ -284,7 +292,7 @@ def import_image_folder(
     if errors:
         errors.fail()
     sources.sort(key=lambda s: s.path)
-    return _store_images(project, name, sources, progress, skip_duplicates)
+    return sources
 
 
 def _file_reader(path: Path) -> Callable[[int], bytes]:
@@ -304,9 +312,14 @@ def _store_images(
     sources: list[_ImageSource],
     progress: Progress | None,
     skip_duplicates: bool = False,
+    *,
+    on_batch: Callable[[list[Item]], None] | None = None,
+    on_done: Callable[[], None] | None = None,
 ) -> ImportResult:
     """Verify each image, write it to storage and insert the items with their features, all or
-    nothing; note (or leave out) exact duplicates by their bytes."""
+    nothing; note (or leave out) exact duplicates by their bytes. `on_batch` sees each batch
+    of inserted items and `on_done` runs last, both inside the import's transaction (the
+    labelled imports store the items' answers there)."""
     if not sources:
         raise ImportFailed([f"{name}: no image files found."])
     max_bytes = settings.IMPORT_MAX_IMAGE_BYTES
@@ -384,17 +397,23 @@ def _store_images(
             contents.append(data)
             held += len(data)
             if len(batch) >= IMAGE_BATCH or held >= IMAGE_BATCH_BYTES:
-                created += _insert(batch, contents)
+                created += _insert(batch, contents, on_batch)
                 batch, contents, held = [], [], 0
         if errors:
             errors.fail()
-        created += _insert(batch, contents)
+        created += _insert(batch, contents, on_batch)
         add_items_counted(project, created)
+        if on_done is not None:
+            on_done()
         refresh_statistics_after(created)
     return duplicates.result(created=created, source=name)
 
 
-def _insert(batch: list[Item], contents: list[bytes]) -> int:
+def _insert(
+    batch: list[Item], contents: list[bytes], on_batch: Callable[[list[Item]], None] | None
+) -> int:
     Item.objects.bulk_create(batch)
     store_image_features(batch, contents=contents)
+    if on_batch is not None and batch:
+        on_batch(batch)
     return len(batch)

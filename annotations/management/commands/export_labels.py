@@ -20,7 +20,8 @@ from annotations import exports
 from annotations.management.commands.import_items import find_project
 
 VERSION_FORMATS = ("jsonl", "csv", "hf", "folders")
-LIVE_FORMATS = (*exports.FORMATS, "hf")
+LIVE_FORMATS = (*exports.FORMATS, "hf", "folders")
+FOLDER_FORMATS = ("hf", "folders")
 
 
 class Command(BaseCommand):
@@ -63,8 +64,8 @@ class Command(BaseCommand):
         if options["dataset_version"] is not None:
             self._version(project, options["dataset_version"], fmt, output)
             return
-        if fmt == "hf":
-            self._hf(project, output)
+        if fmt in FOLDER_FORMATS:
+            self._folder(project, fmt, output)
             return
         if fmt not in exports.FORMATS:
             raise CommandError(
@@ -88,17 +89,17 @@ class Command(BaseCommand):
         if stream is sys.stdout:
             stream.flush()
 
-    def _hf(self, project, output: str | None) -> None:
-        from annotations.exporters.hf import hf_live_export
+    def _folder(self, project, fmt: str, output: str | None) -> None:
+        from annotations.exporters.hf import live_folder_export
         from curation.version_rows import ExportError
 
         if not output or output == "-":
-            raise CommandError("--format hf writes a folder: give --output PATH.")
+            raise CommandError(f"--format {fmt} writes a folder: give --output PATH.")
         try:
-            hf_live_export(project, Path(output), media_root=Path(settings.MEDIA_ROOT))
+            live_folder_export(project, fmt, Path(output), media_root=Path(settings.MEDIA_ROOT))
         except ExportError as exc:
             raise CommandError(str(exc)) from exc
-        self.stderr.write(f"Exported {project.name!r} as hf to {output}.")
+        self.stderr.write(f"Exported {project.name!r} as {fmt} to {output}.")
 
     def _version(self, project, name: str, fmt: str, output: str | None) -> None:
         if fmt not in VERSION_FORMATS:
