@@ -127,3 +127,30 @@ def test_a_bad_doccano_line_imports_nothing_and_says_where(doc_project, content,
     assert any(m.startswith(message) for m in caught.value.messages), caught.value.messages
     assert not Item.objects.filter(project=doc_project).exists()
     assert not User.objects.filter(username="doccano-import").exists()
+
+
+def test_our_own_jsonl_takes_predictions_and_vectors_as_such_not_as_metadata(doc_project):
+    lines = [
+        {"id": "a", "text": "one", "prediction": {"model": "m1", "label": "positive"}},
+        {"id": "b", "text": "two", "predictions": [{"label": "negative", "score": 0.6}]},
+        {"id": "c", "text": "three", "vector": [1, 2], "lang": "en"},
+    ]
+    data = "\n".join(json.dumps(x) for x in lines).encode()
+    imports.import_file(project=doc_project, fileobj=io.BytesIO(data), filename="ours.jsonl")
+    items = {i.external_id: i for i in Item.objects.filter(project=doc_project)}
+    assert items["c"].metadata == {"lang": "en"} and items["a"].metadata == {}
+    assert PreAnnotation.objects.get(item=items["a"]).model_name == "m1"
+    assert PreAnnotation.objects.get(item=items["b"]).model_name == "imported"
+    assert items["c"].vector.values is not None
+    assert not Annotation.objects.filter(project=doc_project).exists()
+
+
+def test_a_bad_prediction_in_our_own_json_is_located(doc_project):
+    data = b'[{"text": "one"}, {"text": "two", "prediction": {"model": "m", "label": "meh"}}]'
+    with pytest.raises(imports.ImportFailed) as caught:
+        imports.import_file(project=doc_project, fileobj=io.BytesIO(data), filename="x.json")
+    assert caught.value.messages == [
+        "x.json record 2, field 'prediction': predicted label 'meh' is not a label class "
+        "(positive, negative)"
+    ]
+    assert not Item.objects.filter(project=doc_project).exists()

@@ -296,3 +296,58 @@ def _flush(
     except PreAnnotationError as exc:
         errors.add(f"{name}: {exc}")
     return len(batch)
+
+
+DEFAULT_MODEL = "imported"
+
+
+class Extras:
+    """For our own JSON/JSONL import (`annotations.imports.text`): the predictions and vectors
+    of the batch being read, by external id, stored once the batch's items are in."""
+
+    def __init__(self) -> None:
+        self.predictions: dict[str, list] = {}
+        self.vectors: dict[str, bytes] = {}
+
+    def take(self, item: NewText, where: str, check: RecordCheck) -> NewText:
+        """The item without its prediction and vector fields, which are checked and kept."""
+        metadata = item.metadata
+        if not any(k in metadata for k in ("prediction", "predictions", "vector")):
+            return item
+        metadata = dict(metadata)
+        raw = metadata.pop("prediction", None)
+        many = metadata.pop("predictions", None)
+        vector = metadata.pop("vector", None)
+        found = [] if raw is None else [("field 'prediction'", raw)]
+        if many is not None and not isinstance(many, list):
+            check.errors.add(f"{check.name} {where}: field 'predictions' must be a list")
+        elif many:
+            found += [(f"prediction {i}", p) for i, p in enumerate(many, 1)]
+        parsed = [check.prediction(p, f"{where}, {at}", check.default_model) for at, p in found]
+        if parsed:
+            self.predictions[item.external_id] = [p for p in parsed if p is not None]
+        if vector is not None and (values := check.vector(vector, where)) is not None:
+            self.vectors[item.external_id] = values
+        return item._replace(metadata=metadata)
+
+    def save(self, project: Project, batch: list[NewText], errors: ErrorList, name: str) -> None:
+        if errors or not (self.predictions or self.vectors):
+            self.predictions.clear()
+            self.vectors.clear()
+            return
+        wanted = [i.external_id for i in batch]
+        ids = dict(
+            Item.objects.filter(project=project, external_id__in=wanted).values_list(
+                "external_id", "pk"
+            )
+        )
+        predictions_save(
+            project,
+            [(ids[e], p) for e, found in self.predictions.items() if e in ids for p in found],
+        )
+        try:
+            vectors_save(project, [(ids[e], v) for e, v in self.vectors.items() if e in ids])
+        except PreAnnotationError as exc:
+            errors.add(f"{name}: {exc}")
+        self.predictions.clear()
+        self.vectors.clear()
