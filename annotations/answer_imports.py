@@ -37,6 +37,7 @@ from annotations.services import project_recount
 from curation.training_requests import request_training_on_commit
 
 __all__ = [
+    "AnswerImport",
     "AnswerIn",
     "ExternalAnnotator",
     "answers_import",
@@ -128,36 +129,62 @@ def external_annotators_resolve(
     return found
 
 
-def answers_import(project: Project, answers: Sequence[AnswerIn]) -> int:
-    """Store imported answers (labels already checked against the project's classes) for items
-    of `project`, then recount the project: items' answer counts and completeness, its progress,
-    gold labels and disagreement reviews. Two answers from one account for one item is a
-    caller's error (the unique constraint refuses it). Returns how many were stored."""
-    if not answers:
-        return 0
-    with transaction.atomic():
-        users = external_annotators_resolve(project, (a.annotator for a in answers))
+class AnswerImport:
+    """Imported answers stored a batch at a time as the items go in (`add`), then the one
+    recount that puts the project's bookkeeping right (`finish`). Use inside the import's
+    transaction; `answers_import` does both for answers already in hand."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.users: dict[ExternalAnnotator, AbstractBaseUser] = {}
+        self.count = 0
+
+    def add(self, answers: Sequence[AnswerIn]) -> int:
+        """Store answers (labels already checked against the project's classes) for items of
+        the project. Two answers from one account for one item is the caller's error (the
+        unique constraint refuses it)."""
+        if not answers:
+            return 0
+        new = [a.annotator for a in answers if a.annotator not in self.users]
+        if new:
+            self.users |= external_annotators_resolve(self.project, new)
         now = timezone.now()
-        rows = [
-            Annotation(
-                project=project,
-                item_id=a.item_id,
-                annotator=users[a.annotator],
-                labels=list(a.labels),
-                skipped=a.skipped,
-                time_spent_ms=max(0, min(int(a.time_spent_ms), 24 * 3600 * 1000)),
+        rows = []
+        for a in answers:
+            created = a.created_at or now
+            rows.append(
+                Annotation(
+                    project=self.project,
+                    item_id=a.item_id,
+                    annotator=self.users[a.annotator],
+                    labels=list(a.labels),
+                    skipped=a.skipped,
+                    time_spent_ms=max(0, min(int(a.time_spent_ms), 24 * 3600 * 1000)),
+                    created_at=created,
+                    updated_at=a.updated_at or created,
+                )
             )
-            for a in answers
-        ]
+        fields = [f for f in Annotation._meta.concrete_fields if not f.primary_key]
         for start in range(0, len(rows), _BATCH):
-            Annotation.objects.bulk_create(rows[start : start + _BATCH])
-        # created_at/updated_at are auto_now(_add): set the file's times afterwards (bulk_update
-        # writes the values as given).
-        for row, answer in zip(rows, answers, strict=True):
-            row.created_at = answer.created_at or now
-            row.updated_at = answer.updated_at or row.created_at
-        Annotation.objects.bulk_update(rows, ["created_at", "updated_at"], batch_size=_BATCH)
-        project_recount(project)
-    # The model learns from the imported labels once they are committed.
-    request_training_on_commit(project.pk)
-    return len(rows)
+            # raw=True, as Django's fixture loading saves: the rows keep the file's times
+            # instead of auto_now(_add) stamping them with the import's.
+            Annotation.objects._insert(rows[start : start + _BATCH], fields=fields, raw=True)
+        self.count += len(rows)
+        return len(rows)
+
+    def finish(self) -> int:
+        """Recount the project (items' answer counts and completeness, its progress, gold
+        labels, disagreement reviews) and have the model learn from the answers once they are
+        committed. Returns how many answers were stored."""
+        if self.count:
+            project_recount(self.project)
+            request_training_on_commit(self.project.pk)
+        return self.count
+
+
+def answers_import(project: Project, answers: Sequence[AnswerIn]) -> int:
+    """Store imported answers and recount the project (`AnswerImport`), in one transaction."""
+    with transaction.atomic():
+        batch = AnswerImport(project)
+        batch.add(answers)
+        return batch.finish()

@@ -53,6 +53,8 @@ FORMATS = {
     "labelstudio": "application/json; charset=utf-8",
     "doccano": "application/x-ndjson; charset=utf-8",
 }
+#: Formats for text projects only.
+TEXT_ONLY = ("doccano",)
 #: The file name's ending per format.
 EXTENSIONS = {"labelstudio": "labelstudio.json", "doccano": "doccano.jsonl"}
 # Spreadsheets run a cell that starts with one of these as a formula.
@@ -174,6 +176,12 @@ def _exported_gold(gold: Gold | None, *, complete: bool) -> Gold | None:
     if gold is None or complete or gold.source == GoldSource.ADJUDICATED:
         return gold
     return Gold(None, INCOMPLETE, None)
+
+
+def formats_for(project: Project) -> list[str]:
+    """The export formats this project's items can be written in."""
+    image = project.item_kind == Project.ItemKind.IMAGE
+    return [f for f in FORMATS if not (image and f in TEXT_ONLY)]
 
 
 def export_filename(project: Project, fmt: str) -> str:

@@ -10,6 +10,7 @@ from annotations.api import (
     bulk,
     dashboard,
     duplicates,
+    imports,
     review,
     tokens,
     versions,
@@ -26,6 +27,7 @@ urlpatterns = [
         name="api-project-dashboard",
     ),
     path("projects/<int:pk>/items/", views.ItemList.as_view(), name="api-item-list"),
+    path("projects/<int:pk>/items/import/", imports.ItemImport.as_view(), name="api-item-import"),
     path("projects/<int:pk>/items/actions/", bulk.ItemActions.as_view(), name="api-item-actions"),
     path(
         "projects/<int:pk>/items/actions/log/",

@@ -26,7 +26,7 @@ from collections import defaultdict
 from pathlib import Path, PurePath, PurePosixPath
 from typing import IO, Any
 
-from annotations.answer_imports import AnswerIn, ExternalAnnotator, answers_import
+from annotations.answer_imports import AnswerImport, AnswerIn, ExternalAnnotator
 from annotations.imports.errors import ErrorList, ImportFailed
 from annotations.imports.formats import ImportResult, Progress, require_kind
 from annotations.imports.images import (
@@ -103,16 +103,21 @@ def _labelled(
             labels[path] = checked
     if errors:
         errors.fail()
-    answers: list[AnswerIn] = []
+    answers = AnswerImport(project)
 
     def on_batch(items: list[Item]) -> None:
         for item in items:
             if metadata.get(item.external_id):
                 item.metadata = metadata[item.external_id]
-            if labels.get(item.external_id):
-                answers.append(AnswerIn(item.pk, source, labels[item.external_id]))
         with_metadata = [i for i in items if metadata.get(i.external_id)]
         Item.objects.bulk_update(with_metadata, ["metadata"])
+        answers.add(
+            [
+                AnswerIn(i.pk, source, labels[i.external_id])
+                for i in items
+                if labels.get(i.external_id)
+            ]
+        )
 
     return _store_images(
         project,
@@ -121,7 +126,7 @@ def _labelled(
         progress,
         skip_duplicates,
         on_batch=on_batch,
-        on_done=lambda: answers_import(project, answers),
+        on_done=answers.finish,
     )
 
 

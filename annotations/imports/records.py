@@ -19,7 +19,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from annotations.answer_imports import AnswerIn, ExternalAnnotator, answers_import
+from annotations.answer_imports import AnswerImport, AnswerIn, ExternalAnnotator
 from annotations.content_hash import text_hash
 from annotations.imports.errors import ErrorList, ImportFailed
 from annotations.imports.formats import EXTERNAL_ID_MAX, DuplicateLog, ImportResult, require_kind
@@ -138,8 +138,8 @@ def store_text_records(
     require_kind(project, Project.ItemKind.TEXT, name)
     check = RecordCheck(project, name, errors, default_model=default_model)
     duplicates = DuplicateLog(skip=skip_duplicates)
-    answers: list[AnswerIn] = []
     with one_transaction(name, "ids"):
+        answers = AnswerImport(project)
         created = 0
         seen: dict[str, str] = {}
         contents: dict[int, str] = {}
@@ -172,7 +172,7 @@ def store_text_records(
         if not any_record:
             raise ImportFailed([f"{name}: the file holds no items."])
         add_items_counted(project, created)
-        answers_import(project, answers)
+        answers.finish()
         refresh_statistics_after(created)
     return duplicates.result(created=created, source=name)
 
@@ -240,10 +240,10 @@ def _flush(
     check_db: bool,
     duplicates: DuplicateLog,
     contents: dict[int, str],
-    answers: list[AnswerIn],
+    answers: AnswerImport,
 ) -> int:
-    """Insert a batch and its predictions and vectors, and collect its answers (stored once
-    every item is in: the recount that follows them runs once)."""
+    """Insert a batch with its answers, predictions and vectors (the recount that the answers
+    need runs once, when every item is in)."""
     errors, name = check.errors, check.name
     if not batch:
         return 0
@@ -273,9 +273,10 @@ def _flush(
     )
     predictions: list[tuple[int, PredictionIn]] = []
     vectors: list[tuple[int, bytes]] = []
+    given: list[AnswerIn] = []
     for c in batch:
         pk = ids[c.item.external_id]
-        answers.extend(
+        given.extend(
             AnswerIn(
                 item_id=pk,
                 annotator=a.annotator,
@@ -290,6 +291,7 @@ def _flush(
         predictions.extend((pk, p) for p in c.predictions)
         if c.vector is not None:
             vectors.append((pk, c.vector))
+    answers.add(given)
     predictions_save(project, predictions)
     try:
         vectors_save(project, vectors)

@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods
@@ -23,7 +23,7 @@ from annotations.models import Project
 class ImportForm(forms.Form):
     file = forms.FileField(label="File")
     format = forms.ChoiceField(
-        choices=[("", "Detect from the file name")], required=False, label="Format"
+        choices=[("", "Detect from the content")], required=False, label="Format"
     )
     text_field = forms.CharField(
         max_length=255,
@@ -48,13 +48,24 @@ class ImportForm(forms.Form):
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if project.item_kind == Project.ItemKind.IMAGE:
-            choices = [("zip", "Zip archive of images")]
+            choices = [
+                ("zip", "Zip archive of images"),
+                ("folders", "Zip archive with a folder per class"),
+                ("coco", "Zip archive of images with a COCO file"),
+            ]
             accept = ".zip"
             for name in ("text_field", "id_field"):
                 del self.fields[name]
         else:
-            choices = [("csv", "CSV"), ("json", "JSON (array of objects)"), ("jsonl", "JSONL")]
-            accept = ".csv,.json,.jsonl,.ndjson"
+            choices = [
+                ("csv", "CSV"),
+                ("json", "JSON (array of objects)"),
+                ("jsonl", "JSONL"),
+                ("labelstudio", "Label Studio tasks (JSON export)"),
+                ("doccano", "doccano text classification (JSONL)"),
+                ("hf", "Hugging Face dataset (Parquet file, zipped folder, or JSONL)"),
+            ]
+            accept = ".csv,.json,.jsonl,.ndjson,.parquet,.zip"
         self.fields["file"].widget.attrs["accept"] = accept
         self.fields["format"].choices = [*self.fields["format"].choices, *choices]
 
@@ -119,8 +130,17 @@ def project_export_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     return _export(request, pk, "csv")
 
 
+@require_GET
+@login_required
+def project_export(request: HttpRequest, pk: int, fmt: str) -> StreamingHttpResponse:
+    """The other tools' formats (Label Studio, doccano): `/projects/<pk>/export.<fmt>`."""
+    return _export(request, pk, fmt)
+
+
 def _export(request: HttpRequest, pk: int, fmt: str) -> StreamingHttpResponse:
     project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
+    if fmt not in exports.formats_for(project):
+        raise Http404("No such export format for this project.")
     return stream_export(request, project, fmt, exports.export_chunks(project, fmt))
 
 
