@@ -127,3 +127,18 @@ def test_a_damaged_parquet_file_is_refused_with_its_name(hf_project):
         )
     [message] = caught.value.messages
     assert message.startswith("x.parquet: not a readable Parquet file")
+
+
+def test_a_zipped_datasets_folder_is_recognised_and_imports(hf_project):
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(HF_FOLDER.rglob("*")):
+            if path.is_file():
+                archive.write(path, "hf_reviews/" + path.relative_to(HF_FOLDER).as_posix())
+    buffer.seek(0)
+    assert imports.sniff_format(buffer, "reviews.zip") == "hf"
+    result = imports.import_file(project=hf_project, fileobj=buffer, filename="reviews.zip")
+    assert result.created == 4
+    assert GoldLabel.objects.get(item__external_id="r4").labels == ["negative"]

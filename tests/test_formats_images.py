@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from annotations import imports
 from annotations.models import Annotation, Item, Project
@@ -128,3 +128,36 @@ def test_a_coco_annotation_of_an_unknown_image_is_located(pets, tmp_path):
     ]
     assert not Item.objects.filter(project=pets).exists()
     assert not User.objects.filter(username="coco-import").exists()
+
+
+LS_IMAGES = Path(__file__).parent / "fixtures" / "formats" / "labelstudio_images"
+
+
+def test_label_studio_image_tasks_import_with_their_files(pets):
+    upload = zipped(LS_IMAGES)
+    assert imports.sniff_format(upload, "ls.zip") == "labelstudio"
+    result = imports.import_file(project=pets, fileobj=upload, filename="ls.zip")
+    assert result.created == 2
+    assert labels_of(pets) == {"7": ["cat"], "8": None}
+    item = Item.objects.get(project=pets, external_id="7")
+    assert item.metadata == {"camera": "front door"}
+    answer = Annotation.objects.get(item=item)
+    assert answer.annotator.username == "labelstudio-4"
+    assert answer.annotator.email == "ana@example.org" and answer.time_spent_ms == 2500
+    assert item.preannotations.get().labels == ["dog"]
+    assert not item.annotations.filter(annotator__username="resnet18-pets").exists()
+
+
+def test_a_label_studio_image_task_without_its_file_is_located(pets, tmp_path):
+    folder = tmp_path / "ls"
+    shutil.copytree(LS_IMAGES, folder)
+    (folder / "0002.png").unlink()
+    with pytest.raises(CommandError, match="Nothing was imported: 1 problem"):
+        call_command("import_items", pets.name, str(folder), "--no-progress")
+    assert not Item.objects.filter(project=pets).exists()
+    with pytest.raises(imports.ImportFailed) as caught:
+        imports.import_file(project=pets, fileobj=zipped(folder), filename="ls.zip")
+    assert caught.value.messages == [
+        "ls.zip tasks.json task 2 (id 8): no file for image '/data/upload/5/0a1b2c3d-0002.png' "
+        "in the upload"
+    ]

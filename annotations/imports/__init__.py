@@ -1,5 +1,6 @@
 """Import items into a project: text from CSV, JSON and JSONL files, images from a folder or a
-zip archive.
+zip archive, and other tools' data with its labels (Label Studio, doccano, Hugging Face, COCO,
+a folder per class).
 
 Every import is all-or-nothing: the rows go in inside one transaction, and image files written
 to storage are deleted again if anything fails, so a bad file never leaves half an import
@@ -8,9 +9,11 @@ together as `ImportFailed`, so a user fixes the file once rather than once per e
 management commands and the API all call these functions.
 
 The package's modules: `errors` (ImportFailed and the located-error list), `formats` (what
-can be imported into which project), `text` (CSV/JSON/JSONL), `images` (folders and zip
-archives, verified with Pillow) and `storage` (the bulk insert and the all-or-nothing
-transaction). Import from the package itself; the names below are its public API.
+can be imported into which project), `sniff` (which format a file is in), `text`
+(CSV/JSON/JSONL), `images` (folders and zip archives, verified with Pillow), `storage` (the bulk
+insert and the all-or-nothing transaction), `records` (items with answers, predictions and
+vectors), and one module per other tool: `labelstudio`, `doccano`, `hf`, `coco` (also folders
+per class). Import from the package itself; the names below are its public API.
 """
 
 from __future__ import annotations
@@ -98,6 +101,14 @@ def import_file(
     common["skip_duplicates"] = skip_duplicates
     if fmt == "zip":
         return import_image_archive(**common)
+    if fmt == "labelstudio" and project.item_kind == Project.ItemKind.IMAGE:
+        from annotations.imports.images import open_archive_sources
+        from annotations.imports.labelstudio import import_labelstudio_images
+
+        with open_archive_sources(fileobj, name) as sources:
+            return import_labelstudio_images(
+                **_but(common, "fileobj", "filename"), sources=sources, name=name
+            )
     if fmt in ("labelstudio", "doccano"):
         container = _container(fileobj, filename)
         if fmt == "labelstudio":
@@ -139,9 +150,20 @@ def import_folder(
         from annotations.imports.coco import import_labelled_folder
 
         return import_labelled_folder(**common, path=Path(path), fmt=fmt)
+    if fmt == "labelstudio":
+        from annotations.imports.images import folder_sources
+        from annotations.imports.labelstudio import import_labelstudio_images
+
+        return import_labelstudio_images(
+            **common, sources=folder_sources(Path(path)), name=Path(path).name
+        )
     if fmt not in ("images", "zip"):
         raise ImportFailed([f"{Path(path).name}: a folder cannot be imported as {fmt}."])
     return import_image_folder(**common, path=path)
+
+
+def _but(options: dict, *names: str) -> dict:
+    return {k: v for k, v in options.items() if k not in names}
 
 
 def _container(fileobj: IO[bytes], filename: str) -> str:

@@ -36,8 +36,9 @@ from annotations.imports.images import (
     _store_images,
     folder_sources,
 )
-from annotations.imports.records import RecordCheck
+from annotations.imports.records import RawAnswer, Record, RecordCheck
 from annotations.models import Item, Project
+from annotations.preannotations import PreAnnotationError, predictions_save, vectors_save
 
 SPLIT_FOLDERS = ("train", "validation", "test")
 #: The largest COCO JSON file read (it is parsed whole).
@@ -96,28 +97,97 @@ def _labelled(
     else:
         images, labels, metadata = _folders(sources, name, errors)
         source = ExternalAnnotator("folders", "import")
-    check = RecordCheck(project, name, errors, default_model="")
-    for path, chosen in labels.items():
-        checked = check.labels(chosen, skipped=False, at=path)
-        if checked is not None:
-            labels[path] = checked
+    records = {
+        image.path: Record(
+            where=image.path,
+            external_id=image.path,
+            text=None,
+            metadata=metadata.get(image.path, {}),
+            answers=[RawAnswer("labels", source, labels[image.path])]
+            if labels.get(image.path)
+            else [],
+        )
+        for image in images
+    }
+    return store_labelled_images(
+        project=project,
+        name=name,
+        images=images,
+        records=records,
+        errors=errors,
+        progress=progress,
+        skip_duplicates=skip_duplicates,
+    )
+
+
+def store_labelled_images(
+    *,
+    project: Project,
+    name: str,
+    images: list[_ImageSource],
+    records: dict[str, Record],
+    errors: ErrorList,
+    default_model: str = "imported",
+    progress: Progress | None = None,
+    skip_duplicates: bool = False,
+) -> ImportResult:
+    """Images (each `_ImageSource.path` its external id) with their records' metadata,
+    answers, predictions and vectors, checked first and stored with the images, all or
+    nothing."""
+    check = RecordCheck(project, name, errors, default_model=default_model)
+    checked: dict[str, tuple[list[RawAnswer], list, bytes | None]] = {}
+    for external_id, record in records.items():
+        answers = []
+        for answer in record.answers:
+            at = f"{record.where}, {answer.where}" if answer.where != "labels" else record.where
+            chosen = check.labels(answer.labels, skipped=answer.skipped, at=at)
+            if chosen is not None:
+                answer.labels = chosen
+                answers.append(answer)
+        predictions = [
+            p
+            for where, raw in record.predictions
+            if (p := check.prediction(raw, f"{record.where}, {where}", default_model))
+        ]
+        vector = None if record.vector is None else check.vector(record.vector, record.where)
+        checked[external_id] = (answers, predictions, vector)
     if errors:
         errors.fail()
-    answers = AnswerImport(project)
+    stored = AnswerImport(project)
 
     def on_batch(items: list[Item]) -> None:
+        with_metadata = []
+        given, predictions, vectors = [], [], []
         for item in items:
-            if metadata.get(item.external_id):
-                item.metadata = metadata[item.external_id]
-        with_metadata = [i for i in items if metadata.get(i.external_id)]
-        Item.objects.bulk_update(with_metadata, ["metadata"])
-        answers.add(
-            [
-                AnswerIn(i.pk, source, labels[i.external_id])
-                for i in items
-                if labels.get(i.external_id)
+            record = records.get(item.external_id)
+            if record is None:
+                continue
+            if record.metadata:
+                item.metadata = record.metadata
+                with_metadata.append(item)
+            answers, found, vector = checked[item.external_id]
+            given += [
+                AnswerIn(
+                    item.pk,
+                    a.annotator,
+                    a.labels,
+                    a.skipped,
+                    a.time_spent_ms,
+                    a.created_at,
+                    a.updated_at,
+                )
+                for a in answers
             ]
-        )
+            predictions += [(item.pk, p) for p in found]
+            if vector is not None:
+                vectors.append((item.pk, vector))
+        Item.objects.bulk_update(with_metadata, ["metadata"])
+        stored.add(given)
+        predictions_save(project, predictions)
+        try:
+            vectors_save(project, vectors)
+        except PreAnnotationError as exc:  # another import fixed another length meanwhile
+            raise ImportFailed([f"{name}: {exc}"]) from None
 
     return _store_images(
         project,
@@ -126,7 +196,7 @@ def _labelled(
         progress,
         skip_duplicates,
         on_batch=on_batch,
-        on_done=answers.finish,
+        on_done=stored.finish,
     )
 
 

@@ -4,6 +4,7 @@ comes from the content, never the name); archive entries that would escape the a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -11,7 +12,7 @@ import stat
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import IO
@@ -165,6 +166,19 @@ def import_image_archive(
     with archive:
         sources = _archive_sources(archive, name)
         return _store_images(project, name, sources, progress, skip_duplicates)
+
+
+@contextlib.contextmanager
+def open_archive_sources(fileobj: IO[bytes], name: str) -> Iterator[list[_ImageSource]]:
+    """The files of a zip archive, checked as an image archive's are, while it is open."""
+    if hasattr(fileobj, "seek"):
+        fileobj.seek(0)
+    try:
+        archive = zipfile.ZipFile(fileobj)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise ImportFailed([f"{name}: not a valid zip archive."]) from None
+    with archive:
+        yield _archive_sources(archive, name)
 
 
 def _archive_sources(archive: zipfile.ZipFile, name: str) -> list[_ImageSource]:

@@ -11,19 +11,27 @@ answer by its `completed_by` annotator (an id, or `{"id", "email", …}` when ex
 annotator details), with `created_at`, `updated_at` and `lead_time`; a cancelled (skipped)
 annotation is a skip. Predictions (`model_version`, `score`, `result`) become predictions
 of that model, never answers. `data.vector`, a list of numbers, is the item's vector.
+
+Image projects: Label Studio's `data.image` is a URL, which is never fetched; upload a zip (or
+give a folder) holding the tasks' JSON file and the image files. Each task's image is the file
+named as the URL's last part, or as it without the prefix Label Studio adds to uploads
+(`/data/upload/3/5e1f9c2a-cat.png` → `5e1f9c2a-cat.png` or `cat.png`), anywhere in the upload.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
+import re
 from pathlib import PurePath
 from typing import IO, Any
+from urllib.parse import unquote, urlsplit
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from annotations.answer_imports import ExternalAnnotator
-from annotations.imports.errors import ErrorList
+from annotations.imports.errors import ErrorList, ImportFailed
 from annotations.imports.formats import ImportResult, Progress
 from annotations.imports.records import RawAnswer, Record, store_text_records
 from annotations.imports.text import json_objects
@@ -71,6 +79,81 @@ def import_labelstudio(
         default_model=DEFAULT_MODEL,
         skip_duplicates=skip_duplicates,
     )
+
+
+def import_labelstudio_images(
+    *,
+    project,
+    sources: list,
+    name: str,
+    progress: Progress | None = None,
+    skip_duplicates: bool = False,
+) -> ImportResult:
+    """Image tasks and their image files, from the files of a zip archive or a folder
+    (`annotations.imports.images._ImageSource`s)."""
+    from annotations.imports.coco import store_labelled_images
+    from annotations.imports.images import _ImageSource
+
+    errors = ErrorList()
+    task_files = [s for s in sources if s.path.lower().endswith((".json", ".jsonl"))]
+    files = [s for s in sources if s not in task_files]
+    by_name: dict[str, list] = {}
+    for source in files:
+        by_name.setdefault(PurePath(source.path).name, []).append(source)
+    if not task_files:
+        raise ImportFailed([f"{name}: no Label Studio tasks file (.json) in the upload."])
+    images, records = [], {}
+    for task_file in task_files:
+        label = f"{name} {task_file.path}"
+        with io.BytesIO(task_file.read(MAX_TASKS_BYTES)) as handle:
+            fmt = "json" if handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[" else "jsonl"
+            for index, (where, task) in enumerate(json_objects(handle, label, fmt, errors), 1):
+                place = where.replace("record", "task")
+                if _is_id(task.get("id")):
+                    place += f" (id {task['id']})"
+                try:
+                    record = task_record(
+                        task, where=place, auto_id=f"{task_file.path}:{index}", text="image"
+                    )
+                except TaskError as exc:
+                    errors.add(f"{label} {place}: {exc}")
+                    continue
+                source = _image_file(record.text, by_name)
+                if source is None:
+                    errors.add(f"{label} {place}: no file for image {record.text!r} in the upload")
+                    continue
+                record.where = f"{task_file.path} {place}"
+                images.append(_ImageSource(record.external_id, source.size, source.read))
+                records[record.external_id] = record
+    if errors:
+        errors.fail()
+    return store_labelled_images(
+        project=project,
+        name=name,
+        images=images,
+        records=records,
+        errors=errors,
+        default_model=DEFAULT_MODEL,
+        progress=progress,
+        skip_duplicates=skip_duplicates,
+    )
+
+
+#: The largest tasks file read from an archive (it is held in memory).
+MAX_TASKS_BYTES = 256 * 1024 * 1024
+_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
+
+
+def _image_file(url: Any, by_name: dict[str, list]):
+    """The upload's file for a task's `data.image` URL, by its name (see the module)."""
+    if not isinstance(url, str) or not url.strip():
+        return None
+    last = unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+    for candidate in (last, _UPLOAD_PREFIX.sub("", last)):
+        found = by_name.get(candidate, [])
+        if len(found) == 1:
+            return found[0]
+    return None
 
 
 def _is_id(value: Any) -> bool:

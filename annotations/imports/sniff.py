@@ -1,7 +1,10 @@
 """Which format a file is in, from its first bytes and its first record's keys, when the user
 did not say: the file name alone cannot tell a Label Studio export from our own JSON.
 
-- a zip archive: COCO when it holds a JSON file with `images` and `categories`, else images;
+- a zip archive: a Hugging Face dataset when it holds Parquet files, COCO when it holds a JSON
+  file with `images` and `categories`, Label Studio image tasks with their files, our folders
+  export when it has its `labels.csv`, else images (a folder per class is only taken as labels
+  when asked: `folders`);
 - Parquet (`PAR1`): a Hugging Face dataset file;
 - JSON or JSONL: Label Studio when the first record has a `data` object (tasks), doccano when
   it has `text` and a list `label`/`labels`, COCO when it is one object with `images` and
@@ -35,7 +38,7 @@ def sniff_format(fileobj: IO[bytes], filename: str) -> str:
     head = fileobj.read(_HEAD)
     fileobj.seek(0)
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return "coco" if _zip_has_coco(fileobj) else "zip"
+        return _zip_kind(fileobj)
     if head.startswith(b"PAR1"):
         return "hf"
     body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -75,7 +78,8 @@ def sniff_format(fileobj: IO[bytes], filename: str) -> str:
 
 def sniff_folder(path: Path) -> str:
     """The format of a folder: `hf` (Parquet files, or a dataset card with `dataset_info`),
-    `coco` (a JSON file with `images` and `categories` at its top), else `images`."""
+    `coco` (a JSON file with `images` and `categories` at its top), `labelstudio` (a JSON file
+    of tasks, beside their images), else `images`."""
     if next(path.glob("*.parquet"), None) or next(path.glob("data/*.parquet"), None):
         return "hf"
     card = path / "README.md"
@@ -86,6 +90,8 @@ def sniff_folder(path: Path) -> str:
             kind, first = _first_record(handle.read(_HEAD).lstrip(b"\xef\xbb\xbf \t\r\n"))
         if kind == "object" and isinstance(first, dict) and _is_coco(first):
             return "coco"
+        if isinstance(first, dict) and _is_ls(first):
+            return "labelstudio"  # image tasks with their files
     return "images"
 
 
@@ -131,18 +137,28 @@ def _is_coco(record: dict) -> bool:
     return "images" in record and "categories" in record
 
 
-def _zip_has_coco(fileobj: IO[bytes]) -> bool:
+def _zip_kind(fileobj: IO[bytes]) -> str:
+    """`hf` for a zip with Parquet files, `coco` with a COCO JSON file, `folders` for our
+    folders export (`labels.csv` beside split folders), else `zip` (images)."""
     try:
         with zipfile.ZipFile(fileobj) as archive:
-            for info in archive.infolist():
+            infos = archive.infolist()
+            names = [i.filename for i in infos]
+            if any(n.endswith(".parquet") for n in names):
+                return "hf"
+            for info in infos:
                 if info.filename.lower().endswith(".json") and info.file_size < 512 * 1024**2:
                     with archive.open(info) as handle:
                         head = handle.read(_HEAD)
                     kind, first = _first_record(head.lstrip(b"\xef\xbb\xbf \t\r\n"))
                     if kind == "object" and isinstance(first, dict) and _is_coco(first):
-                        return True
+                        return "coco"
+                    if isinstance(first, dict) and _is_ls(first):
+                        return "labelstudio"  # image tasks with their files
+            if "labels.csv" in names and any(n.startswith(("train/", "test/")) for n in names):
+                return "folders"
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError):
-        return False
+        return "zip"  # the image import says what is wrong with it
     finally:
         fileobj.seek(0)
-    return False
+    return "zip"
