@@ -3,16 +3,20 @@ as a multipart file or as the request body, located errors as 422, roles and out
 
 from __future__ import annotations
 
+import io
 import json
 import tracemalloc
+import zipfile
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from annotations import exports, imports
 from annotations.models import Annotation, Item, Membership, PreAnnotation, Project
 from annotations.services import project_create
 from tests.conftest import make_user
+from tests.test_formats_images import LS_IMAGES, zipped
 
 pytestmark = pytest.mark.django_db
 LS_EXPORT = Path(__file__).parent / "fixtures" / "formats" / "labelstudio_export.json"
@@ -137,3 +141,36 @@ def test_the_project_page_links_the_label_studio_and_doccano_exports(admin_clien
     response = admin_client.get(f"/projects/{ls_project.pk}/export.doccano")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/x-ndjson")
+
+
+def test_the_hf_download_is_a_zip_of_a_datasets_folder(admin_client, ls_project):
+    admin_client.post(
+        url(ls_project) + "?filename=tasks.json",
+        data=LS_EXPORT.read_bytes(),
+        content_type="application/json",
+    )
+    response = admin_client.get(f"/projects/{ls_project.pk}/export.hf")
+    assert response.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as archive:
+        names = archive.namelist()
+    assert any(n.endswith(".parquet") for n in names) and any(
+        n.endswith("README.md") for n in names
+    )
+    # Text projects have no folders export.
+    assert admin_client.get(f"/projects/{ls_project.pk}/export.folders").status_code == 404
+
+
+def test_label_studio_export_of_an_image_project_points_at_the_image_urls(client, media_root):
+
+    pets = project_create(name="Pets", item_kind=Project.ItemKind.IMAGE, classes=["cat", "dog"])
+    imports.import_file(project=pets, fileobj=zipped(LS_IMAGES), filename="ls.zip")
+    tasks = json.loads("".join(exports.export_chunks(pets, "labelstudio")))
+    first = next(t for t in tasks if t["id"] == 7)
+    item = Item.objects.get(project=pets, external_id="7")
+    assert first["data"] == {
+        "image": f"/projects/{pets.pk}/items/{item.pk}/image/",
+        "camera": "front door",
+    }
+    assert first["annotations"][0]["completed_by"]["id"] == 4
+    assert first["annotations"][0]["result"][0]["to_name"] == "image"
+    assert first["predictions"][0]["model_version"] == "resnet18-pets"
