@@ -81,6 +81,10 @@ class Project(models.Model):
     )
     item_count = models.PositiveIntegerField(default=0, editable=False)
     complete_count = models.PositiveIntegerField(default=0, editable=False)
+    # The event types at least one active webhook of the project listens to, kept by
+    # `annotations.webhooks.services`: a submission reads it with the project it loads anyway,
+    # so a project without hooks pays no query for them.
+    webhook_events = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     members = models.ManyToManyField(
@@ -553,3 +557,10 @@ class ReviewEvent(models.Model):
 # The bulk actions' records live in their own module (this one stays under ~600 lines).
 from annotations.action_models import DeletedItem, ItemAction, ItemRelabel  # noqa: E402, F401
 from annotations.preannotation_models import ItemVector, PreAnnotation  # noqa: E402, F401
+
+# Webhooks: their own module too.
+from annotations.webhooks.models import (  # noqa: E402, F401
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)

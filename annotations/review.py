@@ -28,6 +28,8 @@ from annotations.gold import gold_refresh
 from annotations.label_classes import class_names_locked
 from annotations.models import Annotation, Item, ItemRelabel, Project, Review, ReviewEvent
 from annotations.services import validate_labels
+from annotations.webhooks.events import review_decided_data, webhook_event
+from annotations.webhooks.models import WebhookEvent
 from curation.label_issues import label_issue_close, label_issues_reopen
 from curation.training_requests import request_training_on_commit
 
@@ -257,6 +259,9 @@ def review_decide(
         gold_refresh(project, [review.item_id], classes=label_names)
         # A likely label error this decision settles: fixed, or the label was right.
         label_issue_close(item_id=review.item_id, labels=labels, user=reviewer, decision=decision)
+        webhook_event(
+            project, WebhookEvent.REVIEW_DECIDED, lambda: review_decided_data(review, reviewer)
+        )
         publish_progress_on_commit(project.pk, review.item_id)
         request_training_on_commit(project.pk)
     return review

@@ -46,6 +46,8 @@ from annotations.models import (
     Project,
     ReviewEvent,
 )
+from annotations.webhooks.events import annotation_data, item_completed_data, webhook_event
+from annotations.webhooks.models import WebhookEvent
 from curation.duplicate_groups import duplicate_groups_of, duplicate_groups_recount
 from curation.models import models_dir
 from curation.version_models import versions_dir
@@ -207,6 +209,18 @@ def annotation_submit(
         if relabelling and progress is not None and not still_open:
             relabel_arrived(project, locked.pk)
         queue.release_lease(item=locked, user=annotator, complete=not still_open)
+        # The webhook outbox, in this transaction; no query unless a hook listens.
+        webhook_event(
+            project,
+            WebhookEvent.ANNOTATION_SAVED,
+            lambda: annotation_data(annotation, locked, annotator, created=created),
+        )
+        if progress is not None and not still_open:
+            webhook_event(
+                project,
+                WebhookEvent.ITEM_COMPLETED,
+                lambda: item_completed_data(locked, answers=answers, progress=progress),
+            )
         # The pages' progress, and the model in the loop learns from this answer, once it is
         # committed.
         publish_answer_on_commit(project.pk, locked.pk, counts=progress)

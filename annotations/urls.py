@@ -14,6 +14,7 @@ from annotations.views import (
     quality,
     review,
     versions,
+    webhooks,
 )
 
 urlpatterns = [
@@ -96,4 +97,5 @@ urlpatterns = [
     path("<int:pk>/classes/", classes.project_label_classes, name="project_label_classes"),
     path("<int:pk>/members/", manage.project_members, name="project_members"),
     path("<int:pk>/assignments/", manage.project_assignments, name="project_assignments"),
+    path("<int:pk>/webhooks/", webhooks.project_webhooks, name="project_webhooks"),
 ]

@@ -30,6 +30,8 @@ from django.utils import timezone
 from annotations.exports import COMPLETE, export_items
 from annotations.gold import INCOMPLETE
 from annotations.models import GoldLabel, GoldSource, Item, Project
+from annotations.webhooks.events import dataset_version_data, webhook_event
+from annotations.webhooks.models import WebhookEvent
 from curation import splits
 from curation.models import ProjectTraining
 from curation.training_requests import send_to_worker
@@ -195,21 +197,30 @@ def version_build(version: DatasetVersion) -> None:
             finished_at=timezone.now(),
         )
         return
-    DatasetVersion.objects.filter(pk=version.pk).update(
-        status=DatasetVersion.Status.READY,
-        finished_at=timezone.now(),
-        content_hash=written.content_hash,
-        file_name=str(written.path.relative_to(versions_dir())),
-        file_sha256=written.file_sha256,
-        file_size=written.size,
-        items=tally.items,
-        labelled=tally.labelled,
-        answers=tally.answers,
-        class_counts=dict(sorted(tally.classes.items())),
-        split_counts=tally.split_counts(),
-        split_rule=rule,
-        metrics_status=DatasetVersion.Metrics.PENDING,
-    )
+    counts = {
+        "content_hash": written.content_hash,
+        "items": tally.items,
+        "labelled": tally.labelled,
+        "answers": tally.answers,
+        "class_counts": dict(sorted(tally.classes.items())),
+        "split_counts": tally.split_counts(),
+    }
+    with transaction.atomic():
+        DatasetVersion.objects.filter(pk=version.pk).update(
+            status=DatasetVersion.Status.READY,
+            finished_at=timezone.now(),
+            file_name=str(written.path.relative_to(versions_dir())),
+            file_sha256=written.file_sha256,
+            file_size=written.size,
+            split_rule=rule,
+            metrics_status=DatasetVersion.Metrics.PENDING,
+            **counts,
+        )
+        webhook_event(
+            project,
+            WebhookEvent.DATASET_VERSION,
+            lambda: dataset_version_data(version, counts),
+        )
     logger.info(
         "dataset version %s of project %s written: %s items, %s labelled, %s",
         version.name,

@@ -47,6 +47,8 @@ from django.db.models import Max
 from annotations.events import project_group, publish
 from annotations.gold import reviews_for_model_disagreement
 from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
+from annotations.webhooks.events import model_version_data, webhook_event
+from annotations.webhooks.models import WebhookEvent
 from curation import cold_start, evaluation, ranking_write, versions
 from curation.evaluation import eval_items_weave, eval_summary
 from curation.features import item_features
@@ -350,6 +352,8 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
             clock=clock,
         )
         clock.lap("save")
+        # In the version's transaction: no hook hears of a version that rolled back.
+        webhook_event(project, WebhookEvent.MODEL_VERSION, lambda: model_version_data(version))
         # Last, so the head's rows are locked (and skipped by next_items) only until the commit.
         _write_ranking(project, ranked, state, version.version)
         clock.lap("write")

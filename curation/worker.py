@@ -16,7 +16,9 @@ and every `TRAINING_SWEEP_SECONDS`, whatever the channel layer does; it rides ou
 that goes away (a Redis restart) by retrying with backoff, logging the outage once; and it runs
 the follow-up jobs of a training run (`curation.jobs`: the accuracy estimate, the weighted
 consensus, the data analyses, dataset versions, the dashboard) as messages to its own consumer,
-beside the training requests.
+beside the training requests. It also delivers the webhooks' outbox
+(`annotations.webhooks.delivery`) on a consumer instance of their own, when an event wakes it
+and every `WEBHOOKS_POLL_SECONDS` for the retries that fall due.
 
 Embedded mode (`TRAINING_WORKER=embedded`, the default without Redis): `EmbeddedTrainingWorker`
 wraps the ASGI application and starts a `TrainingWorker` on the server's own event loop at the
@@ -43,6 +45,7 @@ from django.db import close_old_connections
 from threadpoolctl import threadpool_limits
 
 from annotations.queue import purge_expired_leases
+from annotations.webhooks.events import DELIVER as WEBHOOKS
 from curation import dashboard, dataset_versions, jobs, services, trainer
 from curation.embedded import EmbeddedTrainingWorker
 from curation.training_requests import (
@@ -73,6 +76,8 @@ _sweep_lock = threading.Lock()
 #: Set while a sweep waits in a TrainingWorker's queue: a sweep slower than the timer must not
 #: pile up more of them.
 _sweep_queued = threading.Event()
+#: Set while a webhook delivery run waits in a TrainingWorker's queue (the same for deliveries).
+_deliveries_queued = threading.Event()
 #: Training requests between two returns of freed heap memory to the system (`release_memory`).
 RELEASE_EVERY = 50
 #: glibc malloc arenas for a worker process (`limit_malloc_arenas`).
@@ -319,6 +324,18 @@ class TrainingConsumer(AsyncConsumer):
     async def training_dashboard(self, message: dict[str, Any]) -> None:
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
 
+    async def training_webhooks(self, message: dict[str, Any]) -> None:
+        await sync_to_async(deliver_webhooks, thread_sensitive=False)()
+
+
+def deliver_webhooks() -> int:
+    """Send the webhook deliveries that are due (`annotations.webhooks.delivery`); imported
+    here so that a web process never loads the HTTP client."""
+    from annotations.webhooks.delivery import deliver_due_safely
+
+    _deliveries_queued.clear()
+    return deliver_due_safely()
+
 
 def training_application() -> ChannelNameRouter:
     """The ASGI application of the training channel (also routed by `dataprep_site.asgi`)."""
@@ -386,9 +403,12 @@ class TrainingWorker(Worker):
         pace.forget()
         try:
             _sweep_queued.clear()
+            _deliveries_queued.clear()
             self.request_sweep()  # catch up with what happened while no worker ran
             await asyncio.gather(
-                self.sweeper(), *(self.listener(channel) for channel in self.channels)
+                self.sweeper(),
+                self.deliverer(),
+                *(self.listener(channel) for channel in self.channels),
             )
         finally:
             jobs.attach_worker(None)
@@ -427,6 +447,13 @@ class TrainingWorker(Worker):
             await asyncio.sleep(self.sweep_seconds)
             self.request_sweep()
 
+    async def deliverer(self) -> None:
+        """Webhook retries fall due without a message: look for them every
+        `WEBHOOKS_POLL_SECONDS` (new events also send a wake-up)."""
+        while True:
+            self.dispatch({"type": WEBHOOKS})
+            await asyncio.sleep(settings.WEBHOOKS_POLL_SECONDS)
+
     def request_sweep(self) -> None:
         """Queue a sweep unless one is waiting already."""
         if not _sweep_queued.is_set():
@@ -438,7 +465,15 @@ class TrainingWorker(Worker):
         request for a project that has one waiting already is merged into it (`pace`)."""
         if message["type"] == "training.request" and not pace.admit(message["project_id"]):
             return
-        if message["type"] in (jobs.ANALYSIS, jobs.VERSIONS):  # long: not before the estimate
+        if message["type"] == WEBHOOKS:
+            # Their own consumer instance: a slow receiver never holds up training. One run
+            # at a time: a run delivers everything due, so a wake-up that finds one queued is
+            # merged into it.
+            if _deliveries_queued.is_set():
+                return
+            _deliveries_queued.set()
+            kind = "webhooks"
+        elif message["type"] in (jobs.ANALYSIS, jobs.VERSIONS):  # long: not before the estimate
             kind = "analyses"
         else:
             kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
@@ -455,6 +490,7 @@ class TrainingWorker(Worker):
         pace.forget()
         jobs.forget_jobs()
         _sweep_queued.clear()
+        _deliveries_queued.clear()
         self.request_sweep()
 
     def submit(self, message: dict[str, Any]) -> None:

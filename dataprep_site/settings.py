@@ -3,6 +3,7 @@ comes from environment variables; see README "Configuration"."""
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,6 +42,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by WhiteNoise: no CDN
     "channels",
     "annotations",
     "curation",
@@ -158,6 +161,31 @@ if DASHBOARD_REFRESH_SECONDS < 1:
 # Model versions kept per project besides milestones and the current one (`curation.versions`).
 MODEL_VERSIONS_KEPT = env_int("MODEL_VERSIONS_KEPT", 200)
 
+# Webhooks (docs/webhooks.md). Deliveries go only to public addresses unless a site admin allows
+# private ones: all of them (WEBHOOKS_ALLOW_PRIVATE=1, e.g. a receiver on this machine), or only
+# the networks listed (WEBHOOKS_ALLOWED_NETWORKS=10.1.0.0/16,fd00:1::/64).
+WEBHOOKS_ALLOW_PRIVATE = env_bool("WEBHOOKS_ALLOW_PRIVATE", False)
+WEBHOOKS_ALLOWED_NETWORKS = env_list("WEBHOOKS_ALLOWED_NETWORKS", [])
+for _network in WEBHOOKS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"WEBHOOKS_ALLOWED_NETWORKS: {_network!r} is not a network "
+            "(use 10.0.0.0/8 or fd00::/8)."
+        ) from None
+# Seconds one delivery attempt may take in all (connect, send, answer, redirects followed).
+WEBHOOKS_TIMEOUT_SECONDS = env_int("WEBHOOKS_TIMEOUT_SECONDS", 10)
+# Attempts per delivery before it is marked failed (backoff between them: 30 s, 1 min, 2 min, …).
+WEBHOOKS_MAX_ATTEMPTS = env_int("WEBHOOKS_MAX_ATTEMPTS", 8)
+# Failed attempts in a row after which a hook is disabled (a project admin enables it again).
+WEBHOOKS_DISABLE_AFTER = env_int("WEBHOOKS_DISABLE_AFTER", 15)
+# How often a worker looks for deliveries that are due (retries); new events wake it at once.
+WEBHOOKS_POLL_SECONDS = env_int("WEBHOOKS_POLL_SECONDS", 5)
+for _name in ("WEBHOOKS_TIMEOUT_SECONDS", "WEBHOOKS_MAX_ATTEMPTS", "WEBHOOKS_POLL_SECONDS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name}={globals()[_name]}: use a number, at least 1.")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -231,6 +259,30 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 100,
+    # The OpenAPI schema at /api/schema/ (annotations/api/schema.py says how to describe a view).
+    "DEFAULT_SCHEMA_CLASS": "annotations.api.schema.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "dataprepops API",
+    "DESCRIPTION": (
+        "Projects, items, annotations, review, data browser, analyses and dataset versions. "
+        "Authenticate with `Authorization: Token <token>` (POST username and password to "
+        "`/api/auth/token/`) or a logged-in session (then send the CSRF token on writes)."
+    ),
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs page need a login, like everything else.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ReviewStatusEnum": "annotations.models.Review.Status",
+        "AnalysisRunStatusEnum": "curation.dataset_models.AnalysisRun.Status",
+        "LabelIssueStatusEnum": "curation.dataset_models.LabelIssue.Status",
+    },
 }
 
 # Security. Secure cookies and HSTS whenever DEBUG is off; SECURE_SSL_REDIRECT is on by default

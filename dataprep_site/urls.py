@@ -43,3 +43,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("annotations.api.urls")),
 ]
+
+# API clients get JSON for requests refused before a view runs (annotations/api/errors.py).
+handler400 = "annotations.api.errors.bad_request"
+handler404 = "annotations.api.errors.not_found"

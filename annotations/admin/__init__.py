@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from annotations.admin import items, members, projects, reviews  # noqa: F401 - registers
+from annotations.admin import items, members, projects, reviews, webhooks  # noqa: F401
 from annotations.admin.items import LargeTablePaginator
 
 admin.site.site_header = "dataprepops administration"

@@ -5,6 +5,8 @@ and dismiss a flag ("the label is right"). The same services as the pages and co
 from __future__ import annotations
 
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
@@ -13,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access
+from annotations.api.shapes import SentToReviewSerializer
 from annotations.models import Item, Project
 from curation.analysis_runs import ANALYSES, latest_runs, run_request
 from curation.dataset_models import AnalysisRun, LabelIssue
@@ -47,6 +50,13 @@ class AnalysisRunSerializer(serializers.ModelSerializer):
 
     def get_requested_by(self, run: AnalysisRun) -> str | None:
         return run.requested_by.get_username() if run.requested_by else None
+
+
+class LatestRunsSerializer(serializers.Serializer):
+    """The latest run of each analysis, by kind; kinds never run are absent."""
+
+    def get_fields(self) -> dict:
+        return {str(kind): AnalysisRunSerializer(required=False) for kind in ANALYSES}
 
 
 class LabelIssueSerializer(serializers.ModelSerializer):
@@ -101,6 +111,7 @@ def _project(request: Request, pk: int, allowed=access.REVIEW) -> Project:
 class AnalysisRunList(APIView):
     """The latest run of each analysis (kinds never run are absent)."""
 
+    @extend_schema(responses=LatestRunsSerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = _project(request, pk)
         runs = latest_runs(project)
@@ -110,6 +121,15 @@ class AnalysisRunList(APIView):
 class AnalysisRunCreate(APIView):
     """Ask for a run of `kind` (202 with the run; the queued or running one if there is)."""
 
+    @extend_schema(
+        request=None,
+        parameters=[
+            OpenApiParameter(
+                "kind", OpenApiTypes.STR, OpenApiParameter.PATH, enum=[str(k) for k in ANALYSES]
+            )
+        ],
+        responses={202: AnalysisRunSerializer},
+    )
     def post(self, request: Request, pk: int, kind: str) -> Response:
         project = _project(request, pk)
         if kind not in ANALYSES:
@@ -120,6 +140,14 @@ class AnalysisRunCreate(APIView):
         return Response(AnalysisRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("min_score", OpenApiTypes.NUMBER, description="0 to 1"),
+            OpenApiParameter("status", OpenApiTypes.STR, enum=list(LabelIssue.Status.values)),
+        ]
+    )
+)
 class LabelErrorList(generics.ListAPIView):
     """Every scored gold label, most likely wrong first: `?min_score=0.5&status=flagged`."""
 
@@ -145,6 +173,7 @@ class LabelErrorList(generics.ListAPIView):
 class LabelErrorsToReview(APIView):
     """Send the `limit` most likely label errors to review (project admins)."""
 
+    @extend_schema(request=ToReviewSerializer, responses=SentToReviewSerializer)
     def post(self, request: Request, pk: int) -> Response:
         project = _project(request, pk, allowed=access.MANAGE)
         body = ToReviewSerializer(data=request.data)
@@ -162,6 +191,7 @@ class LabelErrorsToReview(APIView):
 class LabelIssueDismiss(APIView):
     """ "The label is right": the flag is not raised again while the gold label stays."""
 
+    @extend_schema(request=None, responses=LabelIssueSerializer)
     def post(self, request: Request, pk: int, item_pk: int) -> Response:
         project = _project(request, pk)
         item = Item.objects.filter(project=project, pk=item_pk).first()

@@ -8,12 +8,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access
+from annotations.api.shapes import DATA_PAGE_PARAMETERS, DataItemSerializer, DataPageSerializer
 from annotations.browse import (
     BrowseQuery,
     BrowseQueryError,
@@ -64,6 +66,7 @@ class DataList(APIView):
     """`GET /api/projects/<pk>/data/`: the matching items, a keyset page at a time. Parameters
     as on the page; `limit` (1–500, default 50) and `after` (the `next` link's cursor)."""
 
+    @extend_schema(parameters=DATA_PAGE_PARAMETERS, responses=DataPageSerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
         try:
@@ -97,6 +100,7 @@ class DataList(APIView):
 class DataItem(APIView):
     """`GET /api/projects/<pk>/data/items/<item_pk>/`: what the item page shows."""
 
+    @extend_schema(responses=DataItemSerializer)
     def get(self, request: Request, pk: int, item_pk: int) -> Response:
         item = access.get_item_for_user(request.user, pk, item_pk, allowed=access.REVIEW)
         d = item_details(item.project, item)

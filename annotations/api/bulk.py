@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -14,7 +16,14 @@ from rest_framework.views import APIView
 
 from annotations import access, bulk
 from annotations.action_log import item_action_summary, item_actions_for
+from annotations.api.schema import BINARY
+from annotations.api.shapes import (
+    BROWSE_FILTERS,
+    ItemActionResultSerializer,
+    ItemActionSummarySerializer,
+)
 from annotations.api.views import ByIdCursorPagination
+from annotations.exports import FORMATS
 from annotations.models import ItemAction, Review
 from annotations.views.bulk import selection_filename
 from annotations.views.data import stream_export
@@ -56,6 +65,7 @@ class ItemActions(APIView):
     """Run a bulk action on picked items or on all items matching a filter; `dry_run` answers
     how many items it would take, changing nothing."""
 
+    @extend_schema(request=ItemActionSerializer, responses=ItemActionResultSerializer)
     def post(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
         # The role first: whoever may not run the action learns nothing about their input.
@@ -107,6 +117,19 @@ class ItemExport(APIView):
     """The items matching the filter (the browser's query parameters) or the ids given as
     `item`, in the project export's format (jsonl or csv), streamed."""
 
+    @extend_schema(
+        operation_id="projects_items_export",
+        parameters=[
+            OpenApiParameter("fmt", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(FORMATS)),
+            OpenApiParameter(
+                "item",
+                {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                description="Item ids (repeatable); instead of the filters.",
+            ),
+            *BROWSE_FILTERS,
+        ],
+        responses={(200, media.split(";")[0]): BINARY for media in FORMATS.values()},
+    )
     def get(self, request: Request, pk: int, fmt: str):
         project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
         params = request.query_params.copy()
@@ -133,6 +156,7 @@ class NewestFirstPagination(ByIdCursorPagination):
     page_size = 50
 
 
+@extend_schema_view(get=extend_schema(responses=ItemActionSummarySerializer(many=True)))
 class ItemActionLog(generics.ListAPIView):
     """`GET items/actions/log/`: the project's recorded data actions, newest first, as the
     action log page lists them (who, when, what, how many, reason, selection)."""

@@ -5,6 +5,13 @@ labels differ), `POST …/duplicates/review/` sends conflicting groups to review
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -12,9 +19,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access
+from annotations.api.shapes import DuplicatesSentSerializer
 from annotations.api.views import ByIdCursorPagination
 from curation.dataset_models import DuplicateGroup
 from curation.duplicate_review import duplicate_groups, duplicates_to_review, group_members
+
+
+class DuplicateMemberSerializer(serializers.Serializer):
+    item = serializers.IntegerField()
+    external_id = serializers.CharField()
+    similarity = serializers.FloatField(allow_null=True)
+    gold = serializers.ListField(child=serializers.CharField(), allow_null=True)
 
 
 class DuplicateGroupSerializer(serializers.ModelSerializer):
@@ -24,6 +39,7 @@ class DuplicateGroupSerializer(serializers.ModelSerializer):
         model = DuplicateGroup
         fields = ["id", "kind", "size", "conflicting", "members"]
 
+    @extend_schema_field(DuplicateMemberSerializer(many=True))
     def get_members(self, group: DuplicateGroup) -> list[dict]:
         members = self.context["members"].get(group.pk, [])
         return [
@@ -37,6 +53,13 @@ class DuplicateGroupSerializer(serializers.ModelSerializer):
         ]
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("conflicting", OpenApiTypes.STR, enum=["", "0", "1", "true", "false"])
+        ]
+    )
+)
 class DuplicateGroupList(generics.ListAPIView):
     """The project's duplicate groups in id order, each with its members and their gold labels."""
 
@@ -72,6 +95,7 @@ class ReviewRequest(serializers.Serializer):
 class DuplicatesToReview(APIView):
     """Send the members of conflicting groups (all, or those of `groups`) to review."""
 
+    @extend_schema(request=ReviewRequest, responses=DuplicatesSentSerializer)
     def post(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
         body = ReviewRequest(data=request.data)

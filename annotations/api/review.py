@@ -7,6 +7,14 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -14,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access
+from annotations.api.schema import ERROR
 from annotations.api.views import ByIdCursorPagination
 from annotations.models import Annotation, Item, Project, Review, ReviewEvent
 from annotations.review import (
@@ -77,6 +86,7 @@ class ReviewSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(_AnswerSerializer(many=True))
     def get_answers(self, review: Review) -> list[dict]:
         rows = [a for a in review.item.annotations.all() if not a.skipped]
         return _AnswerSerializer(rows, many=True).data
@@ -129,10 +139,18 @@ def _review_project(request: Request, pk: int) -> Project:
     return access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
 
 
+CONFLICT = OpenApiResponse(ERROR, description="Decided already, or another reviewer holds it.")
+
+
 def _conflict(exc: ReviewConflict) -> Response:
     return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=list(Review.Status.values))]
+    )
+)
 class ReviewList(generics.ListAPIView):
     """The project's reviews, `?status=open` or `?status=decided`, in id order."""
 
@@ -151,6 +169,7 @@ class ReviewList(generics.ListAPIView):
 
 
 class ReviewDetail(APIView):
+    @extend_schema(responses=ReviewDetailSerializer)
     def get(self, request: Request, pk: int, review_pk: int) -> Response:
         project = _review_project(request, pk)
         review = _reviews(project).prefetch_related("events__actor").filter(pk=review_pk).first()
@@ -163,6 +182,13 @@ class ReviewNext(APIView):
     """Claim the next review for the requesting reviewer (their own live claim first); 204 when
     there is nothing to review."""
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: ReviewSerializer,
+            204: OpenApiResponse(description="Nothing to review."),
+        },
+    )
     def post(self, request: Request, pk: int) -> Response:
         project = _review_project(request, pk)
         review = review_next(project=project, reviewer=request.user)
@@ -175,6 +201,7 @@ class ReviewDecision(APIView):
     """Decide the gold label. Idempotent per `client_uuid`; 409 when the item was decided
     already or another reviewer holds it."""
 
+    @extend_schema(request=DecisionSerializer, responses={200: ReviewSerializer, 409: CONFLICT})
     def post(self, request: Request, pk: int, review_pk: int) -> Response:
         project = _review_project(request, pk)
         body = DecisionSerializer(data=request.data)
@@ -198,6 +225,7 @@ class ReviewDecision(APIView):
 
 
 class ReviewReopen(APIView):
+    @extend_schema(request=CommentSerializer, responses={200: ReviewSerializer, 409: CONFLICT})
     def post(self, request: Request, pk: int, review_pk: int) -> Response:
         project = _review_project(request, pk)
         body = CommentSerializer(data=request.data)
@@ -219,6 +247,7 @@ class ReviewReopen(APIView):
 class ItemFlag(APIView):
     """Send an item to review by hand."""
 
+    @extend_schema(request=FlagSerializer, responses={201: ReviewSerializer})
     def post(self, request: Request, pk: int, item_pk: int) -> Response:
         project = _review_project(request, pk)
         item = Item.objects.filter(project=project, pk=item_pk).first()

@@ -7,6 +7,7 @@ Axes' lockout applies to it too, and a scoped throttle bounds how often anyone c
 from __future__ import annotations
 
 from django.contrib.auth.signals import user_logged_in
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from knox.models import AuthToken
 from knox.settings import knox_settings
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -15,6 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
+
+from annotations.api.schema import VALIDATION_ERROR, LockedOutSerializer
+from annotations.api.shapes import TokenRequestSerializer, TokenSerializer
 
 
 class ObtainToken(APIView):
@@ -25,6 +29,14 @@ class ObtainToken(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "token"
 
+    @extend_schema(
+        request=TokenRequestSerializer,
+        responses={
+            200: TokenSerializer,
+            400: OpenApiResponse(VALIDATION_ERROR, description="Wrong username or password."),
+            429: OpenApiResponse(LockedOutSerializer, description="Locked out, or throttled."),
+        },
+    )
     def post(self, request: Request) -> Response:
         # The plain HttpRequest: Axes marks it when the login is locked out, and its middleware
         # then answers with the lockout response instead of this view's 400.

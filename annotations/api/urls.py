@@ -9,15 +9,19 @@ from annotations.api import (
     browse,
     bulk,
     dashboard,
+    docs,
     duplicates,
     imports,
     review,
     tokens,
     versions,
     views,
+    webhooks,
 )
 
 urlpatterns = [
+    path("schema/", docs.schema_view, name="api-schema"),
+    path("docs/", docs.docs_view, name="api-docs"),
     path("auth/token/", tokens.ObtainToken.as_view(), name="api-token"),
     path("projects/", views.ProjectList.as_view(), name="api-project-list"),
     path("projects/<int:pk>/", views.ProjectDetail.as_view(), name="api-project-detail"),
@@ -123,6 +127,17 @@ urlpatterns = [
         "projects/<int:pk>/items/<int:item_pk>/label-issue/dismiss/",
         analyses.LabelIssueDismiss.as_view(),
         name="api-label-issue-dismiss",
+    ),
+    path("projects/<int:pk>/webhooks/", webhooks.WebhookList.as_view(), name="api-webhook-list"),
+    path(
+        "projects/<int:pk>/webhooks/<int:hook_pk>/",
+        webhooks.WebhookDetail.as_view(),
+        name="api-webhook-detail",
+    ),
+    path(
+        "projects/<int:pk>/webhooks/<int:hook_pk>/deliveries/",
+        webhooks.WebhookDeliveries.as_view(),
+        name="api-webhook-deliveries",
     ),
     path(
         "projects/<int:pk>/annotations/",

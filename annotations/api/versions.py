@@ -4,6 +4,8 @@ same services as the pages and the commands."""
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -11,8 +13,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access
+from annotations.api.schema import BINARY, ERROR
+from annotations.api.shapes import (
+    VersionDetailSerializer,
+    VersionDiffSerializer,
+    VersionSerializer,
+)
 from annotations.models import Project
-from annotations.views.versions import _formats, version_download, version_or_404
+from annotations.views.versions import (
+    IMAGE_EXPORT_FORMATS,
+    _formats,
+    version_download,
+    version_or_404,
+)
 from curation.dataset_versions import (
     VersionError,
     VersionFileError,
@@ -43,10 +56,12 @@ class VersionList(APIView):
     """GET: every version, newest first, with its counts and model metrics. POST {name, note}:
     save a version now (202; `status` becomes "ready" when a worker has written it)."""
 
+    @extend_schema(responses=VersionSerializer(many=True))
     def get(self, request: Request, pk: int) -> Response:
         project = _project(request, pk)
         return Response([_shown(row) for row in versions_listed(project)])
 
+    @extend_schema(request=VersionCreateSerializer, responses={202: VersionSerializer})
     def post(self, request: Request, pk: int) -> Response:
         project = _project(request, pk)
         body = VersionCreateSerializer(data=request.data)
@@ -60,6 +75,7 @@ class VersionList(APIView):
 
 
 class VersionDetail(APIView):
+    @extend_schema(responses=VersionDetailSerializer)
     def get(self, request: Request, pk: int, name: str) -> Response:
         project = _project(request, pk)
         version = version_or_404(project, name)
@@ -71,6 +87,24 @@ class VersionDownload(APIView):
     """`export.jsonl`, `export.csv` (streamed), `export.hf` or `export.folders` (a zip). 409
     when the version's file fails its checksum: it is never served."""
 
+    @extend_schema(
+        operation_id="projects_versions_export",
+        parameters=[
+            OpenApiParameter(
+                "fmt",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                enum=list(IMAGE_EXPORT_FORMATS),
+                description="`folders`: image projects only.",
+            )
+        ],
+        responses={
+            (200, "application/x-ndjson"): BINARY,
+            (200, "text/csv"): BINARY,
+            (200, "application/zip"): BINARY,
+            409: OpenApiResponse(ERROR, description="The version's file failed its checksum."),
+        },
+    )
     def get(self, request: Request, pk: int, name: str, fmt: str):
         project = _project(request, pk)
         version = version_or_404(project, name)
@@ -88,6 +122,18 @@ class VersionDiff(APIView):
     """`?from=A&to=B`: the summary, the from → to pairs and a page of the changes
     (`change=` added|removed|relabelled|labelled|unlabelled, `offset=`, DIFF_PAGE at most)."""
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.STR, required=True, description="A version."),
+            OpenApiParameter("to", OpenApiTypes.STR, required=True, description="A version."),
+            OpenApiParameter("change", OpenApiTypes.STR, enum=list(CHANGES)),
+            OpenApiParameter("offset", OpenApiTypes.INT, description=f"{DIFF_PAGE} a page"),
+        ],
+        responses={
+            200: VersionDiffSerializer,
+            409: OpenApiResponse(ERROR, description="A version's file failed its checksum."),
+        },
+    )
     def get(self, request: Request, pk: int) -> Response:
         project = _project(request, pk)
         params = request.query_params

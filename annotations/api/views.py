@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.http import FileResponse, Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
@@ -16,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access, queue, services
+from annotations.api.schema import BINARY, VALIDATION_ERROR
 from annotations.api.serializers import (
     AnnotationSerializer,
     AnnotationSubmitSerializer,
@@ -23,8 +25,9 @@ from annotations.api.serializers import (
     NextItemsQuerySerializer,
     ProjectSerializer,
 )
+from annotations.api.shapes import AgreementSerializer, NextItemsSerializer, QualitySerializer
 from annotations.models import Annotation, Item, LabelClass, Membership, Project
-from annotations.views.media import serve_item_image
+from annotations.views.media import CONTENT_TYPES, serve_item_image
 from curation.services import agreement_report, quality_report
 
 
@@ -76,6 +79,7 @@ class ProjectList(generics.ListAPIView):
 
 
 class ProjectDetail(APIView):
+    @extend_schema(responses=ProjectSerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk)
         return Response(ProjectSerializer(project, context={"request": request}).data)
@@ -85,6 +89,7 @@ class Agreement(APIView):
     """Inter-annotator agreement of the project (reviewers and project admins): per-class for
     multi-label projects; coefficients that are undefined for the answers so far are null."""
 
+    @extend_schema(responses=AgreementSerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
         return Response(agreement_report(project))
@@ -95,6 +100,7 @@ class Quality(APIView):
     annotator's accuracy against adjudicated gold labels and leave-one-out agreement, who is
     below the project's quality threshold, gold labels by source and review counts."""
 
+    @extend_schema(responses=QualitySerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.REVIEW)
         return Response(quality_report(project))
@@ -115,6 +121,7 @@ class NextItems(APIView):
     """Lease and return the next items for the requesting annotator. Calling again while the
     leases are live returns the same items, so a retried request loses nothing."""
 
+    @extend_schema(parameters=[NextItemsQuerySerializer], responses=NextItemsSerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
         query = NextItemsQuerySerializer(data=request.query_params)
@@ -139,6 +146,16 @@ class AnnotationList(generics.ListAPIView):
             qs = qs.filter(annotator=self.request.user)
         return qs
 
+    @extend_schema(
+        request=AnnotationSubmitSerializer,
+        responses={
+            200: OpenApiResponse(AnnotationSerializer, description="An edit, or a retry."),
+            201: AnnotationSerializer,
+            409: OpenApiResponse(
+                VALIDATION_ERROR, description="Not this annotator's item to answer, with why."
+            ),
+        },
+    )
     def post(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.ANNOTATE)
         body = AnnotationSubmitSerializer(data=request.data)
@@ -182,5 +199,6 @@ class ItemImage(APIView):
 
     content_negotiation_class = _AnyAccept
 
+    @extend_schema(responses={(200, kind): BINARY for kind in CONTENT_TYPES.values()})
     def get(self, request: Request, pk: int, item_pk: int) -> FileResponse:
         return serve_item_image(access.get_item_for_user(request.user, pk, item_pk))
