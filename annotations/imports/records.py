@@ -204,14 +204,16 @@ def _check(record: Record, check: RecordCheck, seen: dict[str, str]) -> _Checked
         if labels is not None:
             answer.labels = labels
             answers.append(answer)
-    by_annotator: dict[ExternalAnnotator, str] = {}
+    by_annotator: dict[object, str] = {}
     for answer in answers:
-        if (other := by_annotator.get(answer.annotator)) is not None:
+        # Two ids with one email are one account here (`answer_imports`).
+        who = answer.annotator.email.lower() or answer.annotator
+        if (other := by_annotator.get(who)) is not None:
             errors.add(
                 f"{at}: {answer.where} and {other} are both by {answer.annotator.tool} "
                 f"annotator {answer.annotator.key!r}; one answer per annotator and item"
             )
-        by_annotator[answer.annotator] = answer.where
+        by_annotator[who] = answer.where
     predictions = []
     models: dict[str, str] = {}
     for where, raw in record.predictions:
