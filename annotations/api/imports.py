@@ -19,7 +19,9 @@ import tempfile
 from typing import IO
 
 from django.conf import settings
-from rest_framework import status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,10 +34,56 @@ _CHUNK = 1 << 20
 _TRUE = ("1", "true", "yes", "on")
 
 
+class ImportFileSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    format = serializers.ChoiceField(choices=list(imports.ALL_FORMATS), required=False)
+    text_field = serializers.CharField(required=False, default="text")
+    id_field = serializers.CharField(required=False)
+    skip_duplicates = serializers.BooleanField(required=False, default=False)
+
+
+class ImportResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    summary = serializers.CharField()
+    duplicates = serializers.ListField(child=serializers.CharField())
+    duplicate_count = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+
+
+class ImportErrorsSerializer(serializers.Serializer):
+    errors = serializers.ListField(child=serializers.CharField())
+    total = serializers.IntegerField(required=False)
+
+
+QUERY_OPTIONS = [
+    OpenApiParameter("fmt", OpenApiTypes.STR, enum=list(imports.ALL_FORMATS), required=False),
+    OpenApiParameter("filename", OpenApiTypes.STR, required=False),
+    OpenApiParameter("text_field", OpenApiTypes.STR, required=False),
+    OpenApiParameter("id_field", OpenApiTypes.STR, required=False),
+    OpenApiParameter("skip_duplicates", OpenApiTypes.BOOL, required=False),
+]
+
+
 class ItemImport(APIView):
     # Multipart only; any other body is the file itself, read by the view, never parsed.
     parser_classes = [MultiPartParser, FormParser]
 
+    @extend_schema(
+        operation_id="projects_items_import",
+        description="Import a file (multipart `file`, or the request body with the options in "
+        "the query string), all or nothing.",
+        parameters=QUERY_OPTIONS,
+        request={
+            "multipart/form-data": ImportFileSerializer,
+            "application/octet-stream": OpenApiTypes.BINARY,
+        },
+        responses={
+            201: ImportResultSerializer,
+            400: ImportErrorsSerializer,
+            413: ImportErrorsSerializer,
+            422: ImportErrorsSerializer,
+        },
+    )
     def post(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         content_type = request.content_type or ""
