@@ -154,3 +154,14 @@ def test_a_bad_prediction_in_our_own_json_is_located(doc_project):
         "(positive, negative)"
     ]
     assert not Item.objects.filter(project=doc_project).exists()
+
+
+def test_doccano_csv_takes_one_class_a_row(doc_project):
+    data = b'text,label,channel\n"Terrible customer service.",negative,phone\nGreat price.,,web\n'
+    imports.import_file(
+        project=doc_project, fileobj=io.BytesIO(data), filename="d.csv", fmt="doccano"
+    )
+    items = {i.text: i for i in Item.objects.filter(project=doc_project)}
+    assert Annotation.objects.get(item=items["Terrible customer service."]).labels == ["negative"]
+    assert items["Great price."].metadata == {"channel": "web"}
+    assert not Annotation.objects.filter(item=items["Great price."]).exists()

@@ -111,6 +111,8 @@ def import_file(
             )
     if fmt in ("labelstudio", "doccano"):
         container = _container(fileobj, filename)
+        if container == "csv" and fmt == "labelstudio":
+            raise ImportFailed([f"{name}: Label Studio tasks are JSON, not CSV."])
         if fmt == "labelstudio":
             from annotations.imports.labelstudio import import_labelstudio
 
@@ -167,7 +169,8 @@ def _but(options: dict, *names: str) -> dict:
 
 
 def _container(fileobj: IO[bytes], filename: str) -> str:
-    """ "json" for a file that holds a JSON array, else "jsonl"."""
+    """The container of a tool's file: "json" (an array), "jsonl" (objects), else "csv"."""
     head = fileobj.read(4096)
     fileobj.seek(0)
-    return "json" if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[" else "jsonl"
+    first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    return {b"[": "json", b"{": "jsonl"}.get(first, "csv")

@@ -1,5 +1,6 @@
 """doccano text classification data: JSONL (or a JSON array) of `{"text": …, "label": […]}`,
-as doccano imports and exports it, with `id` and any other field kept as metadata.
+as doccano imports and exports it, with `id` and any other field kept as metadata; or its CSV
+(`text,label`, one class a row, an empty label for none).
 
 doccano's export does not say who chose a label, so a non-empty `label` is one answer from a
 single source, the account `doccano-import` (see `annotations.answer_imports`); an empty one
@@ -45,7 +46,7 @@ def import_doccano(
 
     def records():
         for index, (where, fields) in enumerate(
-            json_objects(fileobj, name, fmt, errors, progress), 1
+            json_objects(fileobj, name, fmt, errors, progress, text_field=text_field), 1
         ):
             try:
                 yield doccano_record(
@@ -72,8 +73,8 @@ def doccano_record(fields: dict[str, Any], *, where: str, auto_id: str, text: st
     if len(present) > 1:
         raise RecordError('give "label" or "labels", not both')
     labels = fields[present[0]] if present else []
-    if isinstance(labels, str):
-        labels = [labels]
+    if isinstance(labels, str):  # one class a row, as in doccano's CSV
+        labels = [labels.strip()] if labels.strip() else []
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise RecordError(
             f"field {present[0]!r} must be a list of class names (text classification); "

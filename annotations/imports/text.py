@@ -116,10 +116,13 @@ def json_objects(
     fmt: str,
     errors: ErrorList,
     progress: Progress | None = None,
+    *,
+    text_field: str = "text",
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The objects of a JSON array (read incrementally) or of a JSONL file, each with where it
-    is ("record 3", "line 4"), for the importers of other tools' formats. Malformed JSON and
-    values that are not objects are added to `errors` (or raise ImportFailed), located."""
+    """The objects of a JSON array (read incrementally), a JSONL file or (`fmt` "csv") the rows
+    of a CSV file with a `text_field` column, each with where it is ("record 3", "line 4"), for
+    the importers of other tools' formats. Malformed JSON or CSV and values that are not
+    objects are added to `errors` (or raise ImportFailed), located."""
     if hasattr(fileobj, "seek"):
         fileobj.seek(0)
     size = _size_of(fileobj)
@@ -129,11 +132,12 @@ def json_objects(
             progress(lines.bytes_read, size)
 
     lines = _ByteLines(fileobj, on_read=report)
-    records = (
-        _jsonl_records(lines, name, errors)
-        if fmt == "jsonl"
-        else _json_records(lines, name, errors)
-    )
+    if fmt == "csv":
+        records = _csv_records(lines, name, errors, text_field, None)
+    elif fmt == "jsonl":
+        records = _jsonl_records(lines, name, errors)
+    else:
+        records = _json_records(lines, name, errors)
     for where, _auto_id, fields in records:
         yield where, fields
     report()
