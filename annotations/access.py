@@ -31,6 +31,20 @@ def is_site_admin(user: AbstractBaseUser | AnonymousUser | None) -> bool:
     return bool(user is not None and user.is_authenticated and user.is_active and user.is_superuser)
 
 
+# Who may create projects in the app and the API: site admins, and the users or groups a site
+# admin gives Django's "Can add project" permission in Django admin (Users or Groups).
+CREATE_PROJECTS = "annotations.add_project"
+
+
+def can_create_projects(user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and user.has_perm(CREATE_PROJECTS)
+    )
+
+
 def projects_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:
     if not user.is_authenticated:
         return Project.objects.none()

@@ -249,6 +249,17 @@ def _check(label_class: LabelClass) -> None:
     label_class.name = (label_class.name or "").strip()
     if not label_class.name:
         raise ValidationError({"name": "A label class needs a name."})
+    # The per-project uniqueness first, on the field it is about: the constraints' own
+    # messages name no field ("Constraint ... is violated" for the key).
+    others = LabelClass.objects.filter(project_id=label_class.project_id).exclude(pk=label_class.pk)
+    if others.filter(name=label_class.name).exists():
+        raise ValidationError(
+            {"name": f"A class named {label_class.name!r} already exists in this project."}
+        )
+    if label_class.key and (taken := others.filter(key=label_class.key).first()):
+        raise ValidationError(
+            {"key": f"The key {label_class.key!r} is already used by the class {taken.name!r}."}
+        )
     label_class.full_clean()
 
 
@@ -339,6 +350,53 @@ def label_class_move(*, label_class: LabelClass, offset: int) -> None:
     to = max(0, min(len(ids) - 1, at + offset))
     ids.insert(to, ids.pop(at))
     label_classes_reorder(project=label_class.project, ids=ids)
+
+
+def label_class_move_to(*, label_class: LabelClass, position: int) -> None:
+    """Put a class at `position` (0 first) in the schema."""
+    ids = list(
+        LabelClass.objects.filter(project=label_class.project)
+        .order_by("order", "id")
+        .values_list("pk", flat=True)
+    )
+    if label_class.pk not in ids:
+        raise ValidationError("This label class no longer exists.")
+    if not 0 <= position < len(ids):
+        raise ValidationError(
+            {
+                "order": f"The position must be from 0 to {len(ids) - 1} (this project has "
+                f"{len(ids)} classes)."
+            }
+        )
+    ids.remove(label_class.pk)
+    ids.insert(position, label_class.pk)
+    label_classes_reorder(project=label_class.project, ids=ids)
+
+
+def label_class_change(
+    *,
+    label_class: LabelClass,
+    name: str | None = None,
+    color: str | None = None,
+    key: str | None = None,
+    position: int | None = None,
+    retired: bool | None = None,
+) -> list[str]:
+    """Any of a class's edits at once (the API's PATCH), all or nothing; returns what changed
+    among name, color, key, order and retired."""
+    with transaction.atomic():
+        changed = label_class_update(label_class=label_class, name=name, color=color, key=key)
+        if position is not None:
+            before = label_class.order
+            label_class_move_to(label_class=label_class, position=position)
+            label_class.refresh_from_db(fields=["order"])
+            if label_class.order != before:
+                changed.append("order")
+        if retired is not None and label_class_set_retired(
+            label_class=label_class, retired=retired
+        ):
+            changed.append("retired")
+    return changed
 
 
 def label_class_set_retired(*, label_class: LabelClass, retired: bool) -> bool:

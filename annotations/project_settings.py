@@ -1,5 +1,6 @@
 """Saving a project's settings page: the project's own settings and those of its model in the
-loop (`curation.models.ProjectTraining`), in one transaction.
+loop (`curation.models.ProjectTraining`), in one transaction. `project_update` adds the name and
+the schema (item kind, labelling mode) for the API and Django admin.
 
 A new overlap goes through `services.project_set_overlap`, which recounts progress; a new review
 threshold or consensus rebuilds the gold labels, so the review queue follows the new rule at
@@ -15,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from annotations.gold import gold_rebuild
+from annotations.label_classes import project_schema_set
 from annotations.locks import project_write_lock
 from annotations.models import Project
 from annotations.services import project_set_overlap
@@ -30,7 +32,7 @@ PROJECT_FIELDS = (
     "consensus",
     "quality_threshold",
 )
-TRAINING_FIELDS = ("strategy", "exploration", "eval_share", "suggestions")
+TRAINING_FIELDS = ("strategy", "exploration", "eval_share", "suggestions", "suggestion_source")
 # Dataset versions (`curation.dataset_versions`): kept on the same row.
 VERSION_FIELDS = ("snapshot_every", "split_validation", "split_test", "split_stratified")
 # Changing these changes which items go to review and what their gold label is.
@@ -83,3 +85,49 @@ def project_settings_update(
             gold_rebuild(locked)
     project.refresh_from_db()
     return changed + training_changed
+
+
+def project_rename(*, project: Project, name: str) -> bool:
+    """Give the project a new (unique) name; returns whether it changed."""
+    name = (name or "").strip()
+    with transaction.atomic():
+        locked = Project.objects.select_for_update(no_key=True).get(pk=project.pk)
+        if locked.name == name:
+            return False
+        locked.name = name
+        locked.full_clean(exclude=["item_kind", "labeling_mode"])
+        locked.save(update_fields=["name", "updated_at"])
+    project.name = name
+    return True
+
+
+def project_update(
+    *,
+    project: Project,
+    values: Mapping[str, Any],
+    training: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """`project_settings_update`, and the name and the schema (item kind and labelling mode,
+    frozen once the project has items) when `values` has them; returns what changed. All or
+    nothing."""
+    values = dict(values)
+    name = values.pop("name", None)
+    schema = {f: values.pop(f) for f in ("item_kind", "labeling_mode") if f in values}
+    changed: list[str] = []
+    with transaction.atomic():
+        if name is not None and project_rename(project=project, name=name):
+            changed.append("name")
+        if schema:
+            before = (project.item_kind, project.labeling_mode)
+            project_schema_set(
+                project=project,
+                item_kind=schema.get("item_kind", project.item_kind),
+                labeling_mode=schema.get("labeling_mode", project.labeling_mode),
+            )
+            changed += [
+                f
+                for f, old in zip(("item_kind", "labeling_mode"), before, strict=True)
+                if getattr(project, f) != old
+            ]
+        changed += project_settings_update(project=project, values=values, training=training)
+    return changed

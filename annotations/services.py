@@ -32,7 +32,7 @@ from annotations.assignments import required_answers
 from annotations.events import publish_answer_on_commit
 from annotations.flags import relabel_arrived, relabels_complete
 from annotations.gold import gold_rebuild, gold_refresh_item
-from annotations.label_classes import PALETTE, class_names_locked
+from annotations.label_classes import class_names_locked
 from annotations.locks import project_write_lock
 from annotations.models import (
     PINNED_PRIORITY,
@@ -42,10 +42,10 @@ from annotations.models import (
     Item,
     ItemAssignment,
     ItemLease,
-    LabelClass,
     Project,
     ReviewEvent,
 )
+from annotations.project_setup import project_create  # noqa: F401 (re-exported for callers)
 from annotations.webhooks.events import annotation_data, item_completed_data, webhook_event
 from annotations.webhooks.models import WebhookEvent
 from curation.duplicate_groups import duplicate_groups_of, duplicate_groups_recount
@@ -397,38 +397,6 @@ def project_set_overlap(project: Project, overlap: int) -> Project:
         Project.objects.filter(pk=project.pk).update(overlap=overlap)
         project.overlap = overlap
         return project_recount(project)
-
-
-def project_create(
-    *,
-    name: str,
-    item_kind: str = Project.ItemKind.TEXT,
-    labeling_mode: str = Project.LabelingMode.SINGLE,
-    classes: Iterable[str | tuple[str, str]] = (),
-    description: str = "",
-    instructions: str = "",
-    overlap: int = 1,
-) -> Project:
-    """A project with its label classes, numbered for the keyboard in the order given."""
-    with transaction.atomic():
-        project = Project(
-            name=name,
-            item_kind=item_kind,
-            labeling_mode=labeling_mode,
-            description=description,
-            instructions=instructions,
-            overlap=overlap,
-        )
-        project.full_clean()
-        project.save()
-        for order, entry in enumerate(classes):
-            cname, color = (
-                (entry, PALETTE[order % len(PALETTE)]) if isinstance(entry, str) else entry
-            )
-            label = LabelClass(project=project, name=cname, color=color, order=order)
-            label.full_clean()  # with the project, so a repeated name is a ValidationError
-            label.save()
-    return project
 
 
 def add_items_counted(project: Project, created: int) -> None:

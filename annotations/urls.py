@@ -10,6 +10,7 @@ from annotations.views import (
     data,
     manage,
     media,
+    new_project,
     projects,
     quality,
     review,
@@ -19,6 +20,7 @@ from annotations.views import (
 
 urlpatterns = [
     path("", projects.project_list, name="project_list"),
+    path("new/", new_project.project_new, name="project_new"),
     path("<int:pk>/", projects.project_detail, name="project_detail"),
     path(
         "<int:pk>/dashboard/<slug:plot>.svg",

@@ -2,7 +2,8 @@
 are the same (exact: equal `Item.content_hash`) or nearly the same (text: MinHash LSH on
 character 5-grams, verified by Jaccard; images: perceptual hashes within a few bits, verified
 by their thumbnails' correlation; see
-`curation.near_duplicates`). Each run replaces the previous run's groups in one transaction,
+`curation.near_duplicates`; items with a vector, a team's embedding: cosine similarity, see
+`curation.vector_duplicates`). Each run replaces the previous run's groups in one transaction,
 so the pages never see half a result.
 
 A group is *conflicting* when its members' gold labels differ: the same content labelled two
@@ -23,7 +24,7 @@ import numpy as np
 from django.db import transaction
 
 from annotations.content_hash import bytes_hash, normalise_text, text_hash
-from annotations.models import Item, Project
+from annotations.models import Item, ItemVector, Project
 from curation.analysis_runs import items_grew
 from curation.dataset_models import AnalysisRun, DuplicateGroup, ItemDuplicate
 from curation.duplicate_groups import gold_label_sets, labels_conflict
@@ -32,6 +33,13 @@ from curation.near_duplicates import (
     image_near_duplicates,
     image_pairs_verified,
     text_near_duplicates,
+)
+from curation.vector_duplicates import (
+    TABLES,
+    candidate_pairs,
+    pairs_verified,
+    random_planes,
+    signatures,
 )
 
 #: Automatic runs start once a project has this many items (on request: any project).
@@ -69,12 +77,23 @@ def run(project: Project, run: AnalysisRun, report: Report) -> dict[str, Any]:
     def near_progress(done: int, total: int) -> None:
         report(done, total, f"Near duplicates: {done:,} of {total:,} items")
 
-    if project.item_kind == Project.ItemKind.IMAGE:
-        pairs = _image_pairs(project, representatives)
+    # Items with a vector (a team's embeddings) are compared by cosine; the rest by content.
+    with_vectors = _with_vectors(project, representatives)
+    by_content = [i for i, pk in enumerate(representatives) if pk not in with_vectors]
+    others = [representatives[i] for i in by_content]
+    if not others:
+        content_pairs = []
+    elif project.item_kind == Project.ItemKind.IMAGE:
+        content_pairs = _image_pairs(project, others)
     else:
-        pairs = text_near_duplicates(
-            _normalised_texts(project, representatives), progress=near_progress
+        content_pairs = text_near_duplicates(
+            _normalised_texts(project, others), progress=near_progress
         )
+    pairs = [(by_content[a], by_content[b], s) for a, b, s in content_pairs]
+    if with_vectors:
+        vectored = [i for i, pk in enumerate(representatives) if pk in with_vectors]
+        found = vector_pairs(project, [representatives[i] for i in vectored])
+        pairs += [(vectored[a], vectored[b], s) for a, b, s in found]
     groups = _merged_groups(representatives, exact, pairs)
     report(1, 1, "Saving groups")
     counts = _store(project, run, groups)
@@ -91,6 +110,39 @@ def run(project: Project, run: AnalysisRun, report: Report) -> dict[str, Any]:
         "hashed": filled,
         **counts,
     }
+
+
+def _with_vectors(project: Project, ids: list[int]) -> set[int]:
+    if project.vector_dim is None:
+        return set()
+    found: set[int] = set()
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        found.update(ItemVector.objects.filter(item_id__in=chunk).values_list("item", flat=True))
+    return found
+
+
+def vector_pairs(project: Project, ids: list[int]) -> list:
+    """Near-duplicate pairs (indexes into `ids`, items with a vector) by the cosine of their
+    vectors (`curation.vector_duplicates`): the signatures of all, the vectors of the few
+    candidates, a chunk at a time."""
+    from curation.vector_features import vector_matrix
+
+    dim = project.vector_dim
+    planes = random_planes(dim)
+    keys = np.zeros((len(ids), TABLES), dtype=np.uint16)
+    for start in range(0, len(ids), CHUNK):
+        keys[start : start + CHUNK] = signatures(
+            vector_matrix(ids[start : start + CHUNK], dim), planes
+        )
+    candidates = candidate_pairs(keys)
+    involved = sorted({index for pair in candidates for index in pair})
+    vectors: dict[int, np.ndarray] = {}
+    for start in range(0, len(involved), CHUNK):
+        chunk = involved[start : start + CHUNK]
+        X = vector_matrix([ids[index] for index in chunk], dim)
+        vectors.update(zip(chunk, X, strict=True))
+    return pairs_verified(candidates, vectors)
 
 
 def fill_content_hashes(project: Project) -> int:

@@ -27,6 +27,7 @@ from curation.featurizers import (
     serialize,
 )
 from curation.models import ItemFeatures
+from curation.vector_features import VECTOR_SUFFIX, vectors_item_features
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ def item_features(
     project: Project, featurizer: Featurizer, item_ids: Sequence[int]
 ) -> tuple[Any, list[int]]:
     """(rows, kept ids) for `item_ids`, in their order; ids of missing items are left out."""
+    if featurizer.name.endswith(VECTOR_SUFFIX):  # a team's vectors, alone or beside ours
+        return vectors_item_features(
+            project, featurizer, item_ids, lambda base, ids: item_features(project, base, ids)
+        )
     blocks, kept = [], []
     for start in range(0, len(item_ids), CHUNK):
         chunk = list(item_ids[start : start + CHUNK])

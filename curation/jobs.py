@@ -31,9 +31,10 @@ from annotations.models import Project
 from curation import analysis_runs, consensus, dashboard, dataset_versions, trainer
 from curation.analysis_runs import ANALYSIS
 from curation.dataset_versions import VERSIONS
+from curation.feature_choice import feature_set_update
 from curation.models import AnalysisRun, DatasetVersion, ModelVersion, ProjectTraining
 from curation.status import model_status
-from curation.training_requests import send_to_worker
+from curation.training_requests import send_to_worker, training_request
 
 logger = logging.getLogger(__name__)
 
@@ -258,8 +259,15 @@ def _estimate(project_id: int) -> bool:
         return False
     started = time.perf_counter()
     accuracy = learner.estimated_accuracy(between_folds=trainer.wait_while_training)
+    # With item vectors: which features do best on these labels (`curation.feature_choice`).
+    features = (
+        None
+        if accuracy is None  # too few labels a class to cross-validate any feature set
+        else feature_set_update(training.project, between_folds=trainer.wait_while_training)
+    )
     metrics = {
         **(version.metrics or {}),
+        **(features or {}),
         "estimated_accuracy": accuracy,
         "cv_labels": learner.n_labels,
         "cv_ms": round((time.perf_counter() - started) * 1000, 1),
@@ -270,6 +278,8 @@ def _estimate(project_id: int) -> bool:
     ).exists()
     if still_current:  # a newer version carries this estimate forward and announces itself
         publish(project_group(project_id), model_status(training.project))
+    if features and features["feature_set"] != features["feature_set_before"]:
+        send_to_worker(training_request(project_id))
     return True
 
 

@@ -74,6 +74,15 @@ class Suggestions(models.TextChoices):
     PRESELECT = "preselect", "Pre-select the model's guess"
 
 
+class SuggestionSource(models.TextChoices):
+    """Whose guess the annotate page shows when both our model and an imported prediction
+    (`annotations.PreAnnotation`) have one for an item."""
+
+    MODEL = "model", "Our model, else an imported prediction"
+    PREDICTIONS = "predictions", "An imported prediction, else our model"
+    MODEL_ONLY = "model_only", "Our model only"
+
+
 class ProjectTraining(models.Model):
     """Per-project training settings and state; also the row locked so one project trains in
     one place at a time (`select_for_update` in `curation.trainer`)."""
@@ -103,6 +112,22 @@ class ProjectTraining(models.Model):
         choices=Suggestions.choices,
         default=Suggestions.HIGHLIGHT,
         help_text="How the annotate page shows the model's guess for the current item.",
+    )
+    suggestion_source = models.CharField(
+        max_length=16,
+        choices=SuggestionSource.choices,
+        default=SuggestionSource.MODEL,
+        help_text="Whose guess is shown when our model and an imported prediction both have "
+        "one. Evaluation items never get either.",
+    )
+    feature_set = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="With item vectors: the features the model trains on (builtin, vectors or "
+        "both), the best by cross-validated accuracy at the last estimate; blank: both, until "
+        "measured (`curation.feature_choice`).",
     )
     current_version = models.ForeignKey(
         ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -1,7 +1,9 @@
 """The outliers analysis (kind "outliers", run by a training worker): how far each item lies
 from the rest of the project in feature space, and its nearest items ("more like this").
 
-Representation: the project's own features (hashed word and character n-grams for text, the
+Representation: the items' vectors when the project has them (a team's own embeddings,
+`annotations.ItemVector`: cosine on them, reduced only past `VECTOR_COMPONENTS` values), else the
+project's own features (hashed word and character n-grams for text, the
 stored pixel and colour vectors for images) reduced by TruncatedSVD to `COMPONENTS` dimensions
 (fitted on a sample of at most `SVD_SAMPLE` items, applied to all in chunks) and scaled to unit
 length, so a dot product is the cosine similarity of the reduced vectors.
@@ -34,6 +36,9 @@ from curation.dataset_models import AnalysisRun, ItemOutlier
 #: Neighbours kept per item (the item page's "more like this") and averaged for the score.
 K = 10
 COMPONENTS = 64
+#: Item vectors (a team's embeddings) are used as they are up to this length, else reduced to
+#: it: 512 MB of float32 at 1M items.
+VECTOR_COMPONENTS = 128
 SVD_SAMPLE = 20_000
 EXACT_MAX = 150_000
 PROBES = 4
@@ -103,18 +108,26 @@ def reduced_vectors(
 
     from curation.features import item_features
     from curation.featurizers import featurizer_for
+    from curation.vector_features import VECTORS, project_featurizer
 
-    featurizer = featurizer_for(project.item_kind)
-    rng = np.random.default_rng(0)
-    sample = sorted(rng.choice(ids, size=min(SVD_SAMPLE, len(ids)), replace=False).tolist())
-    X, _ = item_features(project, featurizer, sample)
-    components = max(1, min(COMPONENTS, X.shape[0] - 1, X.shape[1] - 1))
-    svd = TruncatedSVD(n_components=components, random_state=0).fit(X)
+    if project.vector_dim is not None:
+        # A team's embeddings: cosine on them, reduced only when longer than VECTOR_COMPONENTS.
+        featurizer, most = project_featurizer(project, VECTORS), VECTOR_COMPONENTS
+    else:
+        featurizer, most = featurizer_for(project.item_kind), COMPONENTS
+    svd = None
+    components = featurizer.n_features
+    if featurizer.n_features > most:
+        rng = np.random.default_rng(0)
+        sample = sorted(rng.choice(ids, size=min(SVD_SAMPLE, len(ids)), replace=False).tolist())
+        X, _ = item_features(project, featurizer, sample)
+        components = max(1, min(most, X.shape[0] - 1, X.shape[1] - 1))
+        svd = TruncatedSVD(n_components=components, random_state=0).fit(X)
     blocks, kept = [], []
     for start in range(0, len(ids), CHUNK):
         X, ok = item_features(project, featurizer, ids[start : start + CHUNK])
         if ok:
-            blocks.append(svd.transform(X).astype(np.float32))
+            blocks.append((X if svd is None else svd.transform(X)).astype(np.float32))
             kept.extend(ok)
         if report is not None:
             report(start + CHUNK, len(ids), "Reading features")

@@ -27,9 +27,9 @@ from annotations.models import Item, Project
 from curation import artifacts
 from curation.dataset_models import AnalysisRun, ItemPrediction, PredictionChange
 from curation.features import item_features
-from curation.featurizers import featurizer_for
 from curation.models import ModelVersion, ProjectTraining
 from curation.suggest import item_suggestion
+from curation.vector_features import featurizer_named
 
 __all__ = ["is_due", "run"]
 
@@ -85,7 +85,7 @@ def run(project: Project, run: AnalysisRun, report: Report) -> dict[str, Any]:
             "items": 0,
         }
     run.model_version = version.version
-    featurizer = featurizer_for(project.item_kind)
+    featurizer = featurizer_named(project, version.featurizer_name)
     total = max(1, Item.objects.filter(project=project).count())
     done = predicted = changed = 0
     last = 0

@@ -7,6 +7,11 @@ request. Items of the evaluation slice get none (the worker writes none for them
 model's guess could anchor the annotator and inflate the very accuracy the slice is there to
 measure honestly.
 
+When our model has no guess for an item (it is cold, or never ranked the item), an imported
+prediction (`annotations.PreAnnotation`, a team's own model) is shown instead, named by its
+model; the project's `suggestion_source` can put the imported one first, or leave it out.
+Evaluation items get neither.
+
 The reviewer page wants every class's probability, which is not stored: `predictions_for` loads
 the current model, importing the numerical libraries only when first called.
 """
@@ -18,8 +23,10 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from annotations.models import Item, Project
-from curation.models import ProjectTraining, Suggestions
+from django.db.models import Exists, OuterRef
+
+from annotations.models import Item, PreAnnotation, Project
+from curation.models import EvalSample, ProjectTraining, Suggestions, SuggestionSource
 
 if TYPE_CHECKING:
     from curation.learner import IncrementalLearner
@@ -29,6 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SUGGESTION_MAX_AGE",
     "Suggestion",
+    "imported_suggestions",
     "item_suggestion",
     "predictions_for",
     "suggestions_for",
@@ -42,10 +50,16 @@ _models: dict[int, tuple[int, IncrementalLearner]] = {}
 _lock = threading.Lock()
 
 
-class Suggestion(TypedDict):
+class _SuggestionBase(TypedDict):
     labels: list[str]
     # How sure the model is: the top class's probability (multi-label: its least sure class's).
-    p: float
+    # None for an imported prediction that gave no score.
+    p: float | None
+
+
+class Suggestion(_SuggestionBase, total=False):
+    # Set on an imported prediction: the name of the team's model that made it.
+    model: str
 
 
 def item_suggestion(
@@ -64,25 +78,81 @@ def item_suggestion(
 
 
 def suggestions_for(project: Project, items: Sequence[Item]) -> tuple[str, dict[int, Suggestion]]:
-    """(mode, {item id: suggestion}) for the items, from the guesses stored on them; none while
-    the mode is off, there is no model yet or it is still cold (the version's `cold` flag), and
-    none for an item without a guess from one of the last SUGGESTION_MAX_AGE versions."""
+    """(mode, {item id: suggestion}) for the items: our model's guess stored on them, unless the
+    mode is off, there is no model yet, it is still cold (the version's `cold` flag) or the guess
+    is older than SUGGESTION_MAX_AGE versions; where there is none, an imported prediction
+    (or the imported one first, per `suggestion_source`). Never for an evaluation item."""
+    # Whether the project has imported predictions at all, in the same statement: one probe of
+    # an index, and a page without them pays no query for them.
+    imports = Exists(PreAnnotation.objects.filter(project_id=OuterRef("project_id")))
     row = (
         ProjectTraining.objects.filter(project=project)
-        .values("suggestions", "current_version__version", "current_version__metrics__cold")
+        .annotate(has_imports=imports)
+        .values(
+            "suggestions",
+            "suggestion_source",
+            "has_imports",
+            "current_version__version",
+            "current_version__metrics__cold",
+        )
         .first()
     )
-    if not row or not items:
-        return (row or {}).get("suggestions", Suggestions.HIGHLIGHT), {}
-    mode, number = row["suggestions"], row["current_version__version"]
-    if mode == Suggestions.OFF or number is None or _cold(row):
+    mode = (row or {}).get("suggestions", Suggestions.HIGHLIGHT)
+    source = (row or {}).get("suggestion_source", SuggestionSource.MODEL)
+    if not items or mode == Suggestions.OFF:
         return mode, {}
-    oldest = number - SUGGESTION_MAX_AGE
-    return mode, {
-        i.pk: i.suggestion
-        for i in items
-        if i.suggestion and i.suggestion_version is not None and i.suggestion_version > oldest
-    }
+    own: dict[int, Suggestion] = {}
+    number = row["current_version__version"] if row else None
+    if number is not None and not _cold(row):
+        oldest = number - SUGGESTION_MAX_AGE
+        own = {
+            i.pk: i.suggestion
+            for i in items
+            if i.suggestion and i.suggestion_version is not None and i.suggestion_version > oldest
+        }
+    if source == SuggestionSource.MODEL_ONLY or (row and not row["has_imports"]):
+        return mode, own  # (no row yet: no label yet, and the one query below says if any)
+    wanted = [i.pk for i in items if source == SuggestionSource.PREDICTIONS or i.pk not in own]
+    imported = imported_suggestions(wanted)
+    if source == SuggestionSource.PREDICTIONS:
+        return mode, {**own, **imported}
+    return mode, {**imported, **own}
+
+
+def imported_suggestions(item_ids: Sequence[int]) -> dict[int, Suggestion]:
+    """The latest imported prediction of each of `item_ids` as a suggestion, named by its model;
+    none for open evaluation items (the worker writes none of our own for them either)."""
+    if not item_ids:
+        return {}
+    rows = (
+        PreAnnotation.objects.filter(item_id__in=item_ids)
+        .order_by("item_id", "-updated_at", "model_name")
+        .values_list("item_id", "model_name", "labels", "scores", "score")
+    )
+    found: dict[int, Suggestion] = {}
+    for item_id, model, labels, scores, score in rows:
+        if item_id not in found:
+            found[item_id] = {
+                "labels": labels,
+                "p": _sureness(labels, scores, score),
+                "model": model,
+            }
+    if found:
+        held_out = EvalSample.objects.filter(item_id__in=list(found), resolved_at__isnull=True)
+        for item_id in held_out.values_list("item_id", flat=True):
+            found.pop(item_id, None)
+    return found
+
+
+def _sureness(
+    labels: list[str], scores: dict[str, float] | None, score: float | None
+) -> float | None:
+    """How sure an imported prediction is: its score, else its least sure label's probability."""
+    if score is not None:
+        return round(score, 3)
+    if scores and labels and all(name in scores for name in labels):
+        return round(min(scores[name] for name in labels), 3)
+    return None
 
 
 def predictions_for(project: Project, items: Sequence[Item]) -> dict[int, dict[str, Any]]:
@@ -90,7 +160,11 @@ def predictions_for(project: Project, items: Sequence[Item]) -> dict[int, dict[s
     class's probability (`proba`), for reviewers. Empty while there is no model or it is cold."""
     row = (
         ProjectTraining.objects.filter(project=project)
-        .values("current_version__version", "current_version__metrics__cold")
+        .values(
+            "current_version__version",
+            "current_version__metrics__cold",
+            "current_version__featurizer_name",
+        )
         .first()
     )
     if not row or not items or row["current_version__version"] is None:
@@ -102,9 +176,10 @@ def predictions_for(project: Project, items: Sequence[Item]) -> dict[int, dict[s
         return {}
     # Here, not at the top: a web process that never serves a reviewer page never loads them.
     from curation.features import item_features
-    from curation.featurizers import featurizer_for
+    from curation.vector_features import featurizer_named
 
-    X, kept = item_features(project, featurizer_for(project.item_kind), [i.pk for i in items])
+    featurizer = featurizer_named(project, row["current_version__featurizer_name"])
+    X, kept = item_features(project, featurizer, [i.pk for i in items])
     if not kept:
         return {}
     proba = learner.predict_proba(X)

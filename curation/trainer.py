@@ -49,19 +49,20 @@ from annotations.gold import reviews_for_model_disagreement
 from annotations.models import PINNED_PRIORITY, GoldLabel, Item, Project
 from annotations.webhooks.events import model_version_data, webhook_event
 from annotations.webhooks.models import WebhookEvent
-from curation import cold_start, evaluation, ranking_write, versions
+from curation import cold_start, evaluation, prediction_ranking, ranking_write, versions
 from curation.evaluation import eval_items_weave, eval_summary
 from curation.features import item_features
-from curation.featurizers import featurizer_for
 from curation.learner import IncrementalLearner
 from curation.models import BATCH_DIVERSE, ModelVersion, ProjectTraining
 from curation.pool_sample import (
     POOL_SAMPLE,
     SAMPLE_CHECK_RUNS,
 )
+from curation.queue_head import alternate, weave_exploration
 from curation.status import announcement, model_status
 from curation.strategies import batch_diverse, get_strategy, margin, select
 from curation.training_state import ProjectState, eval_rows, training_set
+from curation.vector_features import project_feature_set, project_featurizer
 from curation.versions import Clock
 
 logger = logging.getLogger(__name__)
@@ -275,13 +276,15 @@ def learner_snapshot(project: Project, version: int) -> IncrementalLearner | Non
 
 
 def _schema(project: Project) -> tuple:
+    """What a state's rows and model depend on: a change means a new state (new features)."""
     classes = tuple(project.class_names())
-    return (classes, project.is_multi_label, project.item_kind)
+    features = (project_feature_set(project), project.vector_dim)
+    return (classes, project.is_multi_label, project.item_kind, features)
 
 
 def _new_state(project: Project) -> ProjectState:
     schema = _schema(project)
-    featurizer = featurizer_for(project.item_kind)
+    featurizer = project_featurizer(project, schema[3][0])
     learner = IncrementalLearner(
         list(schema[0]), multi_label=project.is_multi_label, n_features=featurizer.n_features
     )
@@ -319,6 +322,7 @@ def _train_locked(project: Project, state: ProjectState) -> TrainingResult | Non
             if last_change != training.labels_until:
                 training.labels_until = last_change
                 training.save(update_fields=["labels_until"])
+            _rank_by_predictions_only(project, training, state)
             return None
         if training.current_version_id is not None and (
             count == training.labels_seen and last_change == training.labels_until
@@ -485,16 +489,35 @@ def _rank(
     Until two classes have labels the model cannot rank at all, so the head is typical items
     of the regions no label covers yet (`_typical_head`). Then it ranks; while some class has
     no label, every other place of the head is such a typical item (the model cannot be
-    uncertain about a class it has never seen). Nothing is written here; `_write_ranking` does
-    that at the end of the transaction.
+    uncertain about a class it has never seen). While some class has no label, items with an
+    imported prediction come first, least sure first (`curation.prediction_ranking`). Nothing
+    is written here; `_write_ranking` does that at the end of the transaction.
     """
     state.scores = None
+    by_predictions: list[int] = []
+    if state.learner.unseen_classes():
+        # Until our model has seen every class, a team's own predictions know better: their
+        # least sure items first, then the head our model would have.
+        by_predictions = _prediction_head(project, training, state)
+    ranked = by_predictions
+    if len(by_predictions) < RANKED:
+        own = _rank_own(project, training, state)
+        ranked = list(dict.fromkeys([*by_predictions, *own]))[:RANKED]
+    _sample_include(project, state, by_predictions)  # after: an empty sample is drawn first
+    if not state.learner.can_rank():
+        return ranked, []  # no model to test yet: no evaluation items
+    return eval_items_weave(project, training, ranked, _rng)
+
+
+def _rank_own(project: Project, training: ProjectTraining, state: ProjectState) -> list[int]:
+    """Our model's head of the queue (item ids), as `_rank` describes, before the evaluation
+    items are woven in."""
     if not state.sample:  # a new worker's first run: it cannot rank an empty sample
         state.sample.refresh(project, state.featurizer, _rng)
     if not state.sample:
-        return [], []
+        return []
     if not state.learner.can_rank():
-        return [_sample_ids(state)[r] for r in _typical_head(state)], []
+        return [_sample_ids(state)[r] for r in _typical_head(state)]
     ids, proba = state.sample.proba(state.learner, len(state.schema[0]))
     state.scores = (ids, proba)  # the items written get their guess from these
     multi = state.learner.multi_label
@@ -513,9 +536,47 @@ def _rank(
         # parity says which kind comes first, so one annotator also gets one of each in turn.
         typical = _typical_head(state)
         pair = (typical, order) if learner.n_labels % 2 == 0 else (order, typical)
-        order = _alternate(*pair)[:k]
-    order = _weave_exploration(order, len(ids), training.exploration)
-    return eval_items_weave(project, training, [ids[r] for r in order], _rng)
+        order = alternate(*pair)[:k]
+    order = weave_exploration(order, len(ids), training.exploration, _rng)
+    return [ids[r] for r in order]
+
+
+def _prediction_head(project: Project, training: ProjectTraining, state: ProjectState) -> list[int]:
+    """The head ranked by the imported predictions' uncertainty (`curation.prediction_ranking`),
+    with the exploration share of random sampled items; empty when no open item has one."""
+    head = prediction_ranking.uncertain_items(project, RANKED, _rng)
+    if not head:
+        return []
+    taken = set(head)
+    pool = head + [i for i in _sample_ids(state) if i not in taken]
+    return [
+        pool[r]
+        for r in weave_exploration(list(range(len(head))), len(pool), training.exploration, _rng)
+    ]
+
+
+def _sample_include(project: Project, state: ProjectState, item_ids: list[int]) -> None:
+    """Add to the pool sample the items of a head it did not choose (the sample is drawn below
+    the head), so our model scores them once it ranks."""
+    have = set(state.sample.ids())
+    missing = [i for i in item_ids if i not in have]
+    if missing:
+        X, kept = item_features(project, state.featurizer, missing)
+        state.sample.append(kept, X)
+
+
+def _rank_by_predictions_only(
+    project: Project, training: ProjectTraining, state: ProjectState
+) -> None:
+    """Before the first label: rank the queue by the imported predictions, once per change of
+    them (an upload asks for a run). No evaluation items yet: there is no model to test."""
+    seen = prediction_ranking.predictions_fingerprint(project)
+    if seen is None or seen == state.predictions_ranked:
+        return
+    head = _prediction_head(project, training, state)
+    if head:
+        _write_ranking(project, head, state, None)
+    state.predictions_ranked = seen
 
 
 def _sample_ids(state: ProjectState) -> list[int]:
@@ -550,50 +611,8 @@ def _typical_head(state: ProjectState) -> list[int]:
     return positions[picks].tolist()
 
 
-def _alternate(first: list[int], second: list[int]) -> list[int]:
-    """One from each list in turn, starting with `first`, skipping any already taken."""
-    woven: list[int] = []
-    taken: set[int] = set()
-    sources = [iter(first), iter(second)]
-    while sources:
-        for source in list(sources):
-            pick = next((r for r in source if r not in taken), None)
-            if pick is None:
-                sources.remove(source)
-            else:
-                woven.append(pick)
-                taken.add(pick)
-    return woven
-
-
-def _weave_exploration(order: list[int], n: int, share: float) -> list[int]:
-    """Each place of the head, the first included, holds a random item of the sample with
-    probability `share` instead of the next best one. Since the head is rewritten after every
-    label, about that share of the items served are picked at random, which keeps the labelled
-    set from drifting into the model's own idea of its blind spots."""
-    if share <= 0 or not order:
-        return order
-    explore = _rng.random(len(order)) < share
-    if not explore.any():
-        return order
-    best = iter(order)
-    randoms = iter(_rng.permutation(n).tolist())
-    woven: list[int] = []
-    taken: set[int] = set()
-    for flagged in explore:
-        for source in (randoms, best) if flagged else (best, randoms):
-            pick = next((r for r in source if r not in taken), None)
-            if pick is not None:
-                break
-        if pick is None:
-            break
-        woven.append(pick)
-        taken.add(pick)
-    return woven
-
-
 def _write_ranking(
-    project: Project, ranked: Sequence[int], state: ProjectState, version: int
+    project: Project, ranked: Sequence[int], state: ProjectState, version: int | None
 ) -> None:
     """Give `ranked` priorities 2 → 1 in order; send other ranked items back to random [0, 1).
     Every item written gets the guess of model `version` when the run scored it, else keeps

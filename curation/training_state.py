@@ -46,6 +46,9 @@ class ProjectState:
     stacked: tuple[list[int], Any] = field(default_factory=lambda: ([], None))
     version: int | None = None  # the model version the learner was saved as
     scores: Scores | None = None  # the sample's probabilities this run, if ranked
+    # The imported predictions (count, latest change) the queue was last ranked by, before any
+    # label (`curation.prediction_ranking`).
+    predictions_ranked: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

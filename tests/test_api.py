@@ -140,10 +140,13 @@ def test_a_project_is_shown_to_members_and_hidden_from_outsiders(annotator, outs
     assert api_as(annotator).get(reverse("api-project-detail", args=[10**9])).status_code == 404
 
 
-def test_the_project_detail_is_read_only(project_admin, project):
+def test_the_project_detail_is_neither_replaced_nor_deleted(project_admin, project):
+    """Settings change by PATCH (tests/test_project_setup_api.py); a project is deleted in
+    Django admin only."""
     url = reverse("api-project-detail", args=[project.pk])
-    response = api_as(project_admin).patch(url, {"name": "renamed"}, format="json")
-    assert response.status_code == 405
+    client = api_as(project_admin)
+    assert client.put(url, {"name": "renamed"}, format="json").status_code == 405
+    assert client.delete(url).status_code == 405
     project.refresh_from_db()
     assert project.name == "Sentiment"
 

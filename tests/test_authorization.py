@@ -26,8 +26,11 @@ from django.utils import timezone
 from PIL import Image
 
 from annotations.models import Item, ItemLease, Membership, Project, Review
+from annotations.preannotations import parse_vector, vectors_save
 from annotations.review import review_flag
 from annotations.services import project_set_overlap
+from annotations.webhooks.models import Webhook
+from annotations.webhooks.services import webhook_create
 from curation.dashboard_models import DashboardState
 from curation.dataset_versions import version_create
 from tests.conftest import submit_handed_out
@@ -38,6 +41,8 @@ pytestmark = pytest.mark.usefixtures("fast_passwords")
 # outside any project.
 PUBLIC = "public"  # anyone, logged in or not (login page, home redirect)
 LOGGED_IN = "logged_in"  # any authenticated user; the view itself scopes what they see
+# Site admins and users given "Can add project" (none of the project roles here have it).
+CREATORS = "creators"
 ANY_MEMBER = frozenset({"annotator", "reviewer", "admin"})
 REVIEWER_UP = frozenset({"reviewer", "admin"})
 ADMIN_ONLY = frozenset({"admin"})
@@ -66,6 +71,11 @@ class Rule:
     who: str | frozenset[str]
     kwargs: dict[str, str] = field(default_factory=dict)
     csrf_exempt_reason: str = ""  # set only for routes that take no cookie-based auth
+    # Who may use the methods that write (all but GET), when that differs from `who`.
+    writers: str | frozenset[str] | None = None
+
+    def who_for(self, method: str) -> str | frozenset[str]:
+        return self.writers if self.writers is not None and method != "GET" else self.who
 
 
 EXPECT: dict[str, Rule] = {
@@ -83,6 +93,7 @@ EXPECT: dict[str, Rule] = {
     "password_reset_complete": Rule(GET, PUBLIC),
     # Projects and the annotate page
     "project_list": Rule(GET, LOGGED_IN),
+    "project_new": Rule(GET_POST, CREATORS),
     "project_detail": Rule(GET, ANY_MEMBER),  # the dashboard for reviewers and project admins
     "project_dashboard_plot": Rule(GET, REVIEWER_UP),
     "annotate": Rule(GET, ANY_MEMBER),
@@ -106,8 +117,14 @@ EXPECT: dict[str, Rule] = {
     # The API (DRF): anonymous gets 401/403 instead of a login redirect
     # Username + password in, token out: no cookie is read or set, so there is nothing to forge.
     "api-token": Rule(POST, PUBLIC, csrf_exempt_reason="password in, token out; no cookies"),
-    "api-project-list": Rule(GET, LOGGED_IN),  # lists only the caller's projects
-    "api-project-detail": Rule(GET, ANY_MEMBER),
+    # Lists only the caller's projects; creating one is for site admins and those allowed to.
+    "api-project-list": Rule(GET_POST, LOGGED_IN, writers=CREATORS),
+    "api-project-detail": Rule(frozenset({"GET", "PATCH"}), ANY_MEMBER, writers=ADMIN_ONLY),
+    # Setting a project up: members read its classes, its project admins change them and members
+    "api-class-list": Rule(GET_POST, ANY_MEMBER, writers=ADMIN_ONLY),
+    "api-class-detail": Rule(frozenset({"GET", "PATCH", "DELETE"}), ANY_MEMBER, writers=ADMIN_ONLY),
+    "api-member-list": Rule(GET_POST, ADMIN_ONLY),
+    "api-member-detail": Rule(frozenset({"GET", "PATCH", "DELETE"}), ADMIN_ONLY),
     "api-item-list": Rule(GET, ANY_MEMBER),
     "api-item-image": Rule(GET, ANY_MEMBER),
     "api-next-items": Rule(GET, ANY_MEMBER),
@@ -167,6 +184,20 @@ EXPECT: dict[str, Rule] = {
     # The record of those actions
     "project_item_actions": Rule(GET, REVIEWER_UP),
     "api-item-action-log": Rule(GET, REVIEWER_UP),
+    # The API's own description: for anyone logged in (it names no project's data)
+    "api-schema": Rule(GET, LOGGED_IN),
+    "api-docs": Rule(GET, LOGGED_IN),
+    # Predictions and vectors from a team's models: members read, project admins write
+    "api-prediction-list": Rule(
+        frozenset({"GET", "POST", "DELETE"}), ANY_MEMBER, writers=ADMIN_ONLY
+    ),
+    "api-vector-list": Rule(GET_POST, ANY_MEMBER, writers=ADMIN_ONLY),
+    "api-item-vector": Rule(GET, ANY_MEMBER),
+    # Webhooks: project admins only (their secrets and targets)
+    "project_webhooks": Rule(GET_POST, ADMIN_ONLY),
+    "api-webhook-list": Rule(GET_POST, ADMIN_ONLY),
+    "api-webhook-detail": Rule(frozenset({"GET", "PATCH", "DELETE"}), ADMIN_ONLY),
+    "api-webhook-deliveries": Rule(GET, ADMIN_ONLY),
 }
 
 # Prefixes of routes tested elsewhere or not views of this app.
@@ -227,6 +258,7 @@ class World:
     other_item: Item  # an item of another project
     users: dict[str, object]
     review: Review  # `item`, flagged for review
+    hook: Webhook  # a webhook of `project`
 
 
 KWARG_FILLERS: dict[str, Callable[[World], object]] = {
@@ -241,6 +273,9 @@ KWARG_FILLERS: dict[str, Callable[[World], object]] = {
     "kind": lambda w: "predictions",  # an analysis
     "name": lambda w: "v1",  # a dataset version
     "plot": lambda w: "progress",  # a dashboard plot
+    "class_id": lambda w: w.project.label_classes.get(name="positive").pk,  # in use
+    "user_id": lambda w: w.users["annotator"].pk,  # a member
+    "hook_pk": lambda w: w.hook.pk,
 }
 # Fillers a Rule can name in `kwargs` (e.g. {"pk": "item"} for a route whose pk is an item).
 NAMED_FILLERS: dict[str, Callable[[World], object]] = {
@@ -268,6 +303,7 @@ def world(
     superuser,
 ):
     settings.MEDIA_ROOT = tmp_path
+    settings.WEBHOOKS_ALLOW_PRIVATE = True  # the hook's documentation address (no DNS)
     item = Item(project=project, external_id="pic", text="an image item", image_format="PNG")
     item.image_width, item.image_height = 4, 3
     item.image.save("pic.png", ContentFile(png_bytes()), save=False)
@@ -286,6 +322,7 @@ def world(
         expires_at=now + timedelta(hours=1),
     )
     review = review_flag(item=item, user=project_admin, note="check the crop")
+    vectors_save(project, [(item.pk, parse_vector([0.5, 0.25]))])
     settings.DATA_DIR = tmp_path
     version_create(project, name="v1")
     # A plot as the worker stores it (rendering the dashboard here would slow every case).
@@ -309,6 +346,9 @@ def world(
             "site_admin": superuser,
         },
         review=review,
+        hook=webhook_create(
+            project=project, url="https://203.0.113.7/h", events=["review.decided"]
+        ),
     )
 
 
@@ -337,7 +377,8 @@ def request(client: Client, method: str, url: str):
 
 
 def is_api(url: str) -> bool:
-    return url.startswith("/api/")
+    """A route of the API proper (the docs page is a page: anonymous goes to the login)."""
+    return url.startswith("/api/") and url != "/api/docs/"
 
 
 def describe(response) -> str:
@@ -411,8 +452,9 @@ def test_route_answers_each_actor_as_its_role_allows(client, world, route, metho
     response = request(client, method, url)
     what = f"{actor} {method} {url}"
     method_ok = method in rule.methods
+    who = rule.who_for(method)
 
-    if rule.who == PUBLIC:
+    if who == PUBLIC:
         if method_ok:
             assert_allowed(response, what, to_login_ok=True)
         else:  # e.g. the login page sends a logged-in user on before looking at the method
@@ -423,16 +465,24 @@ def test_route_answers_each_actor_as_its_role_allows(client, world, route, metho
             return  # refusing the method before asking for a login is fine
         assert_denied_anonymous(response, url, what)
         return
-    if rule.who == LOGGED_IN:
+    if who == LOGGED_IN:
         if method_ok:
             assert_allowed(response, what)
         else:
             assert response.status_code == 405, f"{what}: got {describe(response)}"
         return
-    assert isinstance(rule.who, frozenset), f"EXPECT[{route.name!r}].who is not understood"
+    if who == CREATORS:
+        if actor != "site_admin":
+            assert response.status_code in ({403} if method_ok else {403, 405}), what
+        elif method_ok:
+            assert_allowed(response, what)
+        else:
+            assert response.status_code == 405, f"{what}: got {describe(response)}"
+        return
+    assert isinstance(who, frozenset), f"EXPECT[{route.name!r}].who is not understood"
     if actor == "outsider":
         expected = {404} if method_ok else {404, 405}
-    elif ROLE_OF[actor] not in rule.who:
+    elif ROLE_OF[actor] not in who:
         expected = {403} if method_ok else {403, 405}
     else:
         if method_ok:

@@ -255,3 +255,115 @@ def test_an_item_the_run_did_not_score_keeps_its_guess_and_its_age(setup):
 
     item.refresh_from_db()
     assert (item.priority, item.suggestion, item.suggestion_version) == (0.5, before, number)
+
+
+# --- Imported predictions as suggestions --------------------------------------------------------
+
+
+def predict(project, items, label: str, *, model: str = "team-bert", score: float = 0.8) -> None:
+    from annotations.preannotations import PredictionIn, predictions_save
+
+    predictions_save(project, [(i.pk, PredictionIn(model, (label,), None, score)) for i in items])
+
+
+def test_an_imported_prediction_is_shown_when_our_model_has_no_guess(client, setup):
+    project, by_class, user = setup
+    predict(project, Item.objects.filter(project=project), "negative", model="team-bert")
+    client.force_login(user)
+
+    page = client.get(reverse("annotate", args=[project.pk])).content.decode()
+    shown = cards(page) | next_cards(client, project)
+
+    assert shown  # no label yet: our model has no guess; the team's model's is shown, named
+    for attrs in shown.values():
+        assert json.loads(html.unescape(re.search(r'data-suggest="([^"]*)"', attrs).group(1))) == [
+            "negative"
+        ]
+    assert "team-bert: <b>negative</b> 80%" in page
+    assert "model: <b>" not in page
+
+
+def test_no_imported_prediction_on_evaluation_items(client, setup):
+    project, by_class, user = setup
+    items = list(Item.objects.filter(project=project).order_by("-priority")[:6])
+    predict(project, items, "positive")
+    EvalSample.objects.bulk_create([EvalSample(project=project, item=i) for i in items[:3]])
+
+    mode, shown = suggestions_for(project, items)
+
+    assert set(shown) == {i.pk for i in items[3:]}
+    assert all(s["model"] == "team-bert" and s["labels"] == ["positive"] for s in shown.values())
+    client.force_login(user)
+    served = next_cards(client, project, count=6)
+    for pk in (i.pk for i in items[:3]):
+        assert "data-suggest" not in served.get(pk, "")
+
+
+def test_the_project_chooses_whose_guess_wins(setup):
+    project, by_class, user = setup
+    training = ProjectTraining.objects.create(project=project, eval_share=0.0)
+    label(project, by_class, user, per_class=4)
+    trainer.train(project.pk)
+    head = list(
+        Item.objects.filter(project=project, needs_annotation=True, suggestion__isnull=False)[:4]
+    )
+    predict(project, head[:2], "positive", model="rules", score=0.99)
+    own = {i.pk: i.suggestion for i in head}
+
+    _, shown = suggestions_for(project, head)
+    assert {pk: s["labels"] for pk, s in shown.items()} == {
+        pk: s["labels"] for pk, s in own.items()
+    }
+    assert not any("model" in s for s in shown.values())
+
+    training.suggestion_source = "predictions"
+    training.save(update_fields=["suggestion_source"])
+    _, shown = suggestions_for(project, head)
+    assert [shown[i.pk].get("model") for i in head] == ["rules", "rules", None, None]
+
+    training.suggestion_source = "model_only"
+    training.save(update_fields=["suggestion_source"])
+    Item.objects.filter(pk=head[0].pk).update(suggestion=None)
+    _, shown = suggestions_for(project, list(Item.objects.filter(pk__in=[i.pk for i in head])))
+    assert head[0].pk not in shown
+
+
+def test_imported_predictions_are_never_answers_or_gold(setup):
+    from annotations.models import Annotation, GoldLabel
+
+    project, by_class, user = setup
+    predict(project, Item.objects.filter(project=project), "negative")
+    assert not Annotation.objects.filter(project=project).exists()
+    assert not GoldLabel.objects.filter(project=project).exists()
+    assert trainer.train(project.pk) is None  # nothing to learn from: no human label
+
+
+def test_a_project_admin_sets_the_suggestion_source_on_the_settings_page(client, project):
+    admin = make_user("source-admin")
+    Membership.objects.create(project=project, user=admin, role=Membership.Role.ADMIN)
+    client.force_login(admin)
+    url = reverse("project_settings", args=[project.pk])
+    assert 'name="training-suggestion_source"' in client.get(url).content.decode()
+    data = {
+        "description": "",
+        "instructions": project.instructions,
+        "overlap": "1",
+        "review_threshold": "0.66",
+        "review_model_confidence": "",
+        "consensus": "majority",
+        "quality_threshold": "0.7",
+        "training-strategy": "margin",
+        "training-exploration": "0.1",
+        "training-eval_share": "0.05",
+        "training-suggestions": "highlight",
+        "training-suggestion_source": "predictions",
+        "training-snapshot_every": "",
+        "training-split_validation": "0.1",
+        "training-split_test": "0.1",
+    }
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ProjectTraining.objects.get(project=project).suggestion_source == "predictions"
+    response = client.post(url, {**data, "training-suggestion_source": "nobody"})
+    assert response.status_code == 400
+    assert ProjectTraining.objects.get(project=project).suggestion_source == "predictions"

@@ -19,9 +19,8 @@ from annotations.admin.common import (
     links_html,
     summarised_delete,
 )
-from annotations.admin.members import MembershipInline
-from annotations.label_classes import label_class_add, project_schema_check, project_schema_set
-from annotations.members import membership_add
+from annotations.admin.members import MembershipInline, formset_changes
+from annotations.label_classes import project_schema_check
 from annotations.models import (
     Annotation,
     AnnotationRevision,
@@ -31,7 +30,13 @@ from annotations.models import (
     Membership,
     Project,
 )
-from annotations.project_settings import PROJECT_FIELDS, TRAINING_FIELDS, project_settings_update
+from annotations.project_settings import (
+    PROJECT_FIELDS,
+    TRAINING_FIELDS,
+    project_settings_update,
+    project_update,
+)
+from annotations.project_setup import ClassSpec, project_create
 from curation.models import ProjectTraining
 
 # --- Projects ---------------------------------------------------------------------------------
@@ -88,7 +93,7 @@ class LabelClassInline(admin.TabularInline):
 class ProjectTrainingInline(admin.StackedInline):
     model = ProjectTraining
     verbose_name = verbose_name_plural = "model in the loop"
-    fields = ["strategy", "exploration", "eval_share", "suggestions"]
+    fields = ["strategy", "exploration", "eval_share", "suggestions", "suggestion_source"]
     can_delete = False
     max_num = 1
 
@@ -217,21 +222,16 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
         if not change:
-            obj.save()
-            return
+            return  # created with its classes and first admin in `save_related`
         # The form's copy is never saved whole: annotators may have moved the counters since
         # the page was loaded, and settings have side effects only their service knows.
         data = form.cleaned_data
-        with transaction.atomic():
-            if "name" in form.changed_data:
-                obj.save(update_fields=["name", "updated_at"])
-            if {"item_kind", "labeling_mode"} & set(form.changed_data):
-                project_schema_set(
-                    project=obj, item_kind=data["item_kind"], labeling_mode=data["labeling_mode"]
-                )
-            project_settings_update(
-                project=obj, values={f: data[f] for f in PROJECT_FIELDS if f in data}
-            )
+        values = {f: data[f] for f in PROJECT_FIELDS if f in data}
+        if "name" in form.changed_data:
+            values["name"] = data["name"]
+        if {"item_kind", "labeling_mode"} & set(form.changed_data):
+            values.update(item_kind=data["item_kind"], labeling_mode=data["labeling_mode"])
+        project_update(project=obj, values=values)
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
         project = form.instance
@@ -241,16 +241,7 @@ class ProjectAdmin(admin.ModelAdmin):
         if formset.model is Membership:
             formset.save_through_services()
         elif formset.model is LabelClass:
-            if change:
-                return  # read-only once the project exists
-            new = [f.cleaned_data for f in formset.forms if f.has_changed() and f.cleaned_data]
-            for data in sorted(new, key=lambda d: d.get("order") or 0):
-                label_class_add(
-                    project=project,
-                    name=data["name"],
-                    color=data.get("color") or "",
-                    key=data.get("key") or "",
-                )
+            return  # given to `project_create`; read-only once the project exists
         elif formset.model is ProjectTraining:
             for f in formset.forms:
                 if f.cleaned_data and (f.has_changed() or f.instance.pk):
@@ -264,18 +255,46 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
         with transaction.atomic():
+            if not change:
+                self._create(request, form, formsets)
             super().save_related(request, form, formsets, change)
-            project = form.instance
-            if (
-                not change
-                and form.cleaned_data.get("make_me_admin")
-                and not Membership.objects.filter(project=project, user=request.user).exists()
-            ):
-                membership_add(
-                    project=project,
-                    username_or_email=request.user.get_username(),
-                    role=Membership.Role.ADMIN,
-                )
+
+    def _create(self, request: HttpRequest, form, formsets) -> None:
+        """The project, its classes and (ticked by default) the site admin as its project admin,
+        through the service the app's New project page uses. The inline members are added
+        afterwards; one who lists themselves there keeps the role they chose."""
+        data = form.cleaned_data
+        classes = []
+        for formset in formsets:
+            if formset.model is LabelClass:
+                rows = [
+                    f.cleaned_data
+                    for f in formset.forms
+                    if f.has_changed() and f.cleaned_data and not formset._should_delete_form(f)
+                ]
+                classes = [
+                    ClassSpec(name=r["name"], color=r.get("color") or "", key=r.get("key") or "")
+                    for r in sorted(rows, key=lambda r: r.get("order") or 0)
+                ]
+        listed = {
+            change.user.pk
+            for formset in formsets
+            if formset.model is Membership
+            for change in formset_changes(formset, 0)
+        }
+        creator = request.user if data.get("make_me_admin") else None
+        project = project_create(
+            name=data["name"],
+            item_kind=data["item_kind"],
+            labeling_mode=data["labeling_mode"],
+            classes=classes,
+            creator=creator if creator is not None and creator.pk not in listed else None,
+            **{f: data[f] for f in PROJECT_FIELDS if f in data},
+        )
+        obj = form.instance  # the object the inlines and the admin's response refer to
+        obj.pk = project.pk
+        obj.refresh_from_db()
+        obj._state.adding = False
 
     @admin.action(description="Recount progress of the selected projects")
     def recount_progress(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from annotations.models import Annotation, Item, LabelClass, Project
+from annotations.models import Annotation, Item, LabelClass, Membership, Project
+from annotations.project_settings import PROJECT_FIELDS, TRAINING_FIELDS, VERSION_FIELDS
+from annotations.project_setup import ClassSpec, class_errors
+from curation.models import ProjectTraining
 
 
 class LabelClassSerializer(serializers.ModelSerializer):
@@ -90,3 +93,104 @@ class AnnotationSubmitSerializer(serializers.Serializer):
 
 class NextItemsQuerySerializer(serializers.Serializer):
     count = serializers.IntegerField(min_value=1, max_value=100, default=1)
+
+
+# --- Setting projects up (project admins; `annotations.api.setup`) ----------------------------
+
+
+class ClassInputSerializer(serializers.Serializer):
+    """A label class of a new project. An empty colour takes the palette's; an empty key leaves
+    the class to the 1–9 numbering."""
+
+    name = serializers.CharField(max_length=100)
+    color = serializers.CharField(max_length=7, required=False, allow_blank=True, default="")
+    key = serializers.CharField(max_length=1, required=False, allow_blank=True, default="")
+
+
+class ProjectCreateSerializer(serializers.Serializer):
+    """The body of `POST /api/projects/`: the classes in the order annotators see them."""
+
+    name = serializers.CharField(max_length=200)
+    item_kind = serializers.ChoiceField(Project.ItemKind.choices, default=Project.ItemKind.TEXT)
+    labeling_mode = serializers.ChoiceField(
+        Project.LabelingMode.choices, default=Project.LabelingMode.SINGLE
+    )
+    description = serializers.CharField(allow_blank=True, required=False, default="")
+    instructions = serializers.CharField(allow_blank=True, required=False, default="")
+    overlap = serializers.IntegerField(min_value=1, max_value=32767, default=1)
+    classes = ClassInputSerializer(many=True, allow_empty=False, max_length=100)
+
+    def validate_classes(self, value: list[dict]) -> list[dict]:
+        problems = class_errors([ClassSpec(**c) for c in value])
+        if any(problems):
+            raise serializers.ValidationError(problems)  # one entry per class, as DRF nests
+        return value
+
+
+class TrainingSettingsSerializer(serializers.ModelSerializer):
+    """The settings of the project's model in the loop and of its dataset versions."""
+
+    class Meta:
+        model = ProjectTraining
+        fields = [*TRAINING_FIELDS, *VERSION_FIELDS]
+
+
+class ProjectSettingsSerializer(serializers.ModelSerializer):
+    """What `PATCH /api/projects/<id>/` reads (any subset) and answers (all of them). The item
+    kind and labelling mode are refused once the project has items."""
+
+    training = TrainingSettingsSerializer(source="training_settings", required=False)
+
+    class Meta:
+        model = Project
+        fields = ["id", "name", "item_kind", "labeling_mode", *PROJECT_FIELDS, "training"]
+        read_only_fields = ["id"]
+
+
+class LabelClassDetailSerializer(serializers.ModelSerializer):
+    """A label class with its id, for the classes endpoints."""
+
+    class Meta:
+        model = LabelClass
+        fields = ["id", "name", "color", "key", "order", "retired"]
+        read_only_fields = fields
+
+
+class LabelClassCreateSerializer(ClassInputSerializer):
+    """The body of `POST /api/projects/<id>/classes/`: a class at the end of the schema."""
+
+
+class LabelClassUpdateSerializer(serializers.Serializer):
+    """The body of `PATCH /api/projects/<id>/classes/<class_id>/`, any subset. A new name is
+    written into every stored answer, gold label and review; `order` is the class's new
+    position (0 first); `retired` true keeps it in the data but no longer offers it."""
+
+    name = serializers.CharField(max_length=100, required=False)
+    color = serializers.CharField(max_length=7, required=False)
+    key = serializers.CharField(max_length=1, required=False, allow_blank=True)
+    order = serializers.IntegerField(min_value=0, max_value=32767, required=False)
+    retired = serializers.BooleanField(required=False)
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    user_id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(source="user.get_username", read_only=True)
+    full_name = serializers.CharField(source="user.get_full_name", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["user_id", "username", "full_name", "role", "created_at"]
+        read_only_fields = fields
+
+
+class MemberAddSerializer(serializers.Serializer):
+    """The body of `POST /api/projects/<id>/members/`: an existing user, by username or email."""
+
+    user = serializers.CharField(max_length=254)
+    role = serializers.ChoiceField(Membership.Role.choices, default=Membership.Role.ANNOTATOR)
+
+
+class MemberRoleSerializer(serializers.Serializer):
+    """The body of `PATCH /api/projects/<id>/members/<user_id>/`."""
+
+    role = serializers.ChoiceField(Membership.Role.choices)

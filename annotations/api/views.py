@@ -9,7 +9,7 @@ from django.db.models import OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
@@ -17,17 +17,23 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import access, queue, services
+from annotations.api.refusals import refused
 from annotations.api.schema import BINARY, VALIDATION_ERROR
 from annotations.api.serializers import (
     AnnotationSerializer,
     AnnotationSubmitSerializer,
     ItemSerializer,
     NextItemsQuerySerializer,
+    ProjectCreateSerializer,
     ProjectSerializer,
+    ProjectSettingsSerializer,
 )
 from annotations.api.shapes import AgreementSerializer, NextItemsSerializer, QualitySerializer
 from annotations.models import Annotation, Item, LabelClass, Membership, Project
+from annotations.project_settings import project_update
+from annotations.project_setup import ClassSpec, project_create
 from annotations.views.media import CONTENT_TYPES, serve_item_image
+from curation.models import ProjectTraining
 from curation.services import agreement_report, quality_report
 
 
@@ -57,10 +63,28 @@ class ByIdCursorPagination(CursorPagination):
 
 
 class ProjectList(generics.ListAPIView):
-    """The projects the user is a member of, with their role, progress and label classes."""
+    """GET: the projects the user is a member of, with their role, progress and label classes.
+    POST: create a project with its classes, the caller its project admin (site admins and
+    users with the "Can add project" permission; 403 for others)."""
 
     serializer_class = ProjectSerializer
     pagination_class = ByIdCursorPagination
+
+    @extend_schema(request=ProjectCreateSerializer, responses={201: ProjectSerializer})
+    def post(self, request: Request) -> Response:
+        if not access.can_create_projects(request.user):
+            raise PermissionDenied("You may not create projects: ask a site admin.")
+        body = ProjectCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        classes = [ClassSpec(**c) for c in data.pop("classes")]
+        try:
+            project = project_create(**data, classes=classes, creator=request.user)
+        except DjangoValidationError as exc:
+            raise refused(exc) from exc
+        project.user_role = Membership.Role.ADMIN
+        data = ProjectSerializer(project, context={"request": request}).data
+        return Response(data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self) -> QuerySet[Project]:
         role = Membership.objects.filter(project=OuterRef("pk"), user=self.request.user)
@@ -79,10 +103,34 @@ class ProjectList(generics.ListAPIView):
 
 
 class ProjectDetail(APIView):
+    """GET: the project. PATCH (project admins): any of its settings, as the settings page
+    saves them (`project_settings.project_update`); answers every setting."""
+
     @extend_schema(responses=ProjectSerializer)
     def get(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk)
         return Response(ProjectSerializer(project, context={"request": request}).data)
+
+    @extend_schema(request=ProjectSettingsSerializer, responses=ProjectSettingsSerializer)
+    def patch(self, request: Request, pk: int) -> Response:
+        project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
+        body = ProjectSettingsSerializer(project, data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        values = dict(body.validated_data)
+        training = values.pop("training_settings", None)
+        try:
+            project_update(project=project, values=values, training=training)
+        except DjangoValidationError as exc:
+            raise refused(exc) from exc
+        return Response(ProjectSettingsSerializer(_with_training(project)).data)
+
+
+def _with_training(project: Project) -> Project:
+    project.refresh_from_db()
+    project.training_settings = ProjectTraining.objects.filter(
+        project=project
+    ).first() or ProjectTraining(project=project)
+    return project
 
 
 class Agreement(APIView):

@@ -22,6 +22,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -84,6 +85,8 @@ class ImportForm(forms.Form):
 @login_required
 def project_import(request: HttpRequest, pk: int) -> HttpResponse:
     project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
+    # Step 2 of setting up a new project (`views.new_project`): then on to its members.
+    setup = request.GET.get("setup") == "1"
     errors: list[str] = []
     status = 200
     if request.method == "POST":
@@ -109,12 +112,19 @@ def project_import(request: HttpRequest, pk: int) -> HttpResponse:
             else:
                 if not result.duplicate_count:
                     messages.success(request, result.summary())
+                    if setup:
+                        return redirect(reverse("project_members", args=[project.pk]) + "?setup=1")
                     return redirect("project_detail", pk=project.pk)
                 # The duplicates are listed on the page, next to the form for the next file.
                 return render(
                     request,
                     "annotations/import.html",
-                    {"project": project, "form": ImportForm(project=project), "result": result},
+                    {
+                        "project": project,
+                        "form": ImportForm(project=project),
+                        "result": result,
+                        "setup": setup,
+                    },
                 )
         else:
             status = 400
@@ -123,7 +133,7 @@ def project_import(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "annotations/import.html",
-        {"project": project, "form": form, "import_errors": errors},
+        {"project": project, "form": form, "import_errors": errors, "setup": setup},
         status=status,
     )
 

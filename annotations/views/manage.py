@@ -7,6 +7,8 @@ a refused one renders the page again with the errors and status 400.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -14,6 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from annotations import access
@@ -85,6 +88,14 @@ class ProjectSettingsForm(forms.ModelForm):
 class TrainingSettingsForm(forms.ModelForm):
     FIELDS = (*TRAINING_FIELDS, *VERSION_FIELDS)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Added later than the others: a form (or script) that does not send it keeps it.
+        self.fields["suggestion_source"].required = False
+
+    def clean_suggestion_source(self) -> str:
+        return self.cleaned_data["suggestion_source"] or self.instance.suggestion_source
+
     class Meta:
         model = ProjectTraining
         fields = [*TRAINING_FIELDS, *VERSION_FIELDS]
@@ -93,6 +104,7 @@ class TrainingSettingsForm(forms.ModelForm):
             "exploration": "Exploration share",
             "eval_share": "Evaluation share",
             "suggestions": "Model suggestions",
+            "suggestion_source": "Suggestion source",
             "snapshot_every": "Save a version every N gold labels",
             "split_validation": "Validation share",
             "split_test": "Test share",
@@ -171,10 +183,18 @@ class MemberChangeForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, required=False)
 
 
+def _members_page(project: Project, setup: bool) -> HttpResponse:
+    """Back to the members page, still showing the set-up steps when it was opened with them."""
+    url = reverse("project_members", args=[project.pk])
+    return redirect(url + "?setup=1" if setup else url)
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 def project_members(request: HttpRequest, pk: int) -> HttpResponse:
     project = _manage(request, pk)
+    # The last step of setting up a new project (`views.new_project`).
+    setup = request.GET.get("setup") == "1"
     add_form = MemberAddForm(prefix="add")
     errors: list[str] = []
     if request.method == "POST":
@@ -196,7 +216,7 @@ def project_members(request: HttpRequest, pk: int) -> HttpResponse:
                         f"Added {member.user.get_username()} as "
                         f"{member.get_role_display().lower()}.",
                     )
-                    return redirect("project_members", pk=project.pk)
+                    return _members_page(project, setup)
         elif action in ("role", "remove"):
             change = MemberChangeForm(request.POST)
             if change.is_valid():
@@ -206,7 +226,7 @@ def project_members(request: HttpRequest, pk: int) -> HttpResponse:
                     pk=change.cleaned_data["membership"],
                 )
                 try:
-                    return _change_member(request, project, membership, action, change)
+                    return _change_member(request, project, membership, action, change, setup)
                 except ValidationError as exc:
                     errors = exc.messages
             else:
@@ -226,6 +246,7 @@ def project_members(request: HttpRequest, pk: int) -> HttpResponse:
             "roles": Role.choices,
             "errors": errors,
             "tab": "members",
+            "setup": setup,
         },
         status=400 if request.method == "POST" else 200,
     )
@@ -237,6 +258,7 @@ def _change_member(
     membership: Membership,
     action: str,
     form: MemberChangeForm,
+    setup: bool,
 ) -> HttpResponse:
     name = membership.user.get_username()
     yourself = membership.user_id == request.user.pk
@@ -244,7 +266,7 @@ def _change_member(
         membership_remove(membership=membership)
         messages.success(request, f"Removed {name} from the project.")
         # Removing yourself leaves nothing here you may open.
-        return redirect("project_list") if yourself else redirect("project_members", pk=project.pk)
+        return redirect("project_list") if yourself else _members_page(project, setup)
     role = form.cleaned_data["role"]
     if not role:
         raise ValidationError("Choose a role.")
@@ -252,7 +274,7 @@ def _change_member(
     messages.success(request, f"{name} is now {membership.get_role_display().lower()}.")
     if yourself and role != Role.ADMIN:
         return redirect("project_detail", pk=project.pk)
-    return redirect("project_members", pk=project.pk)
+    return _members_page(project, setup)
 
 
 # --- Assignments ------------------------------------------------------------------------------

@@ -28,7 +28,11 @@ def project_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "annotations/project_list.html",
-        {"memberships": memberships, "site_admin_projects": others},
+        {
+            "memberships": memberships,
+            "site_admin_projects": others,
+            "can_create": access.can_create_projects(request.user),
+        },
     )
 
 

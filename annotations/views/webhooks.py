@@ -90,6 +90,9 @@ def project_webhooks(request: HttpRequest, pk: int) -> HttpResponse:
             delivery_redeliver(delivery)
             messages.success(request, f"Delivery {delivery.pk} queued again.")
             return redirect("project_webhooks", pk=project.pk)
+        elif action not in ("rotate", "enable", "disable", "delete", "ping"):
+            status = 400
+            messages.error(request, "Unknown action.")
         else:
             hook = _hook(project, request.POST.get("hook"))
             if action == "rotate":
@@ -106,9 +109,6 @@ def project_webhooks(request: HttpRequest, pk: int) -> HttpResponse:
                 webhook_ping(hook)
                 messages.success(request, f"Test event queued for {hook.url}.")
                 return redirect("project_webhooks", pk=project.pk)
-            else:
-                status = 400
-                messages.error(request, "Unknown action.")
     hooks = [(hook, deliveries_of(hook, limit=SHOWN)) for hook in hooks_of(project)]
     return render(
         request,
