@@ -142,3 +142,35 @@ def test_a_zipped_datasets_folder_is_recognised_and_imports(hf_project):
     result = imports.import_file(project=hf_project, fileobj=buffer, filename="reviews.zip")
     assert result.created == 4
     assert GoldLabel.objects.get(item__external_id="r4").labels == ["negative"]
+
+
+def test_parquet_columns_of_any_type_become_json_metadata_or_a_located_error(hf_project, tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "text": ["a", "b"],
+            "label": [0, 1],
+            "when": [dt.datetime(2024, 5, 1, 12, 0), dt.datetime(2024, 5, 2, 8, 30)],
+            "score": [float("nan"), 0.5],
+        }
+    )
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path)
+    with path.open("rb") as handle:
+        imports.import_file(project=hf_project, fileobj=handle, filename="t.parquet")
+    first = Item.objects.get(project=hf_project, text="a")
+    assert first.metadata == {"when": "2024-05-01T12:00:00", "score": None}
+    binary = pa.table({"text": ["c"], "label": [0], "blob": [b"\x00\x01"]})
+    pq.write_table(binary, tmp_path / "b.parquet")
+    with (
+        (tmp_path / "b.parquet").open("rb") as handle,
+        pytest.raises(imports.ImportFailed) as caught,
+    ):
+        imports.import_file(project=hf_project, fileobj=handle, filename="b.parquet")
+    assert caught.value.messages == [
+        "b.parquet row 1: column 'blob' holds binary data, which cannot be metadata"
+    ]

@@ -263,3 +263,22 @@ def test_a_bad_answer_late_in_the_file_leaves_no_items_or_accounts(ls_project):
 
 def test_exports_module_lists_the_new_formats():
     assert {"labelstudio", "doccano"} <= set(exports.FORMATS)
+
+
+def test_a_task_whose_text_is_already_in_the_project_is_reported_and_can_be_skipped(ls_project):
+    import_ls(ls_project)
+    tasks = json.loads(LS_EXPORT.read_text())
+    tasks[1]["id"] = 202
+    with io.BytesIO(json.dumps([tasks[1]]).encode()) as handle:
+        result = imports.import_file(
+            project=ls_project, fileobj=handle, filename="again.json", skip_duplicates=True
+        )
+    assert (result.created, result.skipped) == (0, 1)
+    assert result.duplicates == ("task 1 (id 202) duplicates existing item '102'",)
+
+
+def test_metadata_with_a_nul_character_is_refused_with_its_place(ls_project):
+    content = '[{"id": 1, "data": {"text": "x", "note": "a\\u0000b"}}]'
+    assert failure(ls_project, content) == [
+        "tasks.json record 1: contains a NUL character or an invalid \\u escape"
+    ]

@@ -37,6 +37,7 @@ from annotations.imports.images import (
     folder_sources,
 )
 from annotations.imports.records import RawAnswer, Record, RecordCheck
+from annotations.imports.text import _bad_strings, _refuse_constant
 from annotations.models import Item, Project
 from annotations.preannotations import PreAnnotationError, predictions_save, vectors_save
 
@@ -287,6 +288,9 @@ def _coco(
         image_ids[image.get("id")] = file_name
         images.append(_ImageSource(file_name, source.size, source.read))
         extra = {k: v for k, v in image.items() if k not in ("id", "file_name", "width", "height")}
+        if problem := _bad_strings(extra):
+            errors.add(f"{where}: {problem}")
+            continue
         metadata[file_name] = {"coco_id": image.get("id"), **extra}
     labels: dict[str, list[str]] = defaultdict(list)
     for index, annotation in enumerate(_list(data, "annotations", coco_name)):
@@ -309,7 +313,7 @@ def _json(source: _ImageSource, name: str) -> Any:
     if source.size > MAX_COCO_BYTES:
         return None
     try:
-        return json.loads(source.read(MAX_COCO_BYTES + 1))
+        return json.loads(source.read(MAX_COCO_BYTES + 1), parse_constant=_refuse_constant)
     except _ReadError as exc:
         raise ImportFailed([f"{name}: {source.path} {exc}"]) from None
     except (ValueError, RecursionError) as exc:

@@ -17,7 +17,10 @@ pyarrow is imported inside the functions: a web process does not load it at star
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
+import math
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -253,7 +256,7 @@ def hf_record(
         metadata["metadata"] = raw_meta
     skip = {text, *ID_COLUMNS, "label", "labels", "metadata", *SKIPPED_COLUMNS, *VECTOR_COLUMNS}
     skip |= {"prediction", "predictions"}
-    metadata.update((k, v) for k, v in fields.items() if k not in skip)
+    metadata.update((k, _jsonable(v, k)) for k, v in fields.items() if k not in skip)
     vector = next((fields[c] for c in VECTOR_COLUMNS if fields.get(c) is not None), None)
     predictions: list[tuple[str, Any]] = []
     if fields.get("prediction") is not None:
@@ -271,6 +274,26 @@ def hf_record(
         predictions=predictions,
         vector=vector,
     )
+
+
+def _jsonable(value: Any, column: str) -> Any:
+    """A Parquet value as JSON can hold it: dates as ISO text, decimals and non-finite floats
+    as numbers or null; binary data is refused (an image column in a text dataset)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, bytes | bytearray):
+        raise RowError(f"column {column!r} holds binary data, which cannot be metadata")
+    if isinstance(value, list):
+        return [_jsonable(v, column) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, column) for k, v in value.items()}
+    return value
 
 
 def _class(value: Any, column: str, names: list[str] | None, classes: list[str]) -> str | None:

@@ -76,6 +76,7 @@ class Record:
 class _Checked:
     item: NewText
     where: str
+    position: int  # the record's place in the file, to list duplicates in file order
     answers: list[RawAnswer]
     predictions: list[PredictionIn]
     vector: bytes | None
@@ -148,7 +149,7 @@ def store_text_records(
         any_record = False
         for position, record in enumerate(records, 1):
             any_record = True
-            checked = _check(record, check, seen)
+            checked = _check(record, check, seen, position)
             if checked is None:
                 continue
             content_hash = text_hash(checked.item.text)
@@ -177,7 +178,9 @@ def store_text_records(
     return duplicates.result(created=created, source=name)
 
 
-def _check(record: Record, check: RecordCheck, seen: dict[str, str]) -> _Checked | None:
+def _check(
+    record: Record, check: RecordCheck, seen: dict[str, str], position: int
+) -> _Checked | None:
     errors, name = check.errors, check.name
     at = f"{name} {record.where}"
     before = errors.total
@@ -188,6 +191,10 @@ def _check(record: Record, check: RecordCheck, seen: dict[str, str]) -> _Checked
         errors.add(f"{at}: the text is empty")
     elif "\x00" in text:
         errors.add(f"{at}: the text contains a NUL character")
+    from annotations.imports.text import _bad_strings  # (text imports this module)
+
+    if problem := _bad_strings(record.metadata):
+        errors.add(f"{at}: {problem}")
     if not external_id.strip():
         errors.add(f"{at}: the id is empty")
     elif len(external_id) > EXTERNAL_ID_MAX:
@@ -231,7 +238,12 @@ def _check(record: Record, check: RecordCheck, seen: dict[str, str]) -> _Checked
     if errors.total > before:
         return None
     return _Checked(
-        NewText(external_id, text, record.metadata), record.where, answers, predictions, vector
+        NewText(external_id, text, record.metadata),
+        record.where,
+        position,
+        answers,
+        predictions,
+        vector,
     )
 
 
@@ -259,10 +271,10 @@ def _flush(
         firsts = [c.item.content_hash for c in batch if contents[c.item.content_hash] == c.where]
         existing = existing_hashes(project, firsts)
         kept = []
-        for position, c in enumerate(batch):
+        for c in batch:
             same = existing.get(c.item.content_hash)
             if same is not None and contents[c.item.content_hash] == c.where:
-                duplicates.add(c.where, f"existing item {same!r}", position=position)
+                duplicates.add(c.where, f"existing item {same!r}", position=c.position)
                 if duplicates.skip:
                     continue
             kept.append(c)
