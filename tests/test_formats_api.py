@@ -174,3 +174,35 @@ def test_label_studio_export_of_an_image_project_points_at_the_image_urls(client
     assert first["annotations"][0]["completed_by"]["id"] == 4
     assert first["annotations"][0]["result"][0]["to_name"] == "image"
     assert first["predictions"][0]["model_version"] == "resnet18-pets"
+
+
+PROBE = """
+import os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataprep_site.settings")
+import dataprep_site.asgi
+from django.urls import get_resolver
+get_resolver().url_patterns
+import annotations.api.imports, annotations.exporters.hf, annotations.imports.hf
+import annotations.imports.coco, annotations.imports.labelstudio, annotations.imports.doccano
+print(" ".join(m for m in ("pyarrow", "datasets", "numpy") if m in sys.modules))
+"""
+
+
+def test_a_web_process_with_every_format_module_loads_no_pyarrow(tmp_path):
+    """pyarrow is imported inside the Hugging Face functions, when an export or import runs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "TRAINING_WORKER": "external",
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "sqlite:///" + str(tmp_path / "probe.sqlite3"),
+    }
+    env.pop("REDIS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

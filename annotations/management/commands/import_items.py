@@ -74,14 +74,14 @@ class Command(BaseCommand):
                     fmt = imports.sniff_format(fileobj, path.name)
         except imports.ImportFailed as exc:
             self.fail(exc, path)
-        is_images = path.is_dir() or fmt in ("zip", "coco", "folders")
+        # Text: bytes of the file read, known from the start; images: images checked, the total
+        # known once the folder or archive has been listed; Hugging Face: rows read.
+        counted = path.is_dir() or fmt in ("zip", "coco", "folders", "hf")
         bar = tqdm(
             desc=f"Importing {path.name}",
-            # Text: bytes of the file read, known from the start; images: images checked, the
-            # total known once the folder or archive has been listed.
-            total=None if is_images else path.stat().st_size,
-            unit="img" if is_images else "B",
-            unit_scale=not is_images,
+            total=None if counted else path.stat().st_size,
+            unit=("rows" if fmt == "hf" else "img") if counted else "B",
+            unit_scale=not counted,
             unit_divisor=1024,
             file=self.stderr._out,  # the raw stream: OutputWrapper would add newlines
             disable=options["no_progress"],
