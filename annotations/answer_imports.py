@@ -15,9 +15,10 @@ other tool becomes one account here, and their answers are ordinary `Annotation`
 
 Imported answers are stored with their time and duration where the file has them, never through
 the queue (they were not handed out here). The items' counts, completeness and gold labels are
-then recomputed by `project_recount`, the same bookkeeping that follows deletions and overlap
-changes, so an item with as many imported answers as the overlap is complete, a disagreement
-goes to review, and the model learns from the imported labels.
+then recomputed by `items_recount` (the bookkeeping `project_recount` does after deletions and
+overlap changes, for the answered items only), so an item with as many imported answers as the
+overlap is complete, a disagreement goes to review, and the model learns from the imported
+labels.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import Annotation, Membership, Project
-from annotations.services import project_recount
+from annotations.services import items_recount
 from curation.training_requests import request_training_on_commit
 
 __all__ = [
@@ -138,6 +139,7 @@ class AnswerImport:
         self.project = project
         self.users: dict[ExternalAnnotator, AbstractBaseUser] = {}
         self.count = 0
+        self.item_ids: set[int] = set()
 
     def add(self, answers: Sequence[AnswerIn]) -> int:
         """Store answers (labels already checked against the project's classes) for items of
@@ -170,14 +172,15 @@ class AnswerImport:
             # instead of auto_now(_add) stamping them with the import's.
             Annotation.objects._insert(rows[start : start + _BATCH], fields=fields, raw=True)
         self.count += len(rows)
+        self.item_ids.update(a.item_id for a in answers)
         return len(rows)
 
     def finish(self) -> int:
-        """Recount the project (items' answer counts and completeness, its progress, gold
-        labels, disagreement reviews) and have the model learn from the answers once they are
-        committed. Returns how many answers were stored."""
+        """Recount the answered items (answer counts and completeness, gold labels,
+        disagreement reviews) and the project's progress, and have the model learn from the
+        answers once they are committed. Returns how many answers were stored."""
         if self.count:
-            project_recount(self.project)
+            items_recount(self.project, self.item_ids)
             request_training_on_commit(self.project.pk)
         return self.count
 

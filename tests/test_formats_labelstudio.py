@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -25,6 +26,7 @@ from annotations.models import (
     Review,
 )
 from annotations.services import project_create
+from tests.conftest import add_text_items, make_user, submit_handed_out
 
 pytestmark = pytest.mark.django_db
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
@@ -282,3 +284,22 @@ def test_metadata_with_a_nul_character_is_refused_with_its_place(ls_project):
     assert failure(ls_project, content) == [
         "tasks.json record 1: contains a NUL character or an invalid \\u escape"
     ]
+
+
+def test_importing_answers_into_a_busy_project_keeps_its_other_items_and_progress_right(
+    ls_project,
+):
+    [done, waiting] = add_text_items(ls_project, ["already labelled", "not yet"], prefix="own")
+    for name in ("ann1", "ann2"):
+        user = make_user(name)
+        Membership.objects.create(project=ls_project, user=user, role="annotator")
+        submit_handed_out(item=done, annotator=user, labels=["Negative"], client_uuid=uuid4())
+    import_ls(ls_project)
+    ls_project.refresh_from_db()
+    # 2 own items (one complete) and 3 imported (two complete).
+    assert (ls_project.item_count, ls_project.complete_count) == (5, 3)
+    done.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (done.annotation_count, done.needs_annotation) == (2, False)
+    assert (waiting.annotation_count, waiting.needs_annotation) == (0, True)
+    assert GoldLabel.objects.get(item=done).labels == ["Negative"]
