@@ -449,8 +449,13 @@ def items_export(
     """The selected items in the project export's format `fmt` (`exports`: jsonl or csv), as a
     stream of text chunks, and the action's record. Bad input is refused before the stream
     starts."""
-    if fmt not in exports.FORMATS:
-        raise ValidationError({"format": f"Unknown format {fmt!r}; use jsonl or csv."})
+    if fmt not in exports.formats_for(project):
+        raise ValidationError(
+            {
+                "format": f"Unknown format {fmt!r} for this project; use "
+                f"{', '.join(exports.formats_for(project))}."
+            }
+        )
     items = selection.resolve(project)
     count = items.count()
     action = _start(

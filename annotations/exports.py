@@ -49,7 +49,14 @@ COMPLETE = "complete"  # an item's status; else INCOMPLETE
 FORMATS = {
     "jsonl": "application/x-ndjson; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
+    # Other tools' formats (`annotations.exporters`).
+    "labelstudio": "application/json; charset=utf-8",
+    "doccano": "application/x-ndjson; charset=utf-8",
 }
+#: Formats for text projects only.
+TEXT_ONLY = ("doccano",)
+#: The file name's ending per format.
+EXTENSIONS = {"labelstudio": "labelstudio.json", "doccano": "doccano.jsonl"}
 # Spreadsheets run a cell that starts with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -84,6 +91,8 @@ class Answer(NamedTuple):
     time_spent_ms: int
     created_at: datetime
     updated_at: datetime
+    id: int = 0
+    annotator_id: int = 0
 
 
 def export_items(
@@ -128,7 +137,15 @@ def _with_answers(
         Annotation.objects.filter(chunk)
         .order_by("item_id", "created_at", "id")
         .values_list(
-            "item_id", username, "labels", "skipped", "time_spent_ms", "created_at", "updated_at"
+            "item_id",
+            username,
+            "labels",
+            "skipped",
+            "time_spent_ms",
+            "created_at",
+            "updated_at",
+            "id",
+            "annotator_id",
         )
     ):
         answers[item_id].append(Answer(*values))
@@ -161,9 +178,16 @@ def _exported_gold(gold: Gold | None, *, complete: bool) -> Gold | None:
     return Gold(None, INCOMPLETE, None)
 
 
+def formats_for(project: Project) -> list[str]:
+    """The export formats this project's items can be written in."""
+    image = project.item_kind == Project.ItemKind.IMAGE
+    return [f for f in FORMATS if not (image and f in TEXT_ONLY)]
+
+
 def export_filename(project: Project, fmt: str) -> str:
     """A filename safe in any header or file system: ASCII slug, project id, format."""
-    return f"{slugify(project.name)[:60] or 'project'}-{project.pk}-labels.{fmt}"
+    extension = EXTENSIONS.get(fmt, fmt)
+    return f"{slugify(project.name)[:60] or 'project'}-{project.pk}-labels.{extension}"
 
 
 def jsonl_chunks(
@@ -288,4 +312,12 @@ def export_chunks(
         return jsonl_chunks(project, chunk_size=chunk_size, items=items)
     if fmt == "csv":
         return csv_chunks(project, chunk_size=chunk_size, items=items)
-    raise ValueError(f"Unknown export format {fmt!r}; use jsonl or csv.")
+    if fmt == "labelstudio":
+        from annotations.exporters.labelstudio import labelstudio_chunks
+
+        return labelstudio_chunks(project, chunk_size=chunk_size, items=items)
+    if fmt == "doccano":
+        from annotations.exporters.doccano import doccano_chunks
+
+        return doccano_chunks(project, chunk_size=chunk_size, items=items)
+    raise ValueError(f"Unknown export format {fmt!r}; use {', '.join(FORMATS)}.")

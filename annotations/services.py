@@ -31,7 +31,7 @@ from annotations import queue
 from annotations.assignments import required_answers
 from annotations.events import publish_answer_on_commit
 from annotations.flags import relabel_arrived, relabels_complete
-from annotations.gold import gold_rebuild, gold_refresh_item
+from annotations.gold import gold_rebuild, gold_refresh, gold_refresh_item
 from annotations.label_classes import class_names_locked
 from annotations.locks import project_write_lock
 from annotations.models import (
@@ -345,36 +345,9 @@ def project_recount(project: Project) -> Project:
     with transaction.atomic():
         project_write_lock(project.pk, exclusive=True)  # no submission in flight meanwhile
         project = Project.objects.select_for_update(no_key=True).get(pk=project.pk)
-        answered = (
-            Annotation.objects.filter(item=OuterRef("pk"), skipped=False)
-            .order_by()
-            .values("item")
-            .annotate(n=Count("id"))
-            .values("n")
-        )
         items = Item.objects.filter(project=project)
-        items.update(
-            annotation_count=Coalesce(Subquery(answered, output_field=IntegerField()), Value(0))
-        )
-        # Assigned items: their targets follow the answers too (an answer of a non-assignee
-        # deleted or turned into a skip lowers it).
-        items.filter(required_answers__isnull=False).update(required_answers=required_answers())
-        items.update(
-            needs_annotation=Case(
-                When(
-                    annotation_count__lt=Coalesce(F("required_answers"), Value(project.overlap))
-                    + F("relabel_answers"),
-                    then=Value(True),
-                ),
-                default=Value(False),
-            )
-        )
-        totals = items.aggregate(
-            total=Count("id"), complete=Count("id", filter=Q(needs_annotation=False))
-        )
-        Project.objects.filter(pk=project.pk).update(
-            item_count=totals["total"], complete_count=totals["complete"]
-        )
+        _recount_items(project, items)
+        _recount_progress(project)
         gold_rebuild(project)
         # Items waiting for new answers that the recount found complete (a lowered overlap):
         # their relabelling ends as a completing submission would end it, not pending forever.
@@ -386,6 +359,59 @@ def project_recount(project: Project) -> Project:
         )
     project.refresh_from_db()
     return project
+
+
+def items_recount(project: Project, item_ids: Iterable[int]) -> None:
+    """`project_recount` for these items only: their answer counts, completeness and gold
+    labels, and the project's progress. For answers added outside the queue to items no one
+    else has touched (an import's new items), so a big project is not re-read whole."""
+    ids = sorted(set(item_ids))
+    with transaction.atomic():
+        project_write_lock(project.pk, exclusive=True)
+        project = Project.objects.select_for_update(no_key=True).get(pk=project.pk)
+        for start in range(0, len(ids), 5000):
+            _recount_items(
+                project, Item.objects.filter(project=project, pk__in=ids[start : start + 5000])
+            )
+        _recount_progress(project)
+        gold_refresh(project, ids)
+
+
+def _recount_items(project: Project, items: QuerySet[Item]) -> None:
+    """Set `items`' answer counts and completeness from their answers."""
+    answered = (
+        Annotation.objects.filter(item=OuterRef("pk"), skipped=False)
+        .order_by()
+        .values("item")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    items.update(
+        annotation_count=Coalesce(Subquery(answered, output_field=IntegerField()), Value(0))
+    )
+    # Assigned items: their targets follow the answers too (an answer of a non-assignee
+    # deleted or turned into a skip lowers it).
+    items.filter(required_answers__isnull=False).update(required_answers=required_answers())
+    items.update(
+        needs_annotation=Case(
+            When(
+                annotation_count__lt=Coalesce(F("required_answers"), Value(project.overlap))
+                + F("relabel_answers"),
+                then=Value(True),
+            ),
+            default=Value(False),
+        )
+    )
+
+
+def _recount_progress(project: Project) -> None:
+    """The project's item and complete counts, from its items."""
+    totals = Item.objects.filter(project=project).aggregate(
+        total=Count("id"), complete=Count("id", filter=Q(needs_annotation=False))
+    )
+    Project.objects.filter(pk=project.pk).update(
+        item_count=totals["total"], complete_count=totals["complete"]
+    )
 
 
 def project_set_overlap(project: Project, overlap: int) -> Project:

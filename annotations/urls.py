@@ -59,6 +59,7 @@ urlpatterns = [
     path("<int:pk>/import/", data.project_import, name="project_import"),
     path("<int:pk>/export.jsonl", data.project_export_jsonl, name="project_export_jsonl"),
     path("<int:pk>/export.csv", data.project_export_csv, name="project_export_csv"),
+    path("<int:pk>/export.<str:fmt>", data.project_export, name="project_export"),
     path("<int:pk>/data/analyses/", analyses.project_analyses, name="project_analyses"),
     path(
         "<int:pk>/data/analyses/<str:kind>/",

@@ -111,6 +111,7 @@ EXPECT: dict[str, Rule] = {
     "project_assignments": Rule(GET_POST, ADMIN_ONLY),
     "project_export_jsonl": Rule(GET, REVIEWER_UP),
     "project_export_csv": Rule(GET, REVIEWER_UP),
+    "project_export": Rule(GET, REVIEWER_UP),  # other tools' formats (Label Studio, doccano)
     # Quality: agreement and annotator accuracy
     "project_quality": Rule(GET, REVIEWER_UP),
     # The API (DRF): anonymous gets 401/403 instead of a login redirect
@@ -170,6 +171,7 @@ EXPECT: dict[str, Rule] = {
     "items_export_selection": Rule(GET, REVIEWER_UP),
     "api-item-actions": Rule(POST, REVIEWER_UP),
     "api-item-export": Rule(GET, REVIEWER_UP),
+    "api-item-import": Rule(POST, ADMIN_ONLY),
     # Dataset versions: reviewers and project admins save, read, download and compare them
     "project_versions": Rule(GET_POST, REVIEWER_UP),
     "project_versions_diff": Rule(GET, REVIEWER_UP),

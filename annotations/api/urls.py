@@ -12,6 +12,7 @@ from annotations.api import (
     dashboard,
     docs,
     duplicates,
+    imports,
     members,
     preannotations,
     prediction_endpoint,
@@ -46,6 +47,7 @@ urlpatterns = [
         name="api-project-dashboard",
     ),
     path("projects/<int:pk>/items/", views.ItemList.as_view(), name="api-item-list"),
+    path("projects/<int:pk>/items/import/", imports.ItemImport.as_view(), name="api-item-import"),
     path("projects/<int:pk>/items/actions/", bulk.ItemActions.as_view(), name="api-item-actions"),
     path(
         "projects/<int:pk>/items/actions/log/",

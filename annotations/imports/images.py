@@ -4,6 +4,7 @@ comes from the content, never the name); archive entries that would escape the a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -11,7 +12,7 @@ import stat
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import IO
@@ -167,6 +168,19 @@ def import_image_archive(
         return _store_images(project, name, sources, progress, skip_duplicates)
 
 
+@contextlib.contextmanager
+def open_archive_sources(fileobj: IO[bytes], name: str) -> Iterator[list[_ImageSource]]:
+    """The files of a zip archive, checked as an image archive's are, while it is open."""
+    if hasattr(fileobj, "seek"):
+        fileobj.seek(0)
+    try:
+        archive = zipfile.ZipFile(fileobj)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise ImportFailed([f"{name}: not a valid zip archive."]) from None
+    with archive:
+        yield _archive_sources(archive, name)
+
+
 def _archive_sources(archive: zipfile.ZipFile, name: str) -> list[_ImageSource]:
     errors = ErrorList()
     sources: list[_ImageSource] = []
@@ -251,6 +265,14 @@ def import_image_folder(
     root = Path(path)
     name = root.name or str(root)
     require_kind(project, Project.ItemKind.IMAGE, name)
+    sources = folder_sources(root)
+    return _store_images(project, name, sources, progress, skip_duplicates)
+
+
+def folder_sources(root: Path) -> list[_ImageSource]:
+    """Every file under `root` (recursively, sorted by path), refusing symlinks and skipping
+    hidden files and folders."""
+    name = root.name or str(root)
     if not root.is_dir():
         raise ImportFailed([f"{root}: not a folder."])
     errors = ErrorList()
@@ -284,7 +306,7 @@ def import_image_folder(
     if errors:
         errors.fail()
     sources.sort(key=lambda s: s.path)
-    return _store_images(project, name, sources, progress, skip_duplicates)
+    return sources
 
 
 def _file_reader(path: Path) -> Callable[[int], bytes]:
@@ -304,9 +326,14 @@ def _store_images(
     sources: list[_ImageSource],
     progress: Progress | None,
     skip_duplicates: bool = False,
+    *,
+    on_batch: Callable[[list[Item]], None] | None = None,
+    on_done: Callable[[], None] | None = None,
 ) -> ImportResult:
     """Verify each image, write it to storage and insert the items with their features, all or
-    nothing; note (or leave out) exact duplicates by their bytes."""
+    nothing; note (or leave out) exact duplicates by their bytes. `on_batch` sees each batch
+    of inserted items and `on_done` runs last, both inside the import's transaction (the
+    labelled imports store the items' answers there)."""
     if not sources:
         raise ImportFailed([f"{name}: no image files found."])
     max_bytes = settings.IMPORT_MAX_IMAGE_BYTES
@@ -384,17 +411,23 @@ def _store_images(
             contents.append(data)
             held += len(data)
             if len(batch) >= IMAGE_BATCH or held >= IMAGE_BATCH_BYTES:
-                created += _insert(batch, contents)
+                created += _insert(batch, contents, on_batch)
                 batch, contents, held = [], [], 0
         if errors:
             errors.fail()
-        created += _insert(batch, contents)
+        created += _insert(batch, contents, on_batch)
         add_items_counted(project, created)
+        if on_done is not None:
+            on_done()
         refresh_statistics_after(created)
     return duplicates.result(created=created, source=name)
 
 
-def _insert(batch: list[Item], contents: list[bytes]) -> int:
+def _insert(
+    batch: list[Item], contents: list[bytes], on_batch: Callable[[list[Item]], None] | None
+) -> int:
     Item.objects.bulk_create(batch)
     store_image_features(batch, contents=contents)
+    if on_batch is not None and batch:
+        on_batch(batch)
     return len(batch)

@@ -26,6 +26,7 @@ from annotations.imports.formats import (
     require_kind,
 )
 from annotations.imports.json_array import iter_json_array
+from annotations.imports.records import DEFAULT_MODEL, Extras, RecordCheck
 from annotations.imports.storage import (
     NewText,
     existing_hashes,
@@ -64,8 +65,10 @@ def import_text_items(
 
     `text_field` names the column/field holding the text. The external id comes from
     `id_field`, else from an "id" column/field when the file has one, else it is
-    "<file name>:<line>" ("<file name>:<record>" for JSON). Every other field goes into the
-    item's metadata.
+    "<file name>:<line>" ("<file name>:<record>" for JSON). In JSON and JSONL, a `prediction`
+    (one) or `predictions` (a list) field holds a team's model predictions and `vector` the
+    item's embedding (`annotations.preannotations`). Every other field goes into the item's
+    metadata.
 
     A text equal, once normalised (`annotations.content_hash`), to an earlier line's or to an
     item already in the project is an exact duplicate: reported in the result with both places,
@@ -107,6 +110,39 @@ def import_text_items(
     return duplicates.result(created=created, source=name)
 
 
+def json_objects(
+    fileobj: IO[bytes],
+    name: str,
+    fmt: str,
+    errors: ErrorList,
+    progress: Progress | None = None,
+    *,
+    text_field: str = "text",
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The objects of a JSON array (read incrementally), a JSONL file or (`fmt` "csv") the rows
+    of a CSV file with a `text_field` column, each with where it is ("record 3", "line 4"), for
+    the importers of other tools' formats. Malformed JSON or CSV and values that are not
+    objects are added to `errors` (or raise ImportFailed), located."""
+    if hasattr(fileobj, "seek"):
+        fileobj.seek(0)
+    size = _size_of(fileobj)
+
+    def report() -> None:
+        if progress is not None:
+            progress(lines.bytes_read, size)
+
+    lines = _ByteLines(fileobj, on_read=report)
+    if fmt == "csv":
+        records = _csv_records(lines, name, errors, text_field, None)
+    elif fmt == "jsonl":
+        records = _jsonl_records(lines, name, errors)
+    else:
+        records = _json_records(lines, name, errors)
+    for where, _auto_id, fields in records:
+        yield where, fields
+    report()
+
+
 def _store_text(
     project: Project,
     records: Iterator[_Record],
@@ -126,6 +162,11 @@ def _store_text(
     wheres: list[str] = []
     created = 0
     first = True
+    # JSON and JSONL records may carry predictions and a vector (CSV cells are text).
+    check = (
+        RecordCheck(project, name, errors, default_model=DEFAULT_MODEL) if word == "field" else None
+    )
+    extras = Extras()
     # Into an empty project only duplicates within the file are possible (a concurrent import
     # of the same ids fails on the unique constraint instead).
     check_db = Item.objects.filter(project=project).exists()
@@ -142,6 +183,8 @@ def _store_text(
         item = _text_item(fields, where, auto_id, name, word, text_field, id_field, errors)
         if item is None:
             continue
+        if check is not None:
+            item = extras.take(item, where, check)
         earlier = seen.get(item.external_id)
         if earlier is not None:
             errors.add(f"{name} {where}: id {item.external_id!r} is also on {earlier}")
@@ -161,9 +204,11 @@ def _store_text(
             created += _flush_text(
                 project, batch, wheres, name, errors, check_db, duplicates, contents
             )
+            extras.save(project, batch, errors, name)
             batch, wheres = [], []
             report()
     created += _flush_text(project, batch, wheres, name, errors, check_db, duplicates, contents)
+    extras.save(project, batch, errors, name)
     if errors:
         errors.fail()
     if first:

@@ -3,14 +3,24 @@ exports for reviewers and admins."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
@@ -24,7 +34,7 @@ from annotations.models import Project
 class ImportForm(forms.Form):
     file = forms.FileField(label="File")
     format = forms.ChoiceField(
-        choices=[("", "Detect from the file name")], required=False, label="Format"
+        choices=[("", "Detect from the content")], required=False, label="Format"
     )
     text_field = forms.CharField(
         max_length=255,
@@ -49,13 +59,24 @@ class ImportForm(forms.Form):
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if project.item_kind == Project.ItemKind.IMAGE:
-            choices = [("zip", "Zip archive of images")]
+            choices = [
+                ("zip", "Zip archive of images"),
+                ("folders", "Zip archive with a folder per class"),
+                ("coco", "Zip archive of images with a COCO file"),
+            ]
             accept = ".zip"
             for name in ("text_field", "id_field"):
                 del self.fields[name]
         else:
-            choices = [("csv", "CSV"), ("json", "JSON (array of objects)"), ("jsonl", "JSONL")]
-            accept = ".csv,.json,.jsonl,.ndjson"
+            choices = [
+                ("csv", "CSV"),
+                ("json", "JSON (array of objects)"),
+                ("jsonl", "JSONL"),
+                ("labelstudio", "Label Studio tasks (JSON export)"),
+                ("doccano", "doccano text classification (JSONL)"),
+                ("hf", "Hugging Face dataset (Parquet file, zipped folder, or JSONL)"),
+            ]
+            accept = ".csv,.json,.jsonl,.ndjson,.parquet,.zip"
         self.fields["file"].widget.attrs["accept"] = accept
         self.fields["format"].choices = [*self.fields["format"].choices, *choices]
 
@@ -129,8 +150,48 @@ def project_export_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     return _export(request, pk, "csv")
 
 
+#: Live exports that are folders, downloaded as a zip.
+FOLDER_FORMATS = ("hf", "folders")
+
+
+@require_GET
+@login_required
+def project_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    """The other tools' formats: Label Studio, doccano (streamed), and a Hugging Face folder or
+    (images) a folder per class, as a zip: `/projects/<pk>/export.<fmt>`."""
+    if fmt in FOLDER_FORMATS:
+        return _export_folder(request, pk, fmt)
+    return _export(request, pk, fmt)
+
+
+def _export_folder(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    # Imported here: the writers load pyarrow, which a web process loads only to export.
+    from annotations.exporters.hf import live_folder_export
+    from annotations.views.versions import zip_folder
+    from curation.version_rows import ExportError
+
+    project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
+    if fmt == "folders" and project.item_kind != Project.ItemKind.IMAGE:
+        raise Http404("The folders export is for image projects.")
+    stem = exports.export_filename(project, fmt).replace("-labels.", "-")
+    workdir = Path(tempfile.mkdtemp(prefix="live-export-"))
+    try:
+        try:
+            live_folder_export(project, fmt, workdir / stem, media_root=Path(settings.MEDIA_ROOT))
+        except ExportError as exc:
+            return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
+        archive = workdir / f"{stem}.zip"
+        zip_folder(workdir / stem, archive)
+        handle = open(archive, "rb")  # noqa: SIM115 - FileResponse closes it
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # the open handle keeps the zip readable
+    return FileResponse(handle, as_attachment=True, filename=archive.name)
+
+
 def _export(request: HttpRequest, pk: int, fmt: str) -> StreamingHttpResponse:
     project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
+    if fmt not in exports.formats_for(project):
+        raise Http404("No such export format for this project.")
     return stream_export(request, project, fmt, exports.export_chunks(project, fmt))
 
 

@@ -1,6 +1,8 @@
-"""`manage.py export_labels PROJECT [FILE] [--format jsonl|csv]`: stream a project's labels to
-a file, or to stdout when FILE is `-` or left out. The file is an argument, as for `import_items`;
-`--output FILE` is kept as an alias.
+"""`manage.py export_labels PROJECT [FILE] [--format jsonl|csv|labelstudio|doccano|hf]`: stream
+a project's labels to a file, or to stdout when FILE is `-` or left out. The file is an argument,
+as for `import_items`; `--output FILE` is kept as an alias. `labelstudio` writes Label Studio
+tasks, `doccano` doccano JSONL, `hf` a Hugging Face `datasets` folder of the live data (needs an
+output folder).
 
 `--version NAME` exports a saved dataset version instead of the live data, in jsonl, csv, hf
 (a Hugging Face `datasets` folder) or folders (image projects: a folder per class); the last
@@ -18,6 +20,8 @@ from annotations import exports
 from annotations.management.commands.import_items import find_project
 
 VERSION_FORMATS = ("jsonl", "csv", "hf", "folders")
+LIVE_FORMATS = (*exports.FORMATS, "hf", "folders")
+FOLDER_FORMATS = ("hf", "folders")
 
 
 class Command(BaseCommand):
@@ -35,7 +39,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "path", nargs="?", default=None, help="File to write; - or none: standard output."
         )
-        parser.add_argument("--format", choices=VERSION_FORMATS, default="jsonl")
+        parser.add_argument(
+            "--format",
+            choices=list(dict.fromkeys([*LIVE_FORMATS, *VERSION_FORMATS])),
+            default="jsonl",
+        )
         parser.add_argument(
             "--output", "-o", default=None, help="Same as the FILE argument (older spelling)."
         )
@@ -56,9 +64,13 @@ class Command(BaseCommand):
         if options["dataset_version"] is not None:
             self._version(project, options["dataset_version"], fmt, output)
             return
+        if fmt in FOLDER_FORMATS:
+            self._folder(project, fmt, output)
+            return
         if fmt not in exports.FORMATS:
             raise CommandError(
-                f"--format {fmt} needs --version: the live data exports as jsonl or csv."
+                f"--format {fmt} needs --version: the live data exports as "
+                f"{', '.join(LIVE_FORMATS)}."
             )
         self._write(exports.export_chunks(project, fmt), output)
         if output and output != "-":
@@ -77,7 +89,24 @@ class Command(BaseCommand):
         if stream is sys.stdout:
             stream.flush()
 
+    def _folder(self, project, fmt: str, output: str | None) -> None:
+        from annotations.exporters.hf import live_folder_export
+        from curation.version_rows import ExportError
+
+        if not output or output == "-":
+            raise CommandError(f"--format {fmt} writes a folder: give --output PATH.")
+        try:
+            live_folder_export(project, fmt, Path(output), media_root=Path(settings.MEDIA_ROOT))
+        except ExportError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stderr.write(f"Exported {project.name!r} as {fmt} to {output}.")
+
     def _version(self, project, name: str, fmt: str, output: str | None) -> None:
+        if fmt not in VERSION_FORMATS:
+            raise CommandError(
+                f"--format {fmt} exports the live data; a version exports as "
+                f"{', '.join(VERSION_FORMATS)}."
+            )
         from curation import version_exports
         from curation.dataset_versions import (
             VersionError,

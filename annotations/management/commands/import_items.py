@@ -1,5 +1,7 @@
-"""`manage.py import_items PROJECT PATH`: import a CSV/JSON/JSONL file, a folder of images or
-a zip archive of images into a project, all or nothing, with a progress bar."""
+"""`manage.py import_items PROJECT PATH [--format …]`: import a file or folder into a project,
+all or nothing, with a progress bar: our CSV/JSON/JSONL, Label Studio tasks, doccano JSONL, a
+Hugging Face dataset (folder or file), images (a folder or zip, optionally a folder per class)
+or a COCO archive or folder. Without --format the format is read from the content."""
 
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ def find_project(ref: str) -> Project:
 
 class Command(BaseCommand):
     help = (
-        "Import items into a project from a CSV, JSON or JSONL file (text projects) or from a "
-        "folder or .zip archive of images (image projects). A file with any error imports "
-        "nothing."
+        "Import items into a project: CSV, JSON, JSONL, Label Studio, doccano or Hugging Face "
+        "files (text projects), a folder or .zip of images, a folder per class or COCO (image "
+        "projects). A file with any error imports nothing."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -46,9 +48,9 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--format",
-            choices=[*imports.TEXT_FORMATS, "zip"],
+            choices=imports.ALL_FORMATS,
             default=None,
-            help="File format (default: from the file extension).",
+            help="File format (default: read from the content).",
         )
         parser.add_argument(
             "--skip-duplicates",
@@ -63,17 +65,23 @@ class Command(BaseCommand):
         path = Path(options["path"])
         if not path.exists():
             raise CommandError(f"{path}: no such file or folder.")
+        fmt = options["format"]
         try:
-            is_images = path.is_dir() or imports.guess_format(path.name, options["format"]) == "zip"
+            if path.is_dir():
+                fmt = fmt or imports.sniff_folder(path)
+            elif fmt is None:
+                with path.open("rb") as fileobj:
+                    fmt = imports.sniff_format(fileobj, path.name)
         except imports.ImportFailed as exc:
             self.fail(exc, path)
+        # Text: bytes of the file read, known from the start; images: images checked, the total
+        # known once the folder or archive has been listed; Hugging Face: rows read.
+        counted = path.is_dir() or fmt in ("zip", "coco", "folders", "hf")
         bar = tqdm(
             desc=f"Importing {path.name}",
-            # Text: bytes of the file read, known from the start; images: images checked, the
-            # total known once the folder or archive has been listed.
-            total=None if is_images else path.stat().st_size,
-            unit="img" if is_images else "B",
-            unit_scale=not is_images,
+            total=None if counted else path.stat().st_size,
+            unit=("rows" if fmt == "hf" else "img") if counted else "B",
+            unit_scale=not counted,
             unit_divisor=1024,
             file=self.stderr._out,  # the raw stream: OutputWrapper would add newlines
             disable=options["no_progress"],
@@ -88,9 +96,11 @@ class Command(BaseCommand):
 
         try:
             if path.is_dir():
-                result = imports.import_image_folder(
+                result = imports.import_folder(
                     project=project,
                     path=path,
+                    fmt=fmt,
+                    text_field=options["text_field"],
                     progress=progress,
                     skip_duplicates=options["skip_duplicates"],
                 )
@@ -100,7 +110,7 @@ class Command(BaseCommand):
                         project=project,
                         fileobj=fileobj,
                         filename=path.name,
-                        fmt=options["format"],
+                        fmt=fmt,
                         text_field=options["text_field"],
                         id_field=options["id_field"],
                         progress=progress,
