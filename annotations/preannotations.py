@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import ClassNames, ItemVector, PreAnnotation, Project
+from curation.models import ProjectTraining
 
 __all__ = [
     "MODEL_NAME_MAX",
@@ -156,7 +157,11 @@ def vector_values(data: bytes | memoryview) -> list[float]:
 
 def predictions_save(project: Project, rows: Iterable[tuple[int, PredictionIn]]) -> int:
     """Store predictions by item id, replacing each item's earlier prediction from the same
-    model. The item ids must belong to `project` (callers resolved them within it)."""
+    model. The item ids must belong to `project` (callers resolved them within it).
+
+    Makes sure the project has its training row: the annotate page asks that row whether any
+    predictions exist (`curation.suggest`), so a project without one has none, at no query."""
+    ProjectTraining.objects.get_or_create(project=project)
     now = timezone.now()
     objs = [
         PreAnnotation(

@@ -110,8 +110,9 @@ def suggestions_for(project: Project, items: Sequence[Item]) -> tuple[str, dict[
             for i in items
             if i.suggestion and i.suggestion_version is not None and i.suggestion_version > oldest
         }
-    if source == SuggestionSource.MODEL_ONLY or (row and not row["has_imports"]):
-        return mode, own  # (no row yet: no label yet, and the one query below says if any)
+    if row is None or source == SuggestionSource.MODEL_ONLY or not row["has_imports"]:
+        # No training row: no predictions either (storing them makes the row).
+        return mode, own
     wanted = [i.pk for i in items if source == SuggestionSource.PREDICTIONS or i.pk not in own]
     imported = imported_suggestions(wanted)
     if source == SuggestionSource.PREDICTIONS:

@@ -16,7 +16,7 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from annotations import exports
-from annotations.models import Item, Membership, Project
+from annotations.models import Item, LabelClass, Membership, Project
 from annotations.review import review_decide, review_flag
 from annotations.services import project_create, project_set_overlap
 from tests.conftest import add_text_items, make_user, submit_handed_out
@@ -208,6 +208,8 @@ def test_csv_joins_multiple_labels_with_a_bar(db):
 @pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
 def test_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(db, start):
     evil = project_create(name=f"Evil {ord(start)}", classes=[f"{start}label", "plain"])
+    if not start.strip():  # the services strip names; older data may still hold such a one
+        LabelClass.objects.filter(project=evil, name="label").update(name=f"{start}label")
     [item] = add_text_items(evil, ["x"])
     Item.objects.filter(pk=item.pk).update(external_id=f'{start}HYPERLINK("http://x.test")')
     user = make_user(f"{start}user".strip() or "user")

@@ -148,7 +148,7 @@ def test_project_create_numbers_the_classes_in_order_with_distinct_colours(db):
     ("kwargs", "field"),
     [
         ({"classes": ["a", "a"]}, None),
-        ({"classes": ["a", ("b", "blue")]}, "color"),
+        ({"classes": ["a", ("b", "blue")]}, "classes"),  # "Class 2: Use a colour like …"
         ({"overlap": 0}, "overlap"),
         ({"item_kind": "video"}, "item_kind"),
         ({"name": ""}, "name"),
