@@ -58,6 +58,18 @@ def test_a_file_sent_as_the_request_body_imports_too(admin_client, ls_project):
     assert Item.objects.filter(project=ls_project).count() == 3
 
 
+def test_a_body_sent_as_curl_data_binary_sends_it_imports(admin_client, ls_project):
+    """`curl --data-binary @tasks.json` labels the body application/x-www-form-urlencoded: it is
+    still the file (a form field cannot carry one), as the README's example sends it."""
+    response = admin_client.post(
+        url(ls_project) + "?filename=tasks.json",
+        data=LS_EXPORT.read_bytes(),
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 201, response.content
+    assert Item.objects.filter(project=ls_project).count() == 3
+
+
 def test_a_bad_file_is_a_422_with_located_errors_and_imports_nothing(admin_client, ls_project):
     tasks = json.loads(LS_EXPORT.read_text())
     tasks[1]["annotations"][0]["result"][0]["value"]["choices"] = ["Happy"]

@@ -22,7 +22,7 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -66,7 +66,7 @@ QUERY_OPTIONS = [
 
 class ItemImport(APIView):
     # Multipart only; any other body is the file itself, read by the view, never parsed.
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser]
 
     @extend_schema(
         operation_id="projects_items_import",
@@ -87,7 +87,9 @@ class ItemImport(APIView):
     def post(self, request: Request, pk: int) -> Response:
         project = access.get_project_for_user(request.user, pk, allowed=access.MANAGE)
         content_type = request.content_type or ""
-        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        # Any other body is the file itself: `curl --data-binary @file` labels it
+        # application/x-www-form-urlencoded, and a form field cannot carry a file anyway.
+        if content_type.startswith("multipart/form-data"):
             upload = request.FILES.get("file")
             if refusal := upload_refusal(request._request):
                 return Response({"errors": [refusal]}, status=413)

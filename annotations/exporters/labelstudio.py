@@ -88,7 +88,7 @@ def task_of(
             {
                 "model_version": p.model_name,
                 "score": p.score,
-                "result": [_choices(p.labels, to_name, f"p{p.pk}")],
+                "result": [_choices(p.labels, to_name, f"p{p.pk}", origin="prediction")],
                 "created_at": _iso(p.created_at),
                 "updated_at": _iso(p.updated_at),
                 "task": task_id,
@@ -111,13 +111,15 @@ def _completed_by(people: People, user_id: int) -> dict[str, Any]:
     }
 
 
-def _choices(labels: list[str], to_name: str, region_id: str) -> dict[str, Any]:
+def _choices(
+    labels: list[str], to_name: str, region_id: str, *, origin: str = "manual"
+) -> dict[str, Any]:
     return {
         "id": region_id,
         "from_name": FROM_NAME,
         "to_name": to_name,
         "type": "choices",
-        "origin": "manual",
+        "origin": origin,
         "value": {"choices": list(labels)},
     }
 
