@@ -171,6 +171,7 @@ EXPECT: dict[str, Rule] = {
     "items_export_selection": Rule(GET, REVIEWER_UP),
     "api-item-actions": Rule(POST, REVIEWER_UP),
     "api-item-export": Rule(GET, REVIEWER_UP),
+    "api-export": Rule(GET, REVIEWER_UP),
     "api-item-import": Rule(POST, ADMIN_ONLY),
     # Dataset versions: reviewers and project admins save, read, download and compare them
     "project_versions": Rule(GET_POST, REVIEWER_UP),

@@ -172,6 +172,35 @@ def test_the_hf_download_is_a_zip_of_a_datasets_folder(admin_client, ls_project)
     assert admin_client.get(f"/projects/{ls_project.pk}/export.folders").status_code == 404
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "labelstudio", "doccano", "hf"])
+def test_the_api_exports_the_whole_project_in_every_format_the_page_offers(
+    admin_client, ls_project, fmt
+):
+    admin_client.post(
+        url(ls_project) + "?filename=tasks.json",
+        data=LS_EXPORT.read_bytes(),
+        content_type="application/json",
+    )
+    api = admin_client.get(f"/api/projects/{ls_project.pk}/export.{fmt}")
+    page = admin_client.get(f"/projects/{ls_project.pk}/export.{fmt}")
+    assert api.status_code == 200 and page.status_code == 200
+    assert api["Content-Type"] == page["Content-Type"]
+    body = b"".join(api.streaming_content)
+    if fmt == "hf":  # a zip made anew each time: compare what is in it
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            assert any(n.endswith(".parquet") for n in archive.namelist())
+    else:
+        assert body == b"".join(page.streaming_content)
+        assert b"Positive" in body or b"Negative" in body
+
+
+def test_the_api_export_refuses_unknown_and_unfitting_formats_as_json(admin_client, ls_project):
+    for fmt in ("xml", "folders"):  # no such format; folders are for image projects
+        response = admin_client.get(f"/api/projects/{ls_project.pk}/export.{fmt}")
+        assert response.status_code == 404
+        assert response["Content-Type"] == "application/json"
+
+
 def test_label_studio_export_of_an_image_project_points_at_the_image_urls(client, media_root):
 
     pets = project_create(name="Pets", item_kind=Project.ItemKind.IMAGE, classes=["cat", "dog"])

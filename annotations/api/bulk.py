@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers
@@ -16,7 +17,7 @@ from rest_framework.views import APIView
 
 from annotations import access, bulk
 from annotations.action_log import item_action_summary, item_actions_for
-from annotations.api.schema import BINARY
+from annotations.api.schema import ErrorSerializer, download_responses
 from annotations.api.shapes import (
     BROWSE_FILTERS,
     ItemActionResultSerializer,
@@ -26,7 +27,7 @@ from annotations.api.views import ByIdCursorPagination
 from annotations.exports import FORMATS
 from annotations.models import ItemAction, Review
 from annotations.views.bulk import selection_filename
-from annotations.views.data import stream_export
+from annotations.views.data import export_response, stream_export
 
 Kind = ItemAction.Kind
 RUNNABLE = [Kind.REVIEW, Kind.RELABEL, Kind.ASSIGN, Kind.DELETE]
@@ -128,7 +129,7 @@ class ItemExport(APIView):
             ),
             *BROWSE_FILTERS,
         ],
-        responses={(200, media.split(";")[0]): BINARY for media in FORMATS.values()},
+        responses=download_responses(FORMATS.values()),
     )
     def get(self, request: Request, pk: int, fmt: str):
         project = access.get_project_for_user(request.user, pk, allowed=access.EXPORT)
@@ -149,6 +150,37 @@ class ItemExport(APIView):
         return stream_export(
             request._request, project, fmt, chunks, filename=selection_filename(project, fmt)
         )
+
+
+#: Every whole-project export: the streamed formats, and the folders as a zip.
+PROJECT_EXPORT_MEDIA = {**FORMATS, "hf": "application/zip", "folders": "application/zip"}
+
+
+class ProjectExport(APIView):
+    """Every item of the project with its gold label and answers, in any format the project
+    page offers: `jsonl`, `csv`, `labelstudio`, `doccano` (text projects), streamed; `hf` (a
+    Hugging Face `datasets` folder) and `folders` (image projects) as a zip. Reviewers and
+    project admins."""
+
+    @extend_schema(
+        operation_id="projects_export",
+        parameters=[
+            OpenApiParameter(
+                "fmt", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(PROJECT_EXPORT_MEDIA)
+            ),
+        ],
+        responses={
+            **download_responses(PROJECT_EXPORT_MEDIA.values()),
+            409: ErrorSerializer,
+        },
+    )
+    def get(self, request: Request, pk: int, fmt: str):
+        if fmt not in PROJECT_EXPORT_MEDIA:
+            raise Http404("No such export format.")
+        response = export_response(request._request, pk, fmt)
+        if response.status_code == 409:  # nothing to export: the page's text, as the API's JSON
+            return Response({"detail": response.content.decode()}, status=409)
+        return response
 
 
 class NewestFirstPagination(ByIdCursorPagination):

@@ -14,6 +14,7 @@ How to describe a view (tests/test_openapi.py fails on any endpoint the generato
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from drf_spectacular import openapi
@@ -23,6 +24,17 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
 BINARY = OpenApiTypes.BINARY
+#: A JSON file of records (a Label Studio export): clients parse it, so the schema says so.
+JSON_RECORDS = {"type": "array", "items": {"type": "object", "additionalProperties": True}}
+
+
+def download_responses(media_types: Iterable[str]) -> dict[tuple[int, str], Any]:
+    """A 200 per download media type: JSON as records, anything else as bytes."""
+    out: dict[tuple[int, str], Any] = {}
+    for media in media_types:
+        bare = media.split(";")[0]
+        out[(200, bare)] = JSON_RECORDS if bare == "application/json" else BINARY
+    return out
 
 
 class ErrorSerializer(serializers.Serializer):

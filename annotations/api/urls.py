@@ -54,6 +54,7 @@ urlpatterns = [
         bulk.ItemActionLog.as_view(),
         name="api-item-action-log",
     ),
+    path("projects/<int:pk>/export.<str:fmt>", bulk.ProjectExport.as_view(), name="api-export"),
     path(
         "projects/<int:pk>/items/export.<str:fmt>",
         bulk.ItemExport.as_view(),

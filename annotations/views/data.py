@@ -159,6 +159,12 @@ FOLDER_FORMATS = ("hf", "folders")
 def project_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     """The other tools' formats: Label Studio, doccano (streamed), and a Hugging Face folder or
     (images) a folder per class, as a zip: `/projects/<pk>/export.<fmt>`."""
+    return export_response(request, pk, fmt)
+
+
+def export_response(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    """The whole project in `fmt` (any of `exports.FORMATS` or FOLDER_FORMATS) for the page
+    and the API alike: streamed, or a zip for the folder formats."""
     if fmt in FOLDER_FORMATS:
         return _export_folder(request, pk, fmt)
     return _export(request, pk, fmt)
