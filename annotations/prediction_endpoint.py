@@ -18,7 +18,7 @@ from django.utils import timezone
 from annotations.endpoint_models import PredictionEndpoint
 from annotations.models import Project
 from annotations.outbound_http import backoff_seconds
-from annotations.webhooks.safety import UnsafeTarget, resolve_target
+from annotations.webhooks.safety import checked_url
 
 __all__ = [
     "BATCH_MAX",
@@ -49,16 +49,7 @@ def endpoint_of(project: Project) -> PredictionEndpoint | None:
 def endpoint_url_check(url: str) -> str:
     """The URL, if the endpoint may be called there (scheme, length, and every address its host
     resolves to now); else a ValidationError on `url` that says why."""
-    url = (url or "").strip()
-    if not url:
-        raise ValidationError({"url": "Enter the URL of the prediction endpoint."})
-    if len(url) > 2000:
-        raise ValidationError({"url": "The URL is longer than 2,000 characters."})
-    try:
-        resolve_target(url)
-    except UnsafeTarget as exc:
-        raise ValidationError({"url": str(exc)}) from None
-    return url
+    return checked_url(url, missing="Enter the URL of the prediction endpoint.")
 
 
 def _bounded(value: object, field: str, low: int, high: int) -> int:

@@ -10,7 +10,7 @@ including IPv4 addresses wrapped in IPv6 (mapped, 6to4, Teredo, NAT64). A site a
 private targets (`WEBHOOKS_ALLOW_PRIVATE`, or the networks of `WEBHOOKS_ALLOWED_NETWORKS`);
 multicast and unspecified addresses are refused even then.
 
-Pure standard library: the registration form runs these in the web process.
+The standard library and Django only (no HTTP client): forms run these in the web process.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from socket import IPPROTO_TCP, SOCK_STREAM, gaierror, getaddrinfo
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -156,3 +157,19 @@ def resolve_target(url: str) -> Target:
             detail = problem if _is_ip(host) else f"{shown}{problem}"
             raise UnsafeTarget(f"Refused: {detail}. Requests go to public addresses only.")
     return Target(scheme=scheme, host=host, port=port, address=addresses[0])
+
+
+def checked_url(url: str, *, missing: str) -> str:
+    """`url` stripped, if requests may go there (scheme, length, and every address its host
+    resolves to now); else a Django ValidationError on the form's `url` field that says why
+    (`missing` when it is empty). Webhooks and prediction endpoints check their URLs so."""
+    url = (url or "").strip()
+    if not url:
+        raise ValidationError({"url": missing})
+    if len(url) > 2000:
+        raise ValidationError({"url": "The URL is longer than 2,000 characters."})
+    try:
+        resolve_target(url)
+    except UnsafeTarget as exc:
+        raise ValidationError({"url": str(exc)}) from None
+    return url

@@ -19,7 +19,7 @@ from django.utils import timezone
 from annotations.models import Project
 from annotations.webhooks.events import envelope, wake_deliverer_on_commit
 from annotations.webhooks.models import PING, Webhook, WebhookDelivery, WebhookEvent
-from annotations.webhooks.safety import UnsafeTarget, resolve_target
+from annotations.webhooks.safety import checked_url
 
 #: Hooks per project.
 MAX_HOOKS = 20
@@ -50,16 +50,7 @@ def _clean_events(events: Iterable[str]) -> list[str]:
 def webhook_url_check(url: str) -> str:
     """The URL, if a hook may be registered for it (scheme, length, and every address its host
     resolves to now); else a ValidationError on `url` that says why."""
-    url = (url or "").strip()
-    if not url:
-        raise ValidationError({"url": "Enter the URL to send events to."})
-    if len(url) > 2000:
-        raise ValidationError({"url": "The URL is longer than 2,000 characters."})
-    try:
-        resolve_target(url)
-    except UnsafeTarget as exc:
-        raise ValidationError({"url": str(exc)}) from None
-    return url
+    return checked_url(url, missing="Enter the URL to send events to.")
 
 
 def _refresh_project_events(project_id: int) -> list[str]:
