@@ -251,13 +251,17 @@ def test_export_labels_writes_a_version_the_same_way_twice(project, labelled, tm
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(*files, strict=True))
 
 
-def test_export_labels_refuses_unknown_versions_and_folder_formats_without_a_version(
+def test_export_labels_refuses_unknown_versions_and_folder_formats_without_a_folder(
     project, labelled, tmp_path
 ):
     with pytest.raises(CommandError, match="No version 'v7'"):
         call_command("export_labels", str(project.pk), "--version", "v7")
-    with pytest.raises(CommandError, match="needs --version"):
-        call_command("export_labels", str(project.pk), "--format", "hf", "--output", str(tmp_path))
+    # The live data exports as a datasets folder too (it needed a version before formats came).
+    live = tmp_path / "live"
+    call_command("export_labels", str(project.pk), "--format", "hf", "--output", str(live))
+    assert (live / "README.md").is_file()
+    with pytest.raises(CommandError, match="folder"):
+        call_command("export_labels", str(project.pk), "--format", "hf")
     version_create(project, name="v1")
     with pytest.raises(CommandError, match="folder"):
         call_command("export_labels", str(project.pk), "--version", "v1", "--format", "hf")
