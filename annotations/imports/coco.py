@@ -21,7 +21,6 @@ import csv
 import io
 import json
 import os
-import zipfile
 from collections import defaultdict
 from pathlib import Path, PurePath, PurePosixPath
 from typing import IO, Any
@@ -30,11 +29,11 @@ from annotations.answer_imports import AnswerImport, AnswerIn, ExternalAnnotator
 from annotations.imports.errors import ErrorList, ImportFailed
 from annotations.imports.formats import ImportResult, Progress, require_kind
 from annotations.imports.images import (
-    _archive_sources,
     _ImageSource,
     _ReadError,
     _store_images,
     folder_sources,
+    open_archive_sources,
 )
 from annotations.imports.records import RawAnswer, Record, RecordCheck
 from annotations.imports.text import _bad_strings, _refuse_constant
@@ -58,14 +57,7 @@ def import_labelled_images(
     """A zip archive with a folder per class (`folders`) or images and a COCO file (`coco`)."""
     name = PurePath(filename).name
     require_kind(project, Project.ItemKind.IMAGE, name)
-    if hasattr(fileobj, "seek"):
-        fileobj.seek(0)
-    try:
-        archive = zipfile.ZipFile(fileobj)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
-        raise ImportFailed([f"{name}: not a valid zip archive."]) from None
-    with archive:
-        sources = _archive_sources(archive, name)
+    with open_archive_sources(fileobj, name) as sources:
         return _labelled(project, name, sources, fmt, progress, skip_duplicates)
 
 

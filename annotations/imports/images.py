@@ -157,14 +157,7 @@ def import_image_archive(
     """
     name = PurePath(filename).name
     require_kind(project, Project.ItemKind.IMAGE, name)
-    if hasattr(fileobj, "seek"):
-        fileobj.seek(0)
-    try:
-        archive = zipfile.ZipFile(fileobj)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
-        raise ImportFailed([f"{name}: not a valid zip archive."]) from None
-    with archive:
-        sources = _archive_sources(archive, name)
+    with open_archive_sources(fileobj, name) as sources:
         return _store_images(project, name, sources, progress, skip_duplicates)
 
 
