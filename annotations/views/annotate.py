@@ -7,12 +7,15 @@ the next item to hold, so the annotator never waits for the server between two i
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotations import access, queue
@@ -44,15 +47,42 @@ def keyed_classes(project: Project) -> list[dict]:
     return out
 
 
-def _history(project: Project, user) -> list[Annotation]:
-    """The user's last answers, with only what the history strip shows (it is rendered on
-    every submission: loading the items' texts cost a tenth of it)."""
-    return list(
-        Annotation.objects.filter(project=project, annotator=user)
-        .select_related("item")
-        .only("item_id", "labels", "skipped", "updated_at", "item__external_id")
-        .order_by("-updated_at", "-id")[:HISTORY_LENGTH]
-    )
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One row of the history strip."""
+
+    item_id: int
+    external_id: str
+    labels: list[str]
+    skipped: bool
+    url: str
+
+
+def _history(project: Project, user) -> list[HistoryEntry]:
+    """The user's last answers, with only what the history strip shows. Plain SQL: it is read
+    on every submission, and building the ORM query cost more than running it."""
+    answer, item = (connection.ops.quote_name(m._meta.db_table) for m in (Annotation, Item))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT a.item_id, i.external_id, a.labels, a.skipped FROM {answer} a "
+            f"JOIN {item} i ON i.id = a.item_id WHERE a.project_id = %s AND a.annotator_id = %s "
+            "ORDER BY a.updated_at DESC, a.id DESC LIMIT %s",
+            [project.pk, user.pk, HISTORY_LENGTH],
+        )
+        rows = cursor.fetchall()
+    # Reversed once, not per row (~0.1 ms each here); the item's id is the path's last part.
+    base = reverse("annotate_item", args=[project.pk, 0]).removesuffix("0/")
+    # PostgreSQL's driver decodes JSON itself; SQLite's hands over the text.
+    return [
+        HistoryEntry(
+            item_id,
+            external_id,
+            json.loads(labels) if isinstance(labels, str) else labels,
+            bool(skipped),
+            f"{base}{item_id}/",
+        )
+        for item_id, external_id, labels, skipped in rows
+    ]
 
 
 def _card_context(project: Project, items: list[Item], *, reopened: dict | None = None) -> dict:
@@ -60,14 +90,14 @@ def _card_context(project: Project, items: list[Item], *, reopened: dict | None 
     labels already given to it (a reopened answer gets no suggestion)."""
     reopened = reopened or {}
     fresh = [i for i in items if i.pk not in reopened]
-    mode, suggested = suggestions_for(project, fresh)
+    # No cards to guess for (a submission from a full queue): no query for the model's state.
+    suggested = suggestions_for(project, fresh)[1] if fresh else {}
     cards = [
         {"item": i, "labels": reopened.get(i.pk), "suggest": suggested.get(i.pk)} for i in items
     ]
     return {
         "project": project,
         "cards": cards,
-        "suggestion_mode": mode,
         "can_flag": access.can(project, access.REVIEW),
     }
 
