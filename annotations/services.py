@@ -3,6 +3,7 @@ commands all call these; none of them writes annotations another way."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -27,7 +28,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotations import queue
+from annotations import queue, rows
 from annotations.assignments import required_answers
 from annotations.events import publish_answer_on_commit
 from annotations.flags import relabel_arrived, relabels_complete
@@ -39,10 +40,12 @@ from annotations.models import (
     Annotation,
     AnnotationRevision,
     ClassNames,
+    GoldLabel,
     Item,
     ItemAssignment,
     ItemLease,
     Project,
+    Review,
     ReviewEvent,
 )
 from annotations.project_setup import project_create  # noqa: F401 (re-exported for callers)
@@ -142,11 +145,7 @@ def annotation_submit(
         # And the project's settings, read now: an overlap changed since the caller loaded the
         # project has committed by the time the write lock is ours. An item of another project
         # raises Item.DoesNotExist (the page's view answers 404 without reading the item first).
-        locked = (
-            Item.objects.select_for_update(of=("self",))
-            .select_related("review", "gold", "project")
-            .get(pk=item.pk, project_id=item.project_id)
-        )
+        locked = _lock_item(item.pk, item.project_id)
         project = locked.project
         replay, existing, others = _find_submission(client_uuid, locked, annotator)
         if replay is not None:
@@ -225,6 +224,42 @@ def annotation_submit(
         # committed.
         publish_answer_on_commit(project.pk, locked.pk, counts=progress)
     return SubmitResult(annotation=annotation, created=created, changed=True)
+
+
+def _lock_item(item_id: int, project_id: int) -> Item:
+    """The item locked, with its project, review and gold row loaded (what
+    `select_for_update(of=("self",)).select_related("review", "gold", "project")` reads), in
+    plain SQL (`annotations.rows`); Item.DoesNotExist if it is not the project's."""
+    quote = connection.ops.quote_name
+    item_t, project_t, review_t, gold_t = (
+        quote(m._meta.db_table) for m in (Item, Project, Review, GoldLabel)
+    )
+    lock = " FOR UPDATE OF i" if connection.features.has_select_for_update_of else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {rows.columns(Item, 'i')}, {rows.columns(Project, 'p')}, "
+            f"{rows.columns(Review, 'r')}, {rows.columns(GoldLabel, 'g')} FROM {item_t} i "
+            f"JOIN {project_t} p ON p.id = i.project_id "
+            f"LEFT JOIN {review_t} r ON r.item_id = i.id "
+            f"LEFT JOIN {gold_t} g ON g.item_id = i.id "
+            f"WHERE i.id = %s AND i.project_id = %s{lock}",
+            [item_id, project_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Item.DoesNotExist("No such item in this project.")
+    cut = list(itertools.accumulate(rows.width(m) for m in (Item, Project, Review, GoldLabel)))
+    item = rows.instance(Item, row[: cut[0]])
+    project = rows.instance(Project, row[cut[0] : cut[1]])
+    review = rows.instance(Review, row[cut[1] : cut[2]])
+    gold = rows.instance(GoldLabel, row[cut[2] :])
+    Item.project.field.set_cached_value(item, project)
+    Item.review.related.set_cached_value(item, review)
+    Item.gold.related.set_cached_value(item, gold)
+    for related in (review, gold):
+        if related is not None:
+            type(related).item.field.set_cached_value(related, item)
+    return item
 
 
 def _check_handed_out(project: Project, item: Item, annotator) -> None:
