@@ -47,7 +47,7 @@ from threadpoolctl import threadpool_limits
 from annotations.endpoint_models import PredictionEndpoint
 from annotations.queue import purge_expired_leases
 from annotations.webhooks.events import DELIVER as WEBHOOKS
-from curation import dashboard, dataset_versions, jobs, services, trainer
+from curation import dashboard, dataset_versions, jobs, recycling, services, trainer
 from curation.embedded import EmbeddedTrainingWorker
 from curation.training_requests import (
     TRAINING_CHANNEL,
@@ -298,6 +298,10 @@ class TrainingConsumer(AsyncConsumer):
     #: with the requests waiting in its queue.
     channel_layer_alias = "training-consumer-needs-no-layer"
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        with recycling.running():  # a worker replacing itself waits for it
+            await super().dispatch(message)
+
     async def training_request(self, message: dict[str, Any]) -> None:
         project_id = message["project_id"]
         # Under a stream of labels: wait, while the requests arriving meanwhile merge into this
@@ -395,12 +399,17 @@ class TrainingWorker(Worker):
         channel_layer: Any,
         *,
         sweep_seconds: float | None = None,
+        ceiling: recycling.MemoryCeiling | None = None,
     ) -> None:
         super().__init__(application, channels, channel_layer)
         self.sweep_seconds = (
             settings.TRAINING_SWEEP_SECONDS if sweep_seconds is None else sweep_seconds
         )
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: `manage.py trainworker`'s memory ceiling (`curation.recycling`); None: no ceiling.
+        self.ceiling = ceiling
+        #: Set when the worker stopped to be replaced by a fresh process.
+        self.replace = False
 
     async def handle(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -410,15 +419,59 @@ class TrainingWorker(Worker):
             _sweep_queued.clear()
             _deliveries_queued.clear()
             self.request_sweep()  # catch up with what happened while no worker ran
-            await asyncio.gather(
-                self.sweeper(),
-                self.deliverer(),
-                *(self.listener(channel) for channel in self.channels),
-            )
+            tasks = [
+                asyncio.ensure_future(intake)
+                for intake in (
+                    self.sweeper(),
+                    self.deliverer(),
+                    *(self.listener(channel) for channel in self.channels),
+                )
+            ]
+            if self.ceiling is not None:
+                tasks.append(asyncio.ensure_future(self.watch_memory()))
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+            for task in done:
+                task.result()  # what an intake raised; only `watch_memory` returns
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.drain()
+            self.replace = True
         finally:
             jobs.attach_worker(None)
             jobs.forget_jobs()
             pace.forget()
+
+    async def watch_memory(self) -> None:
+        """Return once the process has outgrown its ceiling (`curation.recycling`)."""
+        assert self.ceiling is not None
+        while not self.ceiling.exceeded(_requests, recycling.rss_bytes()):
+            await asyncio.sleep(recycling.CHECK_SECONDS)
+        logger.warning(
+            "training worker grew from %.0f to %.0f MiB over %s runs: replacing it with a "
+            "fresh process once the work in hand is done",
+            (self.ceiling.baseline or 0) / 2**20,
+            recycling.rss_bytes() / 2**20,
+            _requests,
+        )
+
+    async def drain(self) -> None:
+        """Wait until no message is queued or in hand (at most `recycling.DRAIN_SECONDS`);
+        nothing new comes in meanwhile: the channel's messages wait in Redis."""
+        deadline = time.monotonic() + recycling.DRAIN_SECONDS
+        idle = 0  # twice in a row: a message taken off a queue is in hand a moment later
+        while time.monotonic() < deadline and idle < 2:
+            queued = any(
+                not instance["input_queue"].empty()
+                for instance in self.application_instances.values()
+            )
+            idle = 0 if queued or recycling.busy() else idle + 1
+            await asyncio.sleep(0.1)
+        if idle >= 2:
+            return
+        logger.warning("training worker: work still in hand after %s s", recycling.DRAIN_SECONDS)
 
     async def listener(self, channel: str) -> None:
         outage = _Outage()

@@ -150,6 +150,13 @@ if not 0 <= TRAINING_WORKER_NICE <= 19:
     raise ImproperlyConfigured(
         f"TRAINING_WORKER_NICE={TRAINING_WORKER_NICE}: use 0 (unchanged) to 19 (lowest)."
     )
+# `manage.py trainworker` replaces itself with a fresh process once its resident memory has
+# grown by this many MB since it settled (`curation.recycling`); 0: never.
+TRAINING_WORKER_MAX_GROWTH_MB = env_int("TRAINING_WORKER_MAX_GROWTH_MB", 128)
+if TRAINING_WORKER_MAX_GROWTH_MB < 0:
+    raise ImproperlyConfigured(
+        f"TRAINING_WORKER_MAX_GROWTH_MB={TRAINING_WORKER_MAX_GROWTH_MB}: use 0 (never) or more."
+    )
 # The shortest time between two refreshes of a project's dashboard by the worker (counts and
 # plots, `curation.dashboard`); a project whose numbers did not change is not refreshed at all.
 DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 60)

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from curation import recycling
 from curation.worker import (
     TRAINING_CHANNEL,
     TrainingWorker,
@@ -54,13 +55,43 @@ class Command(BaseCommand):
             "(default: TRAINING_SWEEP_SECONDS, 30).",
         )
 
-    def handle(self, *args, sweep_seconds: float | None, **options) -> None:
+        parser.add_argument(
+            "--max-memory-growth",
+            type=int,
+            default=None,
+            metavar="MB",
+            help="Replace the process with a fresh one once its memory has grown by this many "
+            "MB since it settled; 0: never (default: TRAINING_WORKER_MAX_GROWTH_MB, 128).",
+        )
+        parser.add_argument(
+            "--settle-runs",
+            type=int,
+            default=recycling.SETTLE_RUNS,
+            help="Training runs before the memory that growth is measured from is read "
+            f"(default {recycling.SETTLE_RUNS}).",
+        )
+
+    def handle(
+        self,
+        *args,
+        sweep_seconds: float | None,
+        max_memory_growth: int | None,
+        settle_runs: int,
+        **options,
+    ) -> None:
         layer = get_channel_layer()
         if layer is None:
             raise CommandError("No channel layer is configured (CHANNEL_LAYERS).")
         if sweep_seconds is not None and sweep_seconds <= 0:
             raise CommandError(f"--sweep-seconds must be positive, not {sweep_seconds}.")
         seconds = settings.TRAINING_SWEEP_SECONDS if sweep_seconds is None else sweep_seconds
+        growth = (
+            settings.TRAINING_WORKER_MAX_GROWTH_MB
+            if max_memory_growth is None
+            else max_memory_growth
+        )
+        if growth < 0 or settle_runs < 1:
+            raise CommandError("--max-memory-growth must be 0 or more, --settle-runs 1 or more.")
         # Background work: the web server's requests get the CPU first (TRAINING_WORKER_NICE).
         niceness = max(os.getpriority(os.PRIO_PROCESS, 0), settings.TRAINING_WORKER_NICE)
         os.setpriority(os.PRIO_PROCESS, 0, niceness)  # absolute, and never raises priority
@@ -73,10 +104,21 @@ class Command(BaseCommand):
             seconds,
             niceness,
         )
+        ceiling = (
+            recycling.MemoryCeiling(growth * 2**20, settle_runs=settle_runs) if growth else None
+        )
         worker = TrainingWorker(
-            training_application(), [TRAINING_CHANNEL], layer, sweep_seconds=seconds
+            training_application(),
+            [TRAINING_CHANNEL],
+            layer,
+            sweep_seconds=seconds,
+            ceiling=ceiling,
         )
         try:
             asyncio.run(worker.arun())
         except KeyboardInterrupt:
             logger.info("training worker stopped")
+            return
+        if worker.replace:
+            logger.info("training worker replacing itself with a fresh process")
+            recycling.replace_process()

@@ -1,0 +1,97 @@
+"""A training worker that replaces itself once its memory has grown (`manage.py trainworker`).
+
+The worker's live data stays flat over a long run, but its resident memory did not: it grew
+from ~270 to ~500 MB over 12,500 labels at 100k items, in free heap space that glibc could not
+hand back (benchmarks/README.md, "Where a run's time went"), and two allocator settings
+(`curation.worker.limit_malloc_arenas`) only slowed that. Long-running Python workers meet
+this with a ceiling and a fresh process (Celery's `--max-memory-per-child`, uWSGI's
+`reload-on-rss`, gunicorn's `--max-requests`); the worker can afford it, since everything it
+knows is in the database and the model files: a new process catches up with a sweep.
+
+So: after `settle_runs` training runs the worker notes its resident memory as its baseline
+(the pool samples and models it needs are loaded by then); once it has grown by more than
+`max_growth` beyond that, it stops taking messages (they wait in Redis), finishes the runs and
+jobs in hand, and executes itself again, same command line and process id, so a supervisor sees
+nothing. Relative to a baseline rather than an absolute limit: at 1M items a worker needs
+several times what it needs at 10k, and a limit below its working set would recycle it forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+#: Training runs before the baseline is read.
+SETTLE_RUNS = 200
+#: Seconds between two looks at the resident memory.
+CHECK_SECONDS = 5.0
+#: The longest wait for the work in hand before the process replaces itself regardless (what
+#: is cut short is done again: jobs are claimed with a lease, training reads the database).
+DRAIN_SECONDS = 300.0
+
+_busy = 0
+_busy_lock = threading.Lock()
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (0 where /proc is not there to tell)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class MemoryCeiling:
+    """Tells when a worker has grown by more than `max_growth` bytes since it settled."""
+
+    def __init__(self, max_growth: int, *, settle_runs: int = SETTLE_RUNS) -> None:
+        self.max_growth = max_growth
+        self.settle_runs = settle_runs
+        self.baseline: int | None = None
+
+    def exceeded(self, runs: int, rss: int) -> bool:
+        """Whether a process that has made `runs` training runs and holds `rss` bytes should
+        be replaced; the first reading after `settle_runs` runs becomes the baseline."""
+        if runs < self.settle_runs or rss <= 0:
+            return False
+        if self.baseline is None:
+            self.baseline = rss
+            logger.info("training worker settled at %.0f MiB after %s runs", rss / 2**20, runs)
+            return False
+        return rss > self.baseline + self.max_growth
+
+
+@contextmanager
+def running() -> Iterator[None]:
+    """Marks a message in hand: the worker waits for it before replacing itself."""
+    global _busy
+    with _busy_lock:
+        _busy += 1
+    try:
+        yield
+    finally:
+        with _busy_lock:
+            _busy -= 1
+
+
+def busy() -> int:
+    """Messages in hand right now."""
+    return _busy
+
+
+def replace_process() -> None:
+    """Execute this process's command line again, in place (same process id)."""
+    connections.close_all()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
