@@ -193,17 +193,26 @@ def _next_items_once(
             held = _first_open(project, user, now, taken)
             if held is not None:
                 raise _AllHeld(held)
-        expires = lease_expiry(now)
-        ItemLease.objects.bulk_create(
-            [
-                ItemLease(project=project, item=i, user=user, created_at=now, expires_at=expires)
-                for i in items
-            ],
-            update_conflicts=True,
-            unique_fields=["item", "user"],
-            update_fields=["expires_at"],
-        )
+        _lease(project, user, items, now)
     return items
+
+
+def _lease(project: Project, user, items: list[Item], now: datetime) -> None:
+    """Lease `items` to `user` until `lease_expiry(now)`, renewing leases they hold already.
+    Plain SQL: `bulk_create(update_conflicts=True)` cost more to build than to run."""
+    if not items:
+        return
+    _, lease, _ = _tables()
+    when, expires = (connection.ops.adapt_datetimefield_value(t) for t in (now, lease_expiry(now)))
+    rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(items))
+    params = [v for i in items for v in (project.pk, i.pk, user.pk, when, expires)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {lease} (project_id, item_id, user_id, created_at, expires_at) "
+            f"VALUES {rows} ON CONFLICT (item_id, user_id) DO UPDATE "
+            "SET expires_at = EXCLUDED.expires_at",
+            params,
+        )
 
 
 _PARTIAL = " AND i.annotation_count > 0"
