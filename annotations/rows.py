@@ -51,3 +51,27 @@ def instance(model: type[M], values: Sequence[Any]) -> M | None:
             value = convert(value, col, connection)
         converted.append(value)
     return model.from_db(connection.alias, [f.attname for f in fields], converted)
+
+
+def insert(obj: Model) -> None:
+    """INSERT `obj` as `obj.save()` would on a new row (auto_now fields set, values prepared
+    by their fields), in plain SQL, and set its primary key. For rows with no signal receivers
+    and no inherited parents: it sends no signals."""
+    meta = obj._meta
+    fields = [f for f in meta.concrete_fields if not (f.primary_key and f.auto_created)]
+    values = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
+    quote = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    returning = connection.features.can_return_columns_from_insert
+    if returning:
+        sql += f" RETURNING {quote(meta.pk.column)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        pk = cursor.fetchone()[0] if returning else cursor.lastrowid
+    if meta.pk.auto_created:
+        setattr(obj, meta.pk.attname, pk)
+    obj._state.adding = False
+    obj._state.db = connection.alias

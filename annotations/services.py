@@ -161,7 +161,7 @@ def annotation_submit(
             )
 
         if existing is None:
-            annotation = Annotation.objects.create(
+            annotation = Annotation(
                 project=project,
                 item=locked,
                 annotator=annotator,
@@ -170,6 +170,7 @@ def annotation_submit(
                 time_spent_ms=time_spent_ms,
                 client_uuid=client_uuid,
             )
+            rows.insert(annotation)  # Annotation.objects.create, in plain SQL
             delta = 0 if skipped else 1
             created = True
         else:
