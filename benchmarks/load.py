@@ -105,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: Seconds between two readings of the processes' memory in the window.
+TRACE_SECONDS = 5.0
+
 # --------------------------------------------------------------------------- the simulated page
 
 
@@ -124,6 +127,8 @@ class Stats:
     before: dict[str, tuple[float, int]] = field(default_factory=dict)
     after: dict[str, tuple[float, int]] = field(default_factory=dict)
     client_errors: list[str] = field(default_factory=list)
+    # every TRACE_SECONDS of the window: (seconds into it, labels so far, {name: RSS bytes})
+    trace: list[tuple[float, int, dict[str, int]]] = field(default_factory=list)
 
     def in_window(self, t: float) -> bool:
         return self.window[0] <= t < self.window[1]
@@ -233,8 +238,16 @@ async def watch_processes(stats: Stats, pids: dict[str, int], profile: list[str]
     stats.before = await asyncio.to_thread(snapshot, pids)  # the ORM: not on the event loop
     if profile:
         spy(pids, profile, stats.window[1] - stats.window[0])
-    await asyncio.sleep(max(0.0, stats.window[1] - time.perf_counter()))
+    while (left := stats.window[1] - time.perf_counter()) > 0:
+        await asyncio.sleep(min(TRACE_SECONDS, left))
+        rss = {name: usage[1] for name, usage in resident(pids).items()}
+        stats.trace.append((time.perf_counter() - stats.window[0], stats.labels_in_window, rss))
     stats.after = await asyncio.to_thread(snapshot, pids)
+
+
+def resident(pids: dict[str, int]) -> dict[str, tuple[float, int]]:
+    """`snapshot` of the named processes only (no database query: it runs on the loop)."""
+    return snapshot(pids, backends=False)
 
 
 async def run_load(
@@ -494,8 +507,9 @@ def checks_table(results: list[Result]) -> str:
 
 def memory_table(results: list[Result]) -> str:
     out = (
-        "| items | process | RSS before the run | RSS after it | CPU s in the window "
-        "| CPU ms per label in the window |\n|---:|---|---:|---:|---:|---:|\n"
+        "| items | process | RSS before the run | highest in the window | RSS after it "
+        "| CPU s in the window | CPU ms per label in the window |\n"
+        "|---:|---|---:|---:|---:|---:|---:|\n"
     )
     for r in results:
         labels = max(1, r.stats.labels_in_window)
@@ -505,14 +519,29 @@ def memory_table(results: list[Result]) -> str:
             cpu = r.stats.before.get(name, (0.0, 0))[0]
             cpu1 = r.stats.after.get(name, (cpu, 0))[0]
             rss1 = r.end.get(name, (0.0, rss))[1]
+            peak = max((t[2].get(name, 0) for t in r.stats.trace), default=rss1)
             out += (
-                f"| {r.size:,} | {name} | {rss / 2**20:.0f} MB | {rss1 / 2**20:.0f} MB "
-                f"| {cpu1 - cpu:.1f} | {1000 * (cpu1 - cpu) / labels:.1f} |\n"
+                f"| {r.size:,} | {name} | {rss / 2**20:.0f} MB | {peak / 2**20:.0f} MB "
+                f"| {rss1 / 2**20:.0f} MB | {cpu1 - cpu:.1f} "
+                f"| {1000 * (cpu1 - cpu) / labels:.1f} |\n"
             )
         # Backends that connected during the window count whole (they are new).
         pg = [k for k in r.stats.after if k.startswith(PG)]
         cpu = sum(r.stats.after[k][0] - r.stats.before.get(k, (0.0, 0))[0] for k in pg)
         out += f"| {r.size:,} | {PG} ({len(pg)}) | | | {cpu:.1f} | {1000 * cpu / labels:.1f} |\n"
+    return out
+
+
+def worker_trace_table(results: list[Result]) -> str:
+    """The training worker's RSS through the window, about ten rows per run."""
+    out = "| items | seconds into the window | labels so far | training worker RSS |\n"
+    out += "|---:|---:|---:|---:|\n"
+    for r in results:
+        rows = [t for t in r.stats.trace if "trainworker" in t[2]]
+        step = max(1, len(rows) // 10)
+        for seconds, labels, rss in rows[step - 1 :: step]:
+            worker = rss["trainworker"] / 2**20
+            out += f"| {r.size:,} | {seconds:.0f} | {labels:,} | {worker:.0f} MB |\n"
     return out
 
 
@@ -567,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## Throughput and latency (ms)\n\n{table}\n"
         f"## Checked against the database\n\n{checks_table(results)}\n"
         f"## Processes\n\n{memory_table(results)}"
+        f"\n## The training worker's memory through the window\n\n{worker_trace_table(results)}"
     )
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -51,15 +51,15 @@ def process_tree(root: int) -> list[int]:
     return sorted(out)
 
 
-def snapshot(pids: dict[str, int]) -> dict[str, tuple[float, int]]:
-    """name -> (CPU seconds, RSS bytes) for each process still alive; the PostgreSQL backends
-    serving the benchmark's database (a local server) are summed as one row."""
+def snapshot(pids: dict[str, int], *, backends: bool = True) -> dict[str, tuple[float, int]]:
+    """name -> (CPU seconds, RSS bytes) for each process still alive; with `backends`, the
+    PostgreSQL backends serving the benchmark's database (a local server) too."""
     out = {}
     for name, pid in pids.items():
         info = _stat(pid)
         if info is not None:
             out[name] = (info[1], info[2])
-    for pid in _postgres_backends():
+    for pid in _postgres_backends() if backends else []:
         if (info := _stat(pid)) is not None:
             out[f"{PG} {pid}"] = (info[1], 0)
     return out

@@ -422,9 +422,6 @@ CACHES = {
     if REDIS_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
-# Sessions are read on every request: from that cache first (one GET), the database only on a
-# miss; written to both, so a Redis restart logs no one out.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
     "rest_framework.authentication.SessionAuthentication",
     "annotations.api.authentication.ExpiringTokenAuthentication",

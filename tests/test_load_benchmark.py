@@ -104,6 +104,7 @@ def test_the_harness_counts_what_the_database_stores(team, server):
     assert verdict.ok
     assert stats.labels_in_window > 0 and stats.submit_ms and stats.next_ms
     assert not stats.client_errors
+    assert stats.trace  # the processes' memory read through the window (none named here)
     # Everything acknowledged was handed to the annotator who answered it, by the server.
     for item_id, username in stats.acknowledged.values():
         assert username in stats.served[item_id]
