@@ -8,6 +8,9 @@ benchmarks/README.md, "Profile"). Not timed: the benchmarks measure time.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -130,3 +133,15 @@ def test_a_submission_under_a_running_event_loop_is_saved_and_its_events_only_lo
     assert result.created
     assert Annotation.objects.filter(item=item, annotator=annotator).count() == 1
     assert "events for project" in caplog.text
+
+
+def test_the_server_process_keeps_what_it_loaded_out_of_the_collectors_sight(tmp_path):
+    """Modules, settings, URL patterns and templates loaded with the ASGI application are
+    frozen (`gc.freeze`): the collections during requests walk only what requests create."""
+    code = "import gc, dataprep_site.asgi; print(gc.get_freeze_count())"
+    env = {**os.environ, "DEBUG": "1", "DATA_DIR": str(tmp_path)}
+    env.pop("REDIS_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert int(out.stdout.split()[-1]) > 100_000, out.stderr
