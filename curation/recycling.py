@@ -30,7 +30,7 @@ from django.db import connections
 logger = logging.getLogger(__name__)
 
 #: Training runs before the baseline is read.
-SETTLE_RUNS = 200
+SETTLE_RUNS = 50
 #: Seconds between two looks at the resident memory.
 CHECK_SECONDS = 5.0
 #: The longest wait for the work in hand before the process replaces itself regardless (what
