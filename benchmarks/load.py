@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks import next_item as nb  # noqa: E402 - after the path fix above
 from benchmarks.processes import (  # noqa: E402
     PG,
+    WORKER_EVENTS,
     running_trainworker,
     server_processes,
     snapshot,
@@ -597,6 +598,12 @@ def main(argv: list[str] | None = None) -> int:
         f"## Checked against the database\n\n{checks_table(results)}\n"
         f"## Processes\n\n{memory_table(results)}"
         f"\n## The training worker's memory through the window\n\n{worker_trace_table(results)}"
+        + (
+            "\nWhat it logged about its memory ceiling (`curation.recycling`):\n\n"
+            + "".join(f"    {line}\n" for line in WORKER_EVENTS)
+            if WORKER_EVENTS
+            else ""
+        )
     )
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

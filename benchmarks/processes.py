@@ -182,6 +182,10 @@ def server_memory(root: int) -> list[tuple[str, int, float]]:
     return out
 
 
+#: Every stopped training worker's `memory_events`, for the benchmarks' reports.
+WORKER_EVENTS: list[str] = []
+
+
 @dataclass
 class TrainingWorker:
     """A `manage.py trainworker` process, as production runs beside the server."""
@@ -201,7 +205,17 @@ class TrainingWorker:
         except OSError:
             return ""
 
+    def memory_events(self) -> list[str]:
+        """What the worker logged about its memory ceiling (`curation.recycling`)."""
+        try:
+            lines = self.log_path.read_text().splitlines()
+        except OSError:
+            return []
+        marks = ("settled at", "grew from", "replacing itself", "training worker on channel")
+        return [line for line in lines if any(mark in line for mark in marks)]
+
     def stop(self) -> None:
+        WORKER_EVENTS.extend(self.memory_events())
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
