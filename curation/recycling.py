@@ -8,12 +8,13 @@ this with a ceiling and a fresh process (Celery's `--max-memory-per-child`, uWSG
 `reload-on-rss`, gunicorn's `--max-requests`); the worker can afford it, since everything it
 knows is in the database and the model files: a new process catches up with a sweep.
 
-So: after `settle_runs` training runs the worker notes its resident memory as its baseline
-(the pool samples and models it needs are loaded by then); once it has grown by more than
-`max_growth` beyond that, it stops taking messages (they wait in Redis), finishes the runs and
-jobs in hand, and executes itself again, same command line and process id, so a supervisor sees
-nothing. Relative to a baseline rather than an absolute limit: at 1M items a worker needs
-several times what it needs at 10k, and a limit below its working set would recycle it forever.
+So: after its first training runs (50, or two minutes) the worker notes its resident memory as
+its baseline (the pool samples and models it needs are loaded by then); once it has grown by
+more than `max_growth` beyond that, it stops taking messages (they wait in Redis), finishes the
+runs and jobs in hand, and executes itself again, same command line and process id, so a
+supervisor sees nothing. Relative to a baseline rather than an absolute limit: at 1M items a
+worker needs several times what it needs at 10k, and a limit below its working set would
+recycle it forever.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -29,8 +31,9 @@ from django.db import connections
 
 logger = logging.getLogger(__name__)
 
-#: Training runs before the baseline is read.
+#: Training runs before the baseline is read, or seconds from the start (`MemoryCeiling`).
 SETTLE_RUNS = 50
+SETTLE_SECONDS = 120.0
 #: Seconds between two looks at the resident memory.
 CHECK_SECONDS = 5.0
 #: The longest wait for the work in hand before the process replaces itself regardless (what
@@ -53,15 +56,25 @@ def rss_bytes() -> int:
 class MemoryCeiling:
     """Tells when a worker has grown by more than `max_growth` bytes since it settled."""
 
-    def __init__(self, max_growth: int, *, settle_runs: int = SETTLE_RUNS) -> None:
+    def __init__(
+        self,
+        max_growth: int,
+        *,
+        settle_runs: int = SETTLE_RUNS,
+        settle_seconds: float = SETTLE_SECONDS,
+    ) -> None:
         self.max_growth = max_growth
         self.settle_runs = settle_runs
+        self.settle_by = time.monotonic() + settle_seconds
         self.baseline: int | None = None
 
     def exceeded(self, runs: int, rss: int) -> bool:
         """Whether a process that has made `runs` training runs and holds `rss` bytes should
-        be replaced; the first reading after `settle_runs` runs becomes the baseline."""
-        if runs < self.settle_runs or rss <= 0:
+        be replaced. The first reading after `settle_runs` runs becomes the baseline, or after
+        `settle_seconds` with one run at least: under a team at full speed, runs are paced and
+        the worker gets the CPU last, so 50 of them took more than five minutes."""
+        settled = runs >= self.settle_runs or (runs > 0 and time.monotonic() >= self.settle_by)
+        if not settled or rss <= 0:
             return False
         if self.baseline is None:
             self.baseline = rss

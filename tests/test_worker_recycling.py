@@ -29,13 +29,22 @@ MIB = 2**20
 
 
 def test_the_ceiling_is_measured_from_the_memory_the_worker_settled_at():
-    ceiling = MemoryCeiling(100 * MIB, settle_runs=10)
+    ceiling = MemoryCeiling(100 * MIB, settle_runs=10, settle_seconds=3600)
     assert not ceiling.exceeded(9, 900 * MIB)  # still loading what it needs: no baseline
     assert not ceiling.exceeded(10, 300 * MIB)  # settled: the baseline
     assert ceiling.baseline == 300 * MIB
     assert not ceiling.exceeded(500, 400 * MIB)
     assert ceiling.exceeded(501, 401 * MIB)
     assert not MemoryCeiling(MIB, settle_runs=1).exceeded(5, 0)  # no /proc: never
+
+
+def test_a_worker_whose_runs_are_few_settles_after_a_while_all_the_same():
+    """Under a team at full speed the worker's runs are paced and get the CPU last: it must
+    not wait for its 50th run to measure anything."""
+    slow = MemoryCeiling(100 * MIB, settle_runs=50, settle_seconds=0)
+    assert not slow.exceeded(0, 300 * MIB)  # nothing loaded yet
+    assert not slow.exceeded(3, 300 * MIB) and slow.baseline == 300 * MIB
+    assert slow.exceeded(7, 401 * MIB)
 
 
 def test_this_process_reads_its_resident_memory():
