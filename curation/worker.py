@@ -406,10 +406,9 @@ class TrainingWorker(Worker):
             settings.TRAINING_SWEEP_SECONDS if sweep_seconds is None else sweep_seconds
         )
         self.loop: asyncio.AbstractEventLoop | None = None
-        #: `manage.py trainworker`'s memory ceiling (`curation.recycling`); None: no ceiling.
+        #: `manage.py trainworker`'s memory ceiling (`curation.recycling`): past it the process
+        #: executes itself again. None (the embedded worker): no ceiling.
         self.ceiling = ceiling
-        #: Set when the worker stopped to be replaced by a fresh process.
-        self.replace = False
 
     async def handle(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -438,7 +437,10 @@ class TrainingWorker(Worker):
                 task.result()  # what an intake raised; only `watch_memory` returns
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.drain()
-            self.replace = True
+            # From here, not after the loop: closing it would wait for a run still in hand in
+            # its thread, which the drain gave up on (what it was doing is done again).
+            logger.info("training worker replacing itself with a fresh process")
+            recycling.replace_process()
         finally:
             jobs.attach_worker(None)
             jobs.forget_jobs()

@@ -118,7 +118,3 @@ class Command(BaseCommand):
             asyncio.run(worker.arun())
         except KeyboardInterrupt:
             logger.info("training worker stopped")
-            return
-        if worker.replace:
-            logger.info("training worker replacing itself with a fresh process")
-            recycling.replace_process()
