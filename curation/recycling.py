@@ -27,8 +27,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connections
-
 logger = logging.getLogger(__name__)
 
 #: Training runs before the baseline is read, or seconds from the start (`MemoryCeiling`).
@@ -104,8 +102,10 @@ def busy() -> int:
 
 
 def replace_process() -> None:
-    """Execute this process's command line again, in place (same process id)."""
-    connections.close_all()
+    """Execute this process's command line again, in place (same process id). Called from the
+    event loop, so no database connection is closed first (Django refuses that in async
+    code, and the threads' connections are not this thread's): the exec closes them all, and
+    PostgreSQL rolls back what a run cut short had not committed."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
