@@ -78,7 +78,9 @@ _local_submit: Callable[[dict[str, Any]], None] | None = None
 
 
 def attach_worker(submit: Callable[[dict[str, Any]], None] | None) -> None:
-    """Jobs go to this process's worker (`submit`), which holds the learner they need."""
+    """Jobs go to this process's worker (`submit`), which holds the learner they need. None: no
+    worker any more (it stops, or retires to be replaced: `curation.recycling`); an automatic
+    analysis still waiting for a pause in labelling gives up, the next worker finds it due."""
     global _local_submit
     _local_submit = submit
 

@@ -10,8 +10,12 @@ knows is in the database and the model files: a new process catches up with a sw
 
 So: after its first training runs (50, or two minutes) the worker notes its resident memory as
 its baseline (the pool samples and models it needs are loaded by then); once it has grown by
-more than `max_growth` beyond that, it stops taking messages (they wait in Redis), finishes the
-runs and jobs in hand, and executes itself again, same command line and process id, so a
+more than `max_growth` beyond that, it retires: it starts no new follow-up job (an analysis, a
+version, an estimate: each is due in the database, and the fresh process's start-up sweep finds
+it) but keeps training while the jobs in hand finish, however long they take (cut short, an
+analysis would wait 10 minutes to be queued again, a dataset version 30, and be cut again by
+the next replacement); then it stops taking messages (they wait in Redis), waits for the
+training run in hand, and executes itself again, same command line and process id, so a
 supervisor sees nothing. Relative to a baseline rather than an absolute limit: at 1M items a
 worker needs several times what it needs at 10k, and a limit below its working set would
 recycle it forever.
@@ -34,13 +38,19 @@ SETTLE_RUNS = 50
 SETTLE_SECONDS = 120.0
 #: Seconds between two looks at the resident memory.
 CHECK_SECONDS = 5.0
-#: The longest wait for the work in hand before the process replaces itself regardless (what
-#: is cut short is done again: jobs are claimed with a lease, training reads the database).
-#: Short: while it waits it takes no training request, and under a team at full speed a data
-#: analysis in hand could hold it for minutes (measured: still waiting after 60 s).
+#: The longest wait for the training in hand once no message is taken any more (the follow-up
+#: jobs are done by then); past it the process replaces itself regardless (training reads the
+#: database: what a run cut short was doing, the next one does).
 DRAIN_SECONDS = 30.0
+#: Seconds between two looks at the follow-up jobs in hand of a retiring worker.
+RETIRE_CHECK_SECONDS = 0.5
 
-_busy = 0
+#: What a message in hand is (`running`): a training run (or sweep, or webhook delivery), or
+#: a follow-up job, which a retiring worker waits for without taking new ones.
+TRAINING = "training"
+JOB = "job"
+
+_busy = {TRAINING: 0, JOB: 0}
 _busy_lock = threading.Lock()
 
 
@@ -84,21 +94,22 @@ class MemoryCeiling:
 
 
 @contextmanager
-def running() -> Iterator[None]:
-    """Marks a message in hand: the worker waits for it before replacing itself."""
-    global _busy
+def running(kind: str = TRAINING) -> Iterator[None]:
+    """Marks a message of `kind` (`TRAINING` or `JOB`) in hand: the worker waits for it before
+    replacing itself."""
     with _busy_lock:
-        _busy += 1
+        _busy[kind] += 1
     try:
         yield
     finally:
         with _busy_lock:
-            _busy -= 1
+            _busy[kind] -= 1
 
 
-def busy() -> int:
-    """Messages in hand right now."""
-    return _busy
+def busy(kind: str | None = None) -> int:
+    """Messages of `kind` in hand right now (None: of any kind)."""
+    with _busy_lock:
+        return sum(_busy.values()) if kind is None else _busy[kind]
 
 
 def replace_process() -> None:

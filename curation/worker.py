@@ -87,6 +87,8 @@ MALLOC_ARENAS = 2
 #: when freed (`limit_malloc_arenas`).
 MALLOC_MMAP_THRESHOLD = 256 * 1024
 _requests = 0
+#: The consumer instances (`TrainingWorker.dispatch`) that run follow-up jobs.
+_JOB_INSTANCES = ("jobs", "analyses", "endpoint")
 
 
 @cache
@@ -299,7 +301,8 @@ class TrainingConsumer(AsyncConsumer):
     channel_layer_alias = "training-consumer-needs-no-layer"
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        with recycling.running():  # a worker replacing itself waits for it
+        kind = recycling.JOB if message["type"] in jobs.JOB_TYPES else recycling.TRAINING
+        with recycling.running(kind):  # a worker replacing itself waits for it
             await super().dispatch(message)
 
     async def training_request(self, message: dict[str, Any]) -> None:
@@ -409,6 +412,8 @@ class TrainingWorker(Worker):
         #: `manage.py trainworker`'s memory ceiling (`curation.recycling`): past it the process
         #: executes itself again. None (the embedded worker): no ceiling.
         self.ceiling = ceiling
+        #: Past the ceiling, waiting for its follow-up jobs: it starts no new one.
+        self.retiring = False
 
     async def handle(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -447,7 +452,8 @@ class TrainingWorker(Worker):
             pace.forget()
 
     async def watch_memory(self) -> None:
-        """Return once the process has outgrown its ceiling (`curation.recycling`)."""
+        """Return once the process has outgrown its ceiling (`curation.recycling`) and the
+        follow-up jobs it had in hand are done; it keeps training meanwhile."""
         assert self.ceiling is not None
         while not self.ceiling.exceeded(_requests, recycling.rss_bytes()):
             await asyncio.sleep(recycling.CHECK_SECONDS)
@@ -457,6 +463,23 @@ class TrainingWorker(Worker):
             (self.ceiling.baseline or 0) / 2**20,
             recycling.rss_bytes() / 2**20,
             _requests,
+        )
+        self.retiring = True
+        jobs.attach_worker(None)  # an analysis waiting for a pause in labelling gives up
+        dropped = 0
+        for kind in _JOB_INSTANCES:  # not started yet: the fresh process's sweep finds them
+            instance = self.application_instances.get(kind)
+            while instance is not None and not instance["input_queue"].empty():
+                instance["input_queue"].get_nowait()
+                dropped += 1
+        waited = time.monotonic()
+        while recycling.busy(recycling.JOB):
+            await asyncio.sleep(recycling.RETIRE_CHECK_SECONDS)
+        logger.info(
+            "training worker: %s queued jobs left to the fresh process, %.0f s for the jobs "
+            "in hand",
+            dropped,
+            time.monotonic() - waited,
         )
 
     async def drain(self) -> None:
@@ -522,8 +545,11 @@ class TrainingWorker(Worker):
 
     def dispatch(self, message: dict[str, Any]) -> None:
         """Hand a message to the consumer: jobs to one instance, the rest to another. A training
-        request for a project that has one waiting already is merged into it (`pace`)."""
+        request for a project that has one waiting already is merged into it (`pace`); a
+        retiring worker (`watch_memory`) starts no new job."""
         if message["type"] == "training.request" and not pace.admit(message["project_id"]):
+            return
+        if self.retiring and message["type"] in jobs.JOB_TYPES:
             return
         if message["type"] == WEBHOOKS:
             # Their own consumer instance: a slow receiver never holds up training. One run

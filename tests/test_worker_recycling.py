@@ -4,14 +4,18 @@ Redis and the test database, as in `tests/test_faults.py`."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from annotations.models import Membership
+from annotations.models import Membership, PreAnnotation
+from annotations.prediction_endpoint import endpoint_save
 from annotations.services import project_create
 from curation.recycling import MemoryCeiling, rss_bytes
 from tests.conftest import add_text_items
+from tests.model_server import confident
 from tests.test_faults import (  # noqa: F401 (fixtures)
     WORDS,
     annie,
@@ -24,6 +28,7 @@ from tests.test_faults import (  # noqa: F401 (fixtures)
     use_layer,
     wait_until,
 )
+from tests.test_prediction_endpoint_worker import model  # noqa: F401 (fixture)
 
 MIB = 2**20
 
@@ -51,52 +56,112 @@ def test_this_process_reads_its_resident_memory():
     assert 10 * MIB < rss_bytes() < 10_000 * MIB
 
 
+@pytest.fixture
+def worker(private_redis, use_layer, processes):  # noqa: F811 (fixtures from tests.test_faults)
+    """The real `manage.py trainworker` with a 1 MB ceiling, settling after 2 runs; its log."""
+    use_layer(private_redis.url)
+    process = processes.start(
+        ["manage.py", "trainworker", "--sweep-seconds", "3600"]
+        + ["--max-memory-growth", "1", "--settle-runs", "2"],
+        # WEBHOOKS_ALLOW_PRIVATE: a model server on this machine (`model`)
+        child_env(processes.tmp_path, REDIS_URL=private_redis.url, WEBHOOKS_ALLOW_PRIVATE="1"),
+    )
+    return process, lambda: processes.log(process)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("fast_passwords")
 def test_a_worker_past_its_ceiling_replaces_itself_and_the_fresh_one_keeps_training(
     texts,  # noqa: F811 (fixtures from tests.test_faults)
     annie,  # noqa: F811
-    private_redis,  # noqa: F811
-    use_layer,  # noqa: F811
-    processes,  # noqa: F811
+    worker,
 ):
     project = texts
-    use_layer(private_redis.url)
-    worker = processes.start(
-        ["manage.py", "trainworker", "--sweep-seconds", "3600"]
-        + ["--max-memory-growth", "1", "--settle-runs", "2"],
-        child_env(processes.tmp_path, REDIS_URL=private_redis.url),
-    )
-    # It settles on one project; a second one's pool sample and model grow it by more than
-    # 1 MB (a worker's own memory stayed within 1 MB over this project's 20 labels).
+    process, log = worker
+    second = _larger_project(annie)
+    given = _until_settled(project, annie, log)
+    _grow_until(second, annie, log, "replacing itself")
+    wait_until(lambda: log().count("training worker on channel") == 2, "the fresh process")
+    assert process.poll() is None, log()  # the same process, executed again
+
+    given += len(label_next(project, annie, 2))  # their wake-ups reach the fresh process
+    wait_until(lambda: labels_used(project) == given, "training by the fresh process")
+    assert "grew from" in log()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fast_passwords")
+def test_a_worker_past_its_ceiling_keeps_training_until_its_job_in_hand_is_done(
+    texts,  # noqa: F811 (fixtures from tests.test_faults)
+    annie,  # noqa: F811
+    worker,
+    model,  # noqa: F811
+):
+    """A follow-up job cut short would wait minutes to be queued again (an analysis 10, a
+    dataset version 30) and could be cut again: the retiring worker lets it finish, and
+    labels given meanwhile are still trained."""
+    project = texts
+    _, log = worker
+    second = _larger_project(annie)
+    given = _until_settled(project, annie, log)
+
+    release = threading.Event()
+
+    def held_answer(asked: dict) -> dict:  # the job in hand: a model server taking its time
+        release.wait(60)
+        scores = [{"id": i["id"], "scores": confident(i, asked["classes"])} for i in asked["items"]]
+        return {"model_version": "v1", "predictions": scores}
+
+    model.answer = held_answer
+    endpoint_save(project=project, url=model.url, batch_size=500, timeout_seconds=90)
+    wait_until(lambda: model.requests, "the endpoint job asking the model server")
+    _grow_until(second, annie, log, "grew from")
+
+    given += len(label_next(project, annie, 1))  # trained by the retiring process itself
+    wait_until(lambda: labels_used(project) == given, "a label trained while retiring")
+    assert "replacing itself" not in log()
+    release.set()
+    wait_until(lambda: log().count("training worker on channel") == 2, "the fresh process")
+    text = log()
+    job_done = text.index(f"training.endpoint for project {project.pk} done")
+    assert text.index("grew from") < job_done < text.index("replacing itself"), text
+    assert PreAnnotation.objects.filter(item__project=project).count() == project.items.count()
+    assert len(model.requests) == 1  # finished by the old process, not asked again
+
+
+def _larger_project(user):
+    """A second project whose pool sample and model grow a worker by more than 1 MB (its own
+    memory stayed within 1 MB over the first project's 20 labels)."""
     second = project_create(name="Second", classes=list(WORDS))
     for name, words in WORDS.items():
         vocab = words.split()
         lines = [f"{vocab[i % 6]} {vocab[i * 7 % 6]} note {i} of {i * i}" for i in range(3000)]
         add_text_items(second, lines, prefix=name)
-    Membership.objects.create(project=second, user=annie, role=Membership.Role.ANNOTATOR)
+    Membership.objects.create(project=second, user=user, role=Membership.Role.ANNOTATOR)
+    return second
 
+
+def _until_settled(project, user, log: Callable[[], str]) -> int:
+    """Label `project` until the worker has noted its baseline; the labels given."""
     given = 0
     for _ in range(25):  # a label a second: the worker looks every CHECK_SECONDS
-        given += len(label_next(project, annie, 1))
+        given += len(label_next(project, user, 1))
         wait_until(lambda n=given: labels_used(project) == n, f"a model of {given} labels")
-        if "settled at" in processes.log(worker):
-            break
+        if "settled at" in log():
+            return given
         time.sleep(1)
+    raise AssertionError(log())
+
+
+def _grow_until(second, user, log: Callable[[], str], mark: str) -> None:
+    """Label the larger project until the worker logs `mark`."""
     other = 0
     for _ in range(30):
-        if "replacing itself" in processes.log(worker):
-            break
-        other += len(label_next(second, annie, 1))
+        if mark in log():
+            return
+        other += len(label_next(second, user, 1))
         wait_until(lambda n=other: labels_used(second) == n, "the second project's model")
         time.sleep(1)
-    wait_until(
-        lambda: processes.log(worker).count("training worker on channel") == 2,
-        "the fresh process listening",
-    )
-    assert worker.poll() is None, processes.log(worker)  # the same process, executed again
-
-    given += len(label_next(project, annie, 2))  # their wake-ups reach the fresh process
-    wait_until(lambda: labels_used(project) == given, "training by the fresh process")
-    assert "grew from" in processes.log(worker)
+    raise AssertionError(log())
