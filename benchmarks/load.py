@@ -30,7 +30,6 @@ import random
 import re
 import resource
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -572,9 +571,6 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args, env, usernames, projects)
     table = results_table(results)
     print("\n" + table + "\n" + checks_table(results) + "\n" + memory_table(results))
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
     # machine_info's lines about next_item.py's requests and worker are dropped: said below
     args.requests, args.worker = 0, not args.no_trainworker
     info = nb.machine_info(args, "unknown" if idle is None else f"{idle:.0f}")
@@ -586,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (
         "# A team labelling at once\n\n"
         "Written by `benchmarks/load.py`; see `benchmarks/README.md`.\n\n"
-        f"{info}\n- commit: {commit or 'unknown'}\n"
+        f"{info}\n"
         f"- {args.annotators} annotators (distinct accounts), each with its own kept-alive "
         "connections (aiohttp, at most 2), the annotate page's protocol (next?count=2, then "
         f"submit with want/exclude; the page reopened every {args.reopen_every} labels); "

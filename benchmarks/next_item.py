@@ -906,7 +906,16 @@ def machine_info(args: argparse.Namespace, idle: str) -> str:
         f"requests, {args.annotators} annotators taking turns, one request in flight, "
         "a new TCP connection per request; submissions as the page sends them (`want=1`)\n"
         f"- training worker: {'running (manage.py trainworker)' if args.worker else 'none'}\n"
+        f"- commit: {commit()}\n"
     )
+
+
+def commit() -> str:
+    """The checkout measured (`-dirty` when it has uncommitted changes)."""
+    described = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    )
+    return described.stdout.strip() or "unknown"
 
 
 @dataclass

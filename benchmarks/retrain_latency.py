@@ -91,6 +91,7 @@ from benchmarks.next_item import (  # noqa: E402  (needs ROOT on sys.path)
 from benchmarks.next_item import (  # noqa: E402
     _tables,
     base_env,
+    commit,
     django_setup,
     ensure_database,
     idle_percent,
@@ -1071,7 +1072,7 @@ def machine_info(idle: float | None, via: set[str], args) -> str:
         f"alone, {args.labels} while another annotator asks for its next item every "
         f"{args.hammer_interval * 1000:.0f} ms (+ its latency); items are the demo's airline "
         "tweets, cycled; labels are their true labels\n"
-        + (f"- **{args.redis_note}**\n" if args.redis_note else "")
+        f"- commit: {commit()}\n" + (f"- **{args.redis_note}**\n" if args.redis_note else "")
     )
 
 
