@@ -214,7 +214,7 @@ def handle_request(project_id: int) -> trainer.TrainingResult | None:
     try:
         result = trainer.train(project_id)
         if result is not None:
-            jobs.jobs_schedule(project_id)
+            jobs.look_soon(project_id)
         return result
     except Exception:
         logger.exception("training project %s failed", project_id)
@@ -317,6 +317,10 @@ class TrainingConsumer(AsyncConsumer):
 
     async def training_sweep(self, message: dict[str, Any]) -> None:
         await sync_to_async(_sweep_now, thread_sensitive=False)()
+
+    async def training_look(self, message: dict[str, Any]) -> None:
+        await asyncio.sleep(max(0.0, message["at"] - time.monotonic()))
+        await sync_to_async(jobs.look_later, thread_sensitive=False)(message)
 
     async def training_estimate(self, message: dict[str, Any]) -> None:
         await sync_to_async(jobs.job_run, thread_sensitive=False)(message)
@@ -563,6 +567,8 @@ class TrainingWorker(Worker):
             kind = "analyses"
         elif message["type"] == jobs.ENDPOINT:  # a slow model server holds up nothing else
             kind = "endpoint"
+        elif message["type"] == jobs.LOOK:  # it waits for its time: never behind a job
+            kind = "looks"
         else:
             kind = "jobs" if message["type"] in jobs.JOB_TYPES else "training"
         scope = {"type": "channel", "channel": TRAINING_CHANNEL}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 
 import pytest
@@ -236,3 +237,59 @@ def test_the_worker_returns_freed_memory_every_release_every_requests(monkeypatc
         worker._count_request()
     assert len(released) == 2
     worker.limit_malloc_arenas()  # glibc here; a no-op elsewhere, never an error
+
+
+def test_runs_within_seconds_of_a_look_at_the_due_jobs_leave_one_look_for_later(
+    memory_layer, project, annie
+):
+    """The look is ~27 queries and the next label's run waited for it: after every run it
+    happens at most every LOOK_SECONDS, and a run inside that time leaves one look for when
+    it is up, so the last label's jobs are not left to the sweep."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    label_balanced(project, annie, 6)  # an estimate is due once a model exists
+    trainer.train(project.pk)
+    submitted: list[dict] = []
+    jobs.attach_worker(submitted.append)
+    try:
+        jobs.look_soon(project.pk)  # the first look: at once
+        due = {m["type"] for m in submitted}
+        assert jobs.ESTIMATE in due
+        submitted.clear()
+        for _ in range(3):  # runs right after it: no query, one look left for later
+            with CaptureQueriesContext(connection) as looked:
+                jobs.look_soon(project.pk)
+            assert len(looked) == 0
+        [later] = submitted
+        assert later["type"] == jobs.LOOK and later["project_id"] == project.pk
+        assert 0 < later["at"] - time.monotonic() <= jobs.LOOK_SECONDS
+        jobs.forget_jobs()  # the estimate is not run here: only the look is
+        jobs.look_soon(project.pk)  # a worker that restarted looks at once
+        assert {m["type"] for m in submitted[1:]} == due
+    finally:
+        jobs.attach_worker(None)
+        jobs.forget_jobs()
+
+
+def test_the_worker_runs_the_look_left_for_later_when_its_time_has_come(
+    memory_layer, project, annie
+):
+    label_balanced(project, annie, 6)
+    trainer.train(project.pk)
+    submitted: list[dict] = []
+    jobs.attach_worker(submitted.append)
+    try:
+        jobs.look_soon(project.pk)
+        due = {m["type"] for m in submitted}
+        jobs.look_soon(project.pk)
+        later = submitted[-1]
+        jobs.forget_jobs()
+        jobs._look_pending.add(project.pk)  # as look_soon left it
+        submitted.clear()
+        jobs.look_later(later)
+        assert {m["type"] for m in submitted} == due and jobs.ESTIMATE in due
+        assert not jobs._look_pending
+    finally:
+        jobs.attach_worker(None)
+        jobs.forget_jobs()
