@@ -41,6 +41,7 @@ __all__ = [
     "run_event",
     "run_finish",
     "run_request",
+    "run_requeue",
     "runs_requeue_stale",
 ]
 
@@ -191,6 +192,19 @@ def run_finish(run: AnalysisRun, *, result: dict[str, Any] | None, error: str = 
             "message",
             "model_version",
         ]
+    )
+    publish(project_group(run.project_id), run_event(run))
+
+
+def run_requeue(run: AnalysisRun) -> None:
+    """Queue `run` again from the start, now: its worker handed it over to a fresh process
+    (`curation.recycling`), whose start-up sweep runs it without waiting for it to look
+    abandoned (`STALE_AFTER`)."""
+    run.status = AnalysisRun.Status.QUEUED
+    run.progress = 0.0
+    run.message = "Queued again: its worker was replaced"
+    AnalysisRun.objects.filter(pk=run.pk, status=AnalysisRun.Status.RUNNING).update(
+        status=run.status, progress=run.progress, message=run.message
     )
     publish(project_group(run.project_id), run_event(run))
 

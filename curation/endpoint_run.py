@@ -36,6 +36,7 @@ from annotations.prediction_endpoint import (
     endpoint_release,
     endpoint_succeeded,
 )
+from curation import recycling
 from curation.endpoint_protocol import EndpointAnswerError, answer_parse, request_body
 
 if TYPE_CHECKING:
@@ -176,6 +177,8 @@ def _run(
     after: Item | None = None
     caught_up = False
     while result.predicted < budget:
+        if result.batches:
+            recycling.checkpoint()  # a retiring worker leaves the other batches to the next
         wanted = min(endpoint.batch_size, budget - result.predicted)
         name = endpoint.model_name()
         items = items_to_predict(project, name, wanted, after)

@@ -29,7 +29,15 @@ from django.db import close_old_connections
 from annotations.events import project_group, publish
 from annotations.models import Project
 from annotations.prediction_endpoint import ENDPOINT_JOB
-from curation import analysis_runs, consensus, dashboard, dataset_versions, endpoint_run, trainer
+from curation import (
+    analysis_runs,
+    consensus,
+    dashboard,
+    dataset_versions,
+    endpoint_run,
+    recycling,
+    trainer,
+)
 from curation.analysis_runs import ANALYSIS
 from curation.dataset_versions import VERSIONS
 from curation.feature_choice import feature_set_update
@@ -277,6 +285,13 @@ def job_run(message: dict[str, Any]) -> None:
             "done" if done else "not due any more",
             (time.perf_counter() - started) * 1000,
         )
+    except recycling.HandedOver:
+        logger.info(
+            "%s for project %s handed over to the fresh process after %.0f ms",
+            kind,
+            project_id,
+            (time.perf_counter() - started) * 1000,
+        )
     except Exception:
         logger.exception("%s for project %s failed", kind, project_id)
     finally:
@@ -479,6 +494,9 @@ def _execute(
     started = time.perf_counter()
     try:
         result = module.run(project, run, report)
+    except recycling.HandedOver:
+        analysis_runs.run_requeue(run)
+        raise
     except Exception as exc:
         logger.exception("%s analysis for project %s failed", run.kind, project.pk)
         analysis_runs.run_finish(run, result=None, error=f"{type(exc).__name__}: {exc}")

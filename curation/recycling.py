@@ -12,11 +12,15 @@ So: after its first training runs (50, or two minutes) the worker notes its resi
 its baseline (the pool samples and models it needs are loaded by then); once it has grown by
 more than `max_growth` beyond that, it retires: it starts no new follow-up job (an analysis, a
 version, an estimate: each is due in the database, and the fresh process's start-up sweep finds
-it) but keeps training while the jobs in hand finish, however long they take (cut short, an
-analysis would wait 10 minutes to be queued again, a dataset version 30, and be cut again by
-the next replacement); then it stops taking messages (they wait in Redis), waits for the
-training run in hand, and executes itself again, same command line and process id, so a
-supervisor sees nothing. Relative to a baseline rather than an absolute limit: at 1M items a
+it) but keeps training while the jobs in hand finish. It gives them `job_grace` seconds: under
+a team at full speed an analysis at 1M items ran for minutes at the worker's low priority, and
+meanwhile the process went on growing. Past the grace, each job stops at its next step
+(`checkpoint`, where it lets a training run go first anyway) and is left to the fresh process,
+due at once: an analysis queued again rather than waiting the 10 minutes its row takes to look
+abandoned; an estimate, a dashboard or a version's metrics write nothing until they end, so
+they are still due. Then it stops taking messages (they wait in Redis), waits for the training
+run in hand, and executes itself again, same command line and process id, so a supervisor sees
+nothing. Relative to a baseline rather than an absolute limit: at 1M items a
 worker needs several times what it needs at 10k, and a limit below its working set would
 recycle it forever.
 """
@@ -52,6 +56,25 @@ JOB = "job"
 
 _busy = {TRAINING: 0, JOB: 0}
 _busy_lock = threading.Lock()
+#: Set once a retiring worker's grace for its jobs in hand is over (`hand_over`).
+_handing_over = threading.Event()
+
+
+class HandedOver(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+    """Raised at a job's next step once its worker hands its jobs over to the fresh process.
+    A BaseException, so the jobs' `except Exception` (which records a failure) lets it by."""
+
+
+def hand_over() -> None:
+    """From now on every job of this process stops at its next `checkpoint`."""
+    _handing_over.set()
+
+
+def checkpoint() -> None:
+    """Between two steps of a follow-up job: raise `HandedOver` once the process hands its
+    jobs over (never outside a retiring `manage.py trainworker`)."""
+    if _handing_over.is_set():
+        raise HandedOver
 
 
 def rss_bytes() -> int:
@@ -72,8 +95,11 @@ class MemoryCeiling:
         *,
         settle_runs: int = SETTLE_RUNS,
         settle_seconds: float = SETTLE_SECONDS,
+        job_grace: float = 60.0,
     ) -> None:
         self.max_growth = max_growth
+        #: Seconds the follow-up jobs in hand may run on once the process retires.
+        self.job_grace = job_grace
         self.settle_runs = settle_runs
         self.settle_by = time.monotonic() + settle_seconds
         self.baseline: int | None = None

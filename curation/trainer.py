@@ -55,6 +55,7 @@ from curation import (
     evaluation,
     prediction_ranking,
     ranking_write,
+    recycling,
     versions,
 )
 from curation.evaluation import eval_items_weave, eval_summary
@@ -216,11 +217,15 @@ def wait_while_training(timeout: float = 10.0) -> bool:
     `timeout` s); True if none is. Follow-up work that shares the worker's CPU and its GIL (the
     accuracy estimate's refits, the data analyses' chunks) calls it between its steps, so a
     label's run waits for at most the step in progress, and does not share the CPU with the
-    next one (an analysis beside the runs took 100k-item runs from 142 to 200 ms p50)."""
+    next one (an analysis beside the runs took 100k-item runs from 142 to 200 ms p50). In a
+    retiring worker past its grace, raises `recycling.HandedOver` instead."""
+    recycling.checkpoint()
     with _runs_changed:
-        return _runs_changed.wait_for(
+        idle = _runs_changed.wait_for(
             lambda: _runs_in_progress == 0 and _requests_waiting == 0, timeout
         )
+    recycling.checkpoint()
+    return idle
 
 
 def _after_announcement(project: Project, state: ProjectState, result: TrainingResult) -> None:

@@ -31,6 +31,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
+import math
 import threading
 import time
 from functools import cache
@@ -457,7 +458,8 @@ class TrainingWorker(Worker):
 
     async def watch_memory(self) -> None:
         """Return once the process has outgrown its ceiling (`curation.recycling`) and the
-        follow-up jobs it had in hand are done; it keeps training meanwhile."""
+        follow-up jobs it had in hand are done, or, past the ceiling's `job_grace`, stopped at
+        their next step; it keeps training meanwhile."""
         assert self.ceiling is not None
         while not self.ceiling.exceeded(_requests, recycling.rss_bytes()):
             await asyncio.sleep(recycling.CHECK_SECONDS)
@@ -477,7 +479,13 @@ class TrainingWorker(Worker):
                 instance["input_queue"].get_nowait()
                 dropped += 1
         waited = time.monotonic()
+        grace_until = waited + self.ceiling.job_grace
         while recycling.busy(recycling.JOB):
+            if time.monotonic() >= grace_until:
+                # Each stops at its next step, due again for the fresh process.
+                logger.info("training worker: handing the jobs in hand over to the fresh one")
+                recycling.hand_over()
+                grace_until = math.inf
             await asyncio.sleep(recycling.RETIRE_CHECK_SECONDS)
         logger.info(
             "training worker: %s queued jobs left to the fresh process, %.0f s for the jobs "

@@ -157,6 +157,13 @@ if TRAINING_WORKER_MAX_GROWTH_MB < 0:
     raise ImproperlyConfigured(
         f"TRAINING_WORKER_MAX_GROWTH_MB={TRAINING_WORKER_MAX_GROWTH_MB}: use 0 (never) or more."
     )
+# Seconds a retiring worker lets its follow-up jobs in hand run on; past them each job stops at
+# its next step and is left to the fresh process, queued again (`curation.recycling`).
+TRAINING_WORKER_JOB_GRACE_SECONDS = env_int("TRAINING_WORKER_JOB_GRACE_SECONDS", 60)
+if TRAINING_WORKER_JOB_GRACE_SECONDS < 0:
+    raise ImproperlyConfigured(
+        f"TRAINING_WORKER_JOB_GRACE_SECONDS={TRAINING_WORKER_JOB_GRACE_SECONDS}: use 0 or more."
+    )
 # The shortest time between two refreshes of a project's dashboard by the worker (counts and
 # plots, `curation.dashboard`); a project whose numbers did not change is not refreshed at all.
 DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 60)

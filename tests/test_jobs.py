@@ -20,9 +20,9 @@ from django.core.management.base import CommandError
 from annotations.models import Membership, Project
 from annotations.queue import next_items
 from annotations.services import annotation_submit, project_create
-from curation import jobs, trainer, versions, worker
+from curation import analysis_runs, jobs, recycling, trainer, versions, worker
 from curation.admin import ProjectTrainingAdmin
-from curation.models import ModelVersion, ProjectTraining
+from curation.models import AnalysisRun, ModelVersion, ProjectTraining
 from dataprep_site.env import channel_layers_for
 from tests.conftest import add_text_items, make_user
 
@@ -293,3 +293,42 @@ def test_the_worker_runs_the_look_left_for_later_when_its_time_has_come(
     finally:
         jobs.attach_worker(None)
         jobs.forget_jobs()
+
+
+@pytest.fixture
+def handing_over():
+    """This process handing its jobs over, as a retiring worker past its grace does."""
+    recycling.hand_over()
+    yield
+    recycling._handing_over.clear()
+
+
+@pytest.mark.usefixtures("handing_over")
+def test_jobs_handed_over_stop_at_their_next_step_and_stay_due_for_the_fresh_process(
+    memory_layer, project, annie
+):
+    label_balanced(project, annie, 6)
+    trainer.train(project.pk)
+    assert jobs.estimate_due(current(project))
+    run = analysis_runs.run_request(project=project, kind=AnalysisRun.Kind.DUPLICATES)
+
+    jobs.job_run({"type": jobs.ANALYSIS, "project_id": project.pk})
+    jobs.job_run({"type": jobs.ESTIMATE, "project_id": project.pk})
+
+    runs = AnalysisRun.objects.filter(project=project)
+    # The analysis in hand (the first due) is queued again: not failed, not left running for
+    # the 10 minutes that make a run look abandoned; the others were not started.
+    handed = runs.get(message="Queued again: its worker was replaced")
+    assert handed.status == AnalysisRun.Status.QUEUED and handed.error == ""
+    assert not runs.exclude(status=AnalysisRun.Status.QUEUED).exists()
+    run.refresh_from_db()
+    assert run.status == AnalysisRun.Status.QUEUED
+    assert current(project).estimated_accuracy is None  # nothing half-written
+    assert {jobs.ESTIMATE, jobs.ANALYSIS} <= set(jobs.due_jobs(project.pk))
+
+    recycling._handing_over.clear()  # the fresh process
+    jobs.job_run({"type": jobs.ANALYSIS, "project_id": project.pk})
+    jobs.job_run({"type": jobs.ESTIMATE, "project_id": project.pk})
+    assert runs.get(pk=handed.pk).status == AnalysisRun.Status.DONE
+    assert runs.get(pk=run.pk).status == AnalysisRun.Status.DONE
+    assert current(project).estimated_accuracy is not None

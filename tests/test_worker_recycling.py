@@ -57,12 +57,18 @@ def test_this_process_reads_its_resident_memory():
 
 
 @pytest.fixture
-def worker(private_redis, use_layer, processes):  # noqa: F811 (fixtures from tests.test_faults)
-    """The real `manage.py trainworker` with a 1 MB ceiling, settling after 2 runs; its log."""
+def worker_args() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def worker(private_redis, use_layer, processes, worker_args):  # noqa: F811 (tests.test_faults)
+    """The real `manage.py trainworker` with a 1 MB ceiling, settling after 2 runs (and
+    `worker_args`); its log."""
     use_layer(private_redis.url)
     process = processes.start(
         ["manage.py", "trainworker", "--sweep-seconds", "3600"]
-        + ["--max-memory-growth", "1", "--settle-runs", "2"],
+        + ["--max-memory-growth", "1", "--settle-runs", "2", *worker_args],
         # WEBHOOKS_ALLOW_PRIVATE: a model server on this machine (`model`)
         child_env(processes.tmp_path, REDIS_URL=private_redis.url, WEBHOOKS_ALLOW_PRIVATE="1"),
     )
@@ -129,6 +135,54 @@ def test_a_worker_past_its_ceiling_keeps_training_until_its_job_in_hand_is_done(
     assert text.index("grew from") < job_done < text.index("replacing itself"), text
     assert PreAnnotation.objects.filter(item__project=project).count() == project.items.count()
     assert len(model.requests) == 1  # finished by the old process, not asked again
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fast_passwords")
+@pytest.mark.parametrize("worker_args", [["--job-grace", "1"]])
+def test_a_retiring_worker_hands_a_long_job_over_to_the_fresh_process_after_its_grace(
+    texts,  # noqa: F811 (fixtures from tests.test_faults)
+    annie,  # noqa: F811
+    worker,
+    model,  # noqa: F811
+):
+    """Under a team at full speed a job at 1M items ran for minutes while the retiring worker
+    went on growing: past the grace the job stops at its next step (here, between two batches
+    of the model server's predictions) and the fresh process does the rest at once."""
+    project = texts
+    _, log = worker
+    second = _larger_project(annie)
+    _until_settled(project, annie, log)
+
+    release = threading.Event()
+
+    def held_answer(asked: dict) -> dict:  # the first batch: a model server taking its time
+        release.wait(60)
+        scores = [{"id": i["id"], "scores": confident(i, asked["classes"])} for i in asked["items"]]
+        return {"model_version": "v1", "predictions": scores}
+
+    model.answer = held_answer
+    batch = 7
+    assert project.items.count() > 2 * batch
+    endpoint_save(project=project, url=model.url, batch_size=batch, timeout_seconds=90)
+    wait_until(lambda: model.requests, "the endpoint job asking the model server")
+    _grow_until(second, annie, log, "grew from")
+    wait_until(lambda: "handing the jobs in hand over" in log(), "the grace to end")
+    assert "replacing itself" not in log()  # the batch in hand is not cut
+    release.set()
+    wait_until(lambda: log().count("training worker on channel") == 2, "the fresh process")
+    done = f"training.endpoint for project {project.pk} done"
+    wait_until(lambda: done in log(), "the fresh process predicting the rest")
+    text = log()
+    handed = text.index(f"training.endpoint for project {project.pk} handed over")
+    fresh = text.rindex("training worker on channel")
+    assert text.index("grew from") < handed < text.index("replacing itself") < fresh, text
+    assert text.index(done) > fresh, text
+    assert PreAnnotation.objects.filter(item__project=project).count() == project.items.count()
+    # The first batch was stored by the old process and not asked for again.
+    asked = [item["id"] for request in model.requests for item in request.body["items"]]
+    assert len(asked) == len(set(asked)) == project.items.count()
 
 
 def _larger_project(user):

@@ -64,6 +64,15 @@ class Command(BaseCommand):
             "MB since it settled; 0: never (default: TRAINING_WORKER_MAX_GROWTH_MB, 128).",
         )
         parser.add_argument(
+            "--job-grace",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="Seconds the follow-up jobs in hand may run on once the process is replacing "
+            "itself; past them each stops at its next step and is left to the fresh process "
+            "(default: TRAINING_WORKER_JOB_GRACE_SECONDS, 60).",
+        )
+        parser.add_argument(
             "--settle-runs",
             type=int,
             default=recycling.SETTLE_RUNS,
@@ -76,6 +85,7 @@ class Command(BaseCommand):
         *args,
         sweep_seconds: float | None,
         max_memory_growth: int | None,
+        job_grace: float | None,
         settle_runs: int,
         **options,
     ) -> None:
@@ -90,8 +100,11 @@ class Command(BaseCommand):
             if max_memory_growth is None
             else max_memory_growth
         )
-        if growth < 0 or settle_runs < 1:
-            raise CommandError("--max-memory-growth must be 0 or more, --settle-runs 1 or more.")
+        grace = settings.TRAINING_WORKER_JOB_GRACE_SECONDS if job_grace is None else job_grace
+        if growth < 0 or settle_runs < 1 or grace < 0:
+            raise CommandError(
+                "--max-memory-growth and --job-grace must be 0 or more, --settle-runs 1 or more."
+            )
         # Background work: the web server's requests get the CPU first (TRAINING_WORKER_NICE).
         niceness = max(os.getpriority(os.PRIO_PROCESS, 0), settings.TRAINING_WORKER_NICE)
         os.setpriority(os.PRIO_PROCESS, 0, niceness)  # absolute, and never raises priority
@@ -105,7 +118,9 @@ class Command(BaseCommand):
             niceness,
         )
         ceiling = (
-            recycling.MemoryCeiling(growth * 2**20, settle_runs=settle_runs) if growth else None
+            recycling.MemoryCeiling(growth * 2**20, settle_runs=settle_runs, job_grace=grace)
+            if growth
+            else None
         )
         worker = TrainingWorker(
             training_application(),
