@@ -189,9 +189,9 @@ def annotation_submit(
             existing.save(update_fields=["labels", "skipped", "time_spent_ms", "updated_at"])
             annotation = existing
             created = False
-        still_open, progress = (
-            _count_answer(project, locked, delta) if delta else (locked.needs_annotation, None)
-        )
+        count = locked.annotation_count + delta
+        still_open = count < locked.answers_wanted(project) if delta else locked.needs_annotation
+        completes = locked.needs_annotation and not still_open
         answers = [a.labels for a in others if not a.skipped]
         if not skipped:
             answers.append(labels)
@@ -206,7 +206,7 @@ def annotation_submit(
                 complete=not still_open,
                 classes=label_names,
             )
-        if relabelling and progress is not None and not still_open:
+        if relabelling and completes:
             relabel_arrived(project, locked.pk)
         queue.release_lease(item=locked, user=annotator, complete=not still_open)
         # The webhook outbox, in this transaction; no query unless a hook listens.
@@ -215,6 +215,9 @@ def annotation_submit(
             WebhookEvent.ANNOTATION_SAVED,
             lambda: annotation_data(annotation, locked, annotator, created=created),
         )
+        # Last: a completed item moves the project's counter, whose row every submission of
+        # the project then waits for until this transaction commits.
+        progress = _count_answer(project, locked, count, still_open) if delta else None
         if progress is not None and not still_open:
             webhook_event(
                 project,
@@ -336,16 +339,21 @@ def _find_submission(
     return replay, existing, others
 
 
-def _count_answer(project: Project, item: Item, delta: int) -> tuple[bool, tuple[int, int] | None]:
-    """Apply +1/-1 answered annotation to the (locked) item and the project's counters; returns
-    whether the item still needs answers, and the project's (total, complete) counts when this
-    moved them (read in the same statement, for the progress event)."""
-    count = item.annotation_count + delta
+def _count_answer(
+    project: Project, item: Item, count: int, now_open: bool
+) -> tuple[int, int] | None:
+    """Write the (locked) item's new answer `count` and whether it is `now_open`, and move the
+    project's counters if the item opened or closed; returns the project's (total, complete)
+    counts when they moved (read in the same statement, for the progress event).
+
+    The caller's last statement before its commit: under a team labelling at full speed the
+    project's row was held from here through the gold label, the lease and the commit, and
+    ~11 of 50 submissions at any moment waited for it (pg_stat_activity, `benchmarks/load.py`).
+    """
     was_open = item.needs_annotation
-    now_open = count < item.answers_wanted(project)
     if was_open == now_open:
         Item.objects.filter(pk=item.pk).update(annotation_count=count, needs_annotation=now_open)
-        return now_open, None
+        return None
     # Both rows in one statement (it runs on most submissions); the project's row is locked
     # only when its count moves, as before.
     item_table, project_table = (
@@ -370,7 +378,7 @@ def _count_answer(project: Project, item: Item, delta: int) -> tuple[bool, tuple
                 [moved, project.pk],
             )
         total, complete = cursor.fetchone()
-    return now_open, (total, complete)
+    return total, complete
 
 
 def project_recount(project: Project) -> Project:

@@ -211,7 +211,16 @@ class TrainingWorker:
             lines = self.log_path.read_text().splitlines()
         except OSError:
             return []
-        marks = ("settled at", "grew from", "replacing itself", "training worker on channel")
+        marks = (
+            "settled at",
+            "grew from",
+            "handing the jobs",
+            "handed over",
+            "queued jobs left",
+            "still in hand",
+            "replacing itself",
+            "training worker on channel",
+        )
         return [line for line in lines if any(mark in line for mark in marks)]
 
     def stop(self) -> None:
@@ -223,6 +232,9 @@ class TrainingWorker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if keep := os.environ.get("BENCH_WORKER_LOG"):  # the whole log, for a diagnosis
+            with open(keep, "a") as out:
+                out.write(self.log_path.read_text())
         self.log_path.unlink(missing_ok=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,7 +14,7 @@ from uuid import uuid4
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -90,6 +91,69 @@ def test_the_same_submission_sent_ten_times_at_once_is_stored_once(project, anno
     assert sum(r.changed for r in results) == 1
     assert counts(project, item) == (1, 0, False, 1, 1)
     assert Annotation.objects.get().labels == ["negative"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_completing_submission_waits_for_the_projects_row_only_to_commit(project, annotator):
+    """Every completing submission moves the project's counter, so its row is the one all of a
+    team's submissions queue for: under 50 annotators ~11 waited for it at any moment while
+    each holder went on to its gold label, its lease and its commit. Locked last, a
+    submission that waits for the row has done everything else (here: its lease is gone)."""
+    item = project.items.order_by("id").first()
+    hand_out(item, annotator)
+    held, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold_the_projects_row() -> None:
+        try:
+            with transaction.atomic():
+                Project.objects.select_for_update().get(pk=project.pk)
+                held.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    def submit() -> None:
+        try:
+            fresh = Item.objects.select_related("project").get(pk=item.pk)
+            annotation_submit(
+                item=fresh, annotator=annotator, labels=["negative"], client_uuid=uuid4()
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_projects_row)
+    holder.start()
+    assert held.wait(10)
+    submitter = threading.Thread(target=submit)
+    submitter.start()
+    try:
+        _wait_for_a_backend_waiting_on_a_lock()
+        with pytest.raises(OperationalError, match="could not obtain lock"), transaction.atomic():
+            list(ItemLease.objects.select_for_update(nowait=True).filter(item=item))
+    finally:
+        release.set()
+        holder.join(30)
+        submitter.join(30)
+    assert not errors, errors
+    assert counts(project, item) == (1, 0, False, 1, 1)
+
+
+def _wait_for_a_backend_waiting_on_a_lock() -> None:
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.02)
+    raise AssertionError("no submission waited for the project's row")
 
 
 @pytest.mark.postgres
