@@ -191,7 +191,10 @@ def jobs_status(project: Project) -> dict[str, str]:
 
 def jobs_schedule(project_id: int) -> list[str]:
     """Queue the project's due jobs on this process's worker, else on the training channel;
-    return the types queued. Jobs already queued here are not queued again."""
+    return the types queued. Jobs already queued here are not queued again, and none by a
+    worker that is replacing itself (`curation.recycling`)."""
+    if recycling.retiring():
+        return []
     try:
         kinds = due_jobs(project_id)
     except Exception:

@@ -46,6 +46,8 @@ CHECK_SECONDS = 5.0
 #: jobs are done by then); past it the process replaces itself regardless (training reads the
 #: database: what a run cut short was doing, the next one does).
 DRAIN_SECONDS = 30.0
+#: The longest wait for the worker's intakes to stop taking messages once cancelled.
+STOP_SECONDS = 5.0
 #: Seconds between two looks at the follow-up jobs in hand of a retiring worker.
 RETIRE_CHECK_SECONDS = 0.5
 
@@ -56,13 +58,26 @@ JOB = "job"
 
 _busy = {TRAINING: 0, JOB: 0}
 _busy_lock = threading.Lock()
-#: Set once a retiring worker's grace for its jobs in hand is over (`hand_over`).
+#: Set once the worker retires (`retire`), and once its grace for its jobs in hand is over
+#: (`hand_over`).
+_retiring = threading.Event()
 _handing_over = threading.Event()
 
 
 class HandedOver(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
     """Raised at a job's next step once its worker hands its jobs over to the fresh process.
     A BaseException, so the jobs' `except Exception` (which records a failure) lets it by."""
+
+
+def retire() -> None:
+    """From now on this process queues no follow-up job (`retiring`)."""
+    _retiring.set()
+
+
+def retiring() -> bool:
+    """Whether this process is replacing itself: jobs found due are left to the fresh one,
+    whose start-up sweep finds them (queued here, they would only be dropped)."""
+    return _retiring.is_set()
 
 
 def hand_over() -> None:

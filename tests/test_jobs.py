@@ -332,3 +332,18 @@ def test_jobs_handed_over_stop_at_their_next_step_and_stay_due_for_the_fresh_pro
     assert runs.get(pk=handed.pk).status == AnalysisRun.Status.DONE
     assert runs.get(pk=run.pk).status == AnalysisRun.Status.DONE
     assert current(project).estimated_accuracy is not None
+
+
+def test_a_retiring_worker_queues_no_job_and_leaves_them_due_for_the_fresh_process(
+    memory_layer, project, annie
+):
+    label_balanced(project, annie, 6)
+    trainer.train(project.pk)
+    recycling.retire()
+    try:
+        assert jobs.jobs_schedule(project.pk) == []  # queued, they would only be dropped
+    finally:
+        recycling._retiring.clear()
+    assert jobs.ESTIMATE in jobs.due_jobs(project.pk)
+    assert jobs.ESTIMATE in jobs.jobs_schedule(project.pk)
+    jobs.forget_jobs()

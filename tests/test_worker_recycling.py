@@ -4,16 +4,20 @@ Redis and the test database, as in `tests/test_faults.py`."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
+from channels.layers import InMemoryChannelLayer
 
 from annotations.models import Membership, PreAnnotation
 from annotations.prediction_endpoint import endpoint_save
 from annotations.services import project_create
+from curation import recycling
 from curation.recycling import MemoryCeiling, rss_bytes
+from curation.worker import TRAINING_CHANNEL, TrainingWorker, training_application
 from tests.conftest import add_text_items
 from tests.model_server import confident
 from tests.test_faults import (  # noqa: F401 (fixtures)
@@ -219,3 +223,51 @@ def _grow_until(second, user, log: Callable[[], str], mark: str) -> None:
         wait_until(lambda n=other: labels_used(second) == n, "the second project's model")
         time.sleep(1)
     raise AssertionError(log())
+
+
+class _SwallowingLayer(InMemoryChannelLayer):
+    """An in-memory layer whose blocking receive swallows the first cancellation, as a
+    receive from Redis did with messages flowing (redis-py 8.2 under channels-redis 4.3; the
+    reproduction is in `benchmarks/README.md`)."""
+
+    swallowed = False
+
+    async def receive(self, channel: str) -> dict:
+        while True:
+            try:
+                return await super().receive(channel)
+            except asyncio.CancelledError:
+                if self.swallowed:
+                    raise
+                self.swallowed = True
+
+
+class _Outgrown(MemoryCeiling):
+    def exceeded(self, runs: int, rss: int) -> bool:
+        return True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_replacing_itself_does_not_wait_for_a_receive_that_swallowed_its_cancel(
+    monkeypatch,
+):
+    """Under a team at full speed the retiring worker never replaced itself: it waited for
+    its listener, whose receive had swallowed the cancellation, and went on training."""
+    replaced = []
+    monkeypatch.setattr(recycling, "replace_process", lambda: replaced.append(True))
+    monkeypatch.setattr(recycling, "STOP_SECONDS", 0.5)
+    layer = _SwallowingLayer()
+    worker = TrainingWorker(
+        training_application(),
+        [TRAINING_CHANNEL],
+        layer,
+        sweep_seconds=3600,
+        ceiling=_Outgrown(1, job_grace=0),
+    )
+    try:
+        asyncio.run(asyncio.wait_for(worker.handle(), 15))
+    finally:
+        recycling._retiring.clear()
+        recycling._handing_over.clear()
+    assert layer.swallowed
+    assert replaced == [True]
