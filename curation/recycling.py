@@ -116,15 +116,25 @@ class MemoryCeiling:
         #: Seconds the follow-up jobs in hand may run on once the process retires.
         self.job_grace = job_grace
         self.settle_runs = settle_runs
-        self.settle_by = time.monotonic() + settle_seconds
+        self.settle_seconds = settle_seconds
+        #: When a look first found a run done: the time to settle counts from there.
+        self.first_run_seen: float | None = None
         self.baseline: int | None = None
 
     def exceeded(self, runs: int, rss: int) -> bool:
         """Whether a process that has made `runs` training runs and holds `rss` bytes should
-        be replaced. The first reading after `settle_runs` runs becomes the baseline, or after
-        `settle_seconds` with one run at least: under a team at full speed, runs are paced and
-        the worker gets the CPU last, so 50 of them took more than five minutes."""
-        settled = runs >= self.settle_runs or (runs > 0 and time.monotonic() >= self.settle_by)
+        be replaced. The first reading after `settle_runs` runs becomes the baseline, or
+        `settle_seconds` after the first run: under a team at full speed, runs are paced and
+        the worker gets the CPU last, so 50 of them took more than five minutes. Not from the
+        start: a fresh process's first run rebuilds its state from every label, which took
+        more than two minutes under such a team, and the RSS just after it (its peaks still
+        in the heap) is no baseline."""
+        now = time.monotonic()
+        if runs > 0 and self.first_run_seen is None:
+            self.first_run_seen = now
+        settled = runs >= self.settle_runs or (
+            self.first_run_seen is not None and now - self.first_run_seen >= self.settle_seconds
+        )
         if not settled or rss <= 0:
             return False
         if self.baseline is None:

@@ -47,6 +47,23 @@ def test_the_ceiling_is_measured_from_the_memory_the_worker_settled_at():
     assert not MemoryCeiling(MIB, settle_runs=1).exceeded(5, 0)  # no /proc: never
 
 
+def test_a_fresh_worker_whose_first_run_is_slow_settles_a_while_after_it(monkeypatch):
+    """A replacement's first run rebuilds its state from every label: under a team at full
+    speed it ended after the time to settle had passed, and the memory right after it was
+    taken for the baseline (506 MiB where the first process had settled at 370)."""
+    clock = [1000.0]
+    monkeypatch.setattr(recycling.time, "monotonic", lambda: clock[0])
+    ceiling = MemoryCeiling(100 * MIB, settle_runs=50, settle_seconds=120)
+    assert not ceiling.exceeded(0, 300 * MIB)
+    clock[0] += 150  # the first run took longer than the time to settle
+    assert not ceiling.exceeded(1, 500 * MIB) and ceiling.baseline is None
+    clock[0] += 119
+    assert not ceiling.exceeded(4, 600 * MIB) and ceiling.baseline is None
+    clock[0] += 1
+    assert not ceiling.exceeded(5, 420 * MIB) and ceiling.baseline == 420 * MIB
+    assert ceiling.exceeded(6, 521 * MIB)
+
+
 def test_a_worker_whose_runs_are_few_settles_after_a_while_all_the_same():
     """Under a team at full speed the worker's runs are paced and get the CPU last: it must
     not wait for its 50th run to measure anything."""
