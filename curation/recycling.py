@@ -8,7 +8,7 @@ this with a ceiling and a fresh process (Celery's `--max-memory-per-child`, uWSG
 `reload-on-rss`, gunicorn's `--max-requests`); the worker can afford it, since everything it
 knows is in the database and the model files: a new process catches up with a sweep.
 
-So: after its first training runs (50, or two minutes) the worker notes its resident memory as
+So: after its first training runs (50, or two minutes after the first) the worker notes its RSS as
 its baseline (the pool samples and models it needs are loaded by then); once it has grown by
 more than `max_growth` beyond that, it retires: it starts no new follow-up job (an analysis, a
 version, an estimate: each is due in the database, and the fresh process's start-up sweep finds
